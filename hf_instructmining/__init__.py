@@ -1,0 +1,65 @@
+"""hf-instructmining: find the instruction-tuning data worth training on (InstructMining, arXiv 2307.06290).
+
+Public names load lazily, so `import hf_instructmining` imports neither torch, trl nor flaml.
+
+Example:
+
+```py
+>>> import datasets, hf_instructmining as im
+>>> ds = datasets.Dataset.from_list([{"instruction": "Say hi", "output": "Hello there, friend."}])
+>>> ds.map(im.MTLD(), batched=True)[0]["mtld"]
+3.0
+```
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+
+__version__ = "0.1.0.dev0"
+
+# submodule -> public names it defines (the contract in DESIGN.md)
+_SUBMOD_ATTRS: dict[str, list[str]] = {
+    "formats": ["detect_format", "extract_pairs"],
+    "indicators": [
+        "InputLength",
+        "KNNDistance",
+        "MTLD",
+        "OutputLength",
+        "Perplexity",
+        "RewardScore",
+        "UniEval",
+        "get_indicator",
+    ],
+}
+_ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
+
+__all__ = sorted(["__version__", "indicators", *_ATTR_TO_SUBMOD])
+
+if TYPE_CHECKING:
+    from . import indicators
+    from .formats import detect_format, extract_pairs
+    from .indicators import (
+        MTLD,
+        InputLength,
+        KNNDistance,
+        OutputLength,
+        Perplexity,
+        RewardScore,
+        UniEval,
+        get_indicator,
+    )
+
+
+def __getattr__(name: str):
+    if name in _ATTR_TO_SUBMOD:
+        value = getattr(importlib.import_module(f"{__name__}.{_ATTR_TO_SUBMOD[name]}"), name)
+        globals()[name] = value
+        return value
+    if name == "indicators":
+        return importlib.import_module(f"{__name__}.indicators")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,138 @@
+"""The base class every indicator derives from: a `Dataset.map` function with a cheap, exact fingerprint.
+
+An indicator reads (instruction, response) pairs from any layout (see [`~hf_instructmining.formats`]),
+computes its float column(s) on the valid rows, and writes NaN on rows that `on_invalid="nan"` let through.
+Subclasses implement one method, `compute(pairs, device)`, on valid rows only.
+
+Fingerprints: `Dataset.map` hashes the function with dill. `__getstate__` keeps only the configuration and the
+class `version` (bump it whenever the output of an indicator changes), never a loaded model or tokenizer, so
+hashing is cheap, stable before and after the first call, and caching works across calls and processes.
+"""
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..formats import FORMATS, InstructionPairs, OnInvalid, extract_pairs
+
+
+logger = logging.getLogger(__name__)
+
+
+class Indicator:
+    """A natural-language indicator of instruction-data quality, usable directly as a `Dataset.map` function.
+
+    Args:
+        format (`str`, *optional*): force the input layout (`"alpaca"`, `"prompt_completion"`, `"messages"`)
+            instead of detecting it from the columns.
+        column_mapping (`dict[str, str]`, *optional*): role -> column, e.g. `{"output": "answer"}`.
+        on_invalid (`str`, *optional*, defaults to `"raise"`): what to do with a row whose response is missing,
+            empty or not text: `"raise"` an error naming the row, or write `"nan"`.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining.indicators import OutputLength
+    >>> ds = Dataset.from_dict({"instruction": ["Say hi", "Count"], "output": ["Hello there", "one two three"]})
+    >>> ds.map(OutputLength(), batched=True)["output_length"]
+    [2.0, 3.0]
+    ```
+    """
+
+    #: Registry name and output column of the indicator (families such as KNN override `columns`).
+    name: ClassVar[str] = ""
+    #: Bump when the values an indicator computes change, so `Dataset.map` caches are invalidated.
+    version: ClassVar[str] = "1"
+    #: Instance attributes that hold loaded state and never enter pickles or fingerprints.
+    _transient: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        format: str | None = None,
+        column_mapping: Mapping[str, str] | None = None,
+        on_invalid: OnInvalid = "raise",
+    ):
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"Unknown format `{format!r}`; expected one of {list(FORMATS)}.")
+        if on_invalid not in ("raise", "nan"):
+            raise ValueError(f"`on_invalid` must be `'raise'` or `'nan'`, got `{on_invalid!r}`.")
+        self.format = format
+        self.column_mapping = dict(column_mapping) if column_mapping else None
+        self.on_invalid = on_invalid
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The column(s) this indicator writes."""
+        return (self.name,)
+
+    def compute(self, pairs: InstructionPairs, rank: int | None = None) -> dict[str, Sequence[float]]:
+        """Compute the indicator's column(s) for valid pairs; one float per pair, in order."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """The options that rebuild this indicator with `get_indicator(column, **spec)`, recorded in rules."""
+        return {}
+
+    def __call__(self, examples: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
+        """Score one example or a batch; returns only this indicator's column(s), one value per row."""
+        return self.process(examples, rank=rank)
+
+    def process(
+        self,
+        examples: Mapping[str, Any],
+        *,
+        indices: Sequence[int] | int | None = None,
+        rank: int | None = None,
+    ) -> dict[str, Any]:
+        """Like `__call__`, with dataset row `indices` for error messages (used by `compute_indicators`)."""
+        pairs = extract_pairs(
+            examples,
+            format=self.format,
+            column_mapping=self.column_mapping,
+            on_invalid=self.on_invalid,
+            indices=indices,
+        )
+        return self._finish(pairs, self._compute_valid(pairs, rank))
+
+    def _compute_valid(self, pairs: InstructionPairs, rank: int | None) -> dict[str, list[float]]:
+        """Compute on the valid rows and put NaN on the invalid ones, keeping row order."""
+        values: dict[str, list[float]] = {c: [math.nan] * len(pairs) for c in self.columns}
+        if pairs.num_invalid == len(pairs):
+            return values
+        valid = pairs if pairs.num_invalid == 0 else pairs.select_valid()
+        computed = self.compute(valid, rank=rank)
+        positions = [i for i, ok in enumerate(pairs.valid) if ok]
+        for column in self.columns:
+            column_values = computed[column]
+            if len(column_values) != len(positions):
+                raise RuntimeError(
+                    f"{type(self).__name__} returned {len(column_values)} values for {len(positions)} rows."
+                )
+            for i, value in zip(positions, column_values):
+                values[column][i] = float(value)
+        return values
+
+    @staticmethod
+    def _finish(pairs: InstructionPairs, values: dict[str, list[float]]) -> dict[str, Any]:
+        if pairs.batched:
+            return values
+        return {column: column_values[0] for column, column_values in values.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._transient}
+        state["_indicator_version"] = self.version
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.pop("_indicator_version", None)
+        self.__dict__.update(state)
+        for attribute in self._transient:
+            self.__dict__.setdefault(attribute, None)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.spec().items())
+        return f"{type(self).__name__}({options})"

@@ -1,0 +1,102 @@
+"""Build indicators by column name: the registry that every indicator family plugs into.
+
+A column name maps to an indicator factory. Fixed names (`reward`, `mtld`, ...) map directly; families map
+by pattern (`knn_6` -> `KNNDistance(k=6)`, `unieval_coherence` -> `UniEval(aspects=["coherence"])`).
+Built-in families are named by module path so that looking one up imports only that module.
+"""
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .base import Indicator
+
+
+# column -> "module:Class" for the built-in indicators (imported on first use).
+_BUILTIN: dict[str, str] = {
+    "input_length": "lengths:InputLength",
+    "output_length": "lengths:OutputLength",
+    "mtld": "mtld:MTLD",
+    "reward": "reward:RewardScore",
+    "perplexity": "perplexity:Perplexity",
+}
+# (pattern, "module:Class", options derived from the match)
+_BUILTIN_PATTERNS: list[tuple[re.Pattern, str, Callable[[re.Match], dict[str, Any]]]] = [
+    (re.compile(r"knn_([1-9][0-9]*)"), "knn:KNNDistance", lambda m: {"k": int(m[1])}),
+    (
+        re.compile(r"unieval_(naturalness|coherence|understandability)"),
+        "unieval:UniEval",
+        lambda m: {"aspects": [m[1]]},
+    ),
+]
+_CUSTOM: dict[str, Callable[..., Indicator]] = {}
+
+
+def register_indicator(column: str, factory: Callable[..., Indicator]) -> None:
+    """Make `get_indicator(column)` build an indicator with `factory(**options)`.
+
+    Args:
+        column (`str`): the column the indicator writes.
+        factory (`Callable[..., Indicator]`): usually the indicator class itself.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators import MTLD, get_indicator, register_indicator
+    >>> register_indicator("mtld_strict", lambda **options: MTLD(threshold=0.8, **options))
+    >>> get_indicator("mtld_strict").threshold
+    0.8
+    ```
+    """
+    if column in _BUILTIN or any(p.fullmatch(column) for p, _, _ in _BUILTIN_PATTERNS):
+        raise ValueError(f"`{column}` is a built-in indicator column and cannot be re-registered.")
+    _CUSTOM[column] = factory
+
+
+def available_indicators() -> list[str]:
+    """The column names `get_indicator` knows (families shown by pattern, e.g. `knn_{k}`)."""
+    return (
+        sorted(_BUILTIN)
+        + ["knn_{k}", "unieval_coherence", "unieval_naturalness", "unieval_understandability"]
+        + (sorted(_CUSTOM))
+    )
+
+
+def get_indicator(column: str, **options: Any) -> Indicator:
+    """Build the indicator that writes `column`.
+
+    Args:
+        column (`str`): an indicator column such as `"reward"`, `"mtld"` or `"knn_6"`.
+        **options: passed to the indicator's constructor (e.g. `model=`, `tokenizer=`, `on_invalid=`).
+
+    Returns:
+        [`Indicator`]
+
+    Raises:
+        `ValueError`: when the name is unknown; the message lists the valid names.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators import get_indicator
+    >>> get_indicator("mtld")
+    MTLD(threshold=0.72)
+    ```
+    """
+    if not isinstance(column, str):
+        raise TypeError(f"An indicator name must be a string, got {type(column).__name__}.")
+    if column in _CUSTOM:
+        return _CUSTOM[column](**options)
+    if column in _BUILTIN:
+        return _load(_BUILTIN[column])(**options)
+    for pattern, target, derive in _BUILTIN_PATTERNS:
+        match = pattern.fullmatch(column)
+        if match:
+            return _load(target)(**{**derive(match), **options})
+    raise ValueError(f"Unknown indicator `{column}`. Known indicators: {available_indicators()}.")
+
+
+def _load(target: str) -> Callable[..., Indicator]:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
