@@ -200,7 +200,7 @@ def extract_pairs(
 
     reader = _READERS[fmt]
     pairs = InstructionPairs(batched=batched, format=fmt)
-    for row_id, row in zip(row_ids, rows):
+    for row_id, row in zip(row_ids, rows, strict=True):
         try:
             instruction, response, prompt = reader(row)
         except _RowError as err:

@@ -111,7 +111,7 @@ class Indicator:
                 raise RuntimeError(
                     f"{type(self).__name__} returned {len(column_values)} values for {len(positions)} rows."
                 )
-            for i, value in zip(positions, column_values):
+            for i, value in zip(positions, column_values, strict=True):
                 values[column][i] = float(value)
         return values
 
