@@ -75,8 +75,8 @@ def main() -> None:
     oracle = best_time(lambda: [LexicalRichness(t).mtld(threshold=0.72) for t in texts], args.repeats)
     results = [("mtld", "lexicalrichness loop", n / ours, n / oracle)]
     for indicator in (InputLength(), OutputLength()):
-        batched = best_time(lambda: ds.map(indicator, batched=True, load_from_cache_file=False), args.repeats)
-        single = best_time(lambda: ds.map(indicator, load_from_cache_file=False), args.repeats)
+        batched = best_time(lambda i=indicator: ds.map(i, batched=True, load_from_cache_file=False), args.repeats)
+        single = best_time(lambda i=indicator: ds.map(i, load_from_cache_file=False), args.repeats)
         results.append((indicator.name, "same, unbatched map", n / batched, n / single))
 
     print(f"{'indicator':<15}{'ours rows/s':>14}{'baseline':>24}{'baseline rows/s':>18}{'ratio':>8}")
