@@ -31,6 +31,8 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "UniEval",
         "get_indicator",
     ],
+    "rules": ["QualityRule"],
+    "selection": ["select_fraction", "select_threshold", "select_top_k"],
 }
 _ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
         UniEval,
         get_indicator,
     )
+    from .rules import QualityRule
+    from .selection import select_fraction, select_threshold, select_top_k
 
 
 def __getattr__(name: str):

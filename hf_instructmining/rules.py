@@ -1,0 +1,484 @@
+"""Quality rules: the linear InstructMining formula that predicts the log eval loss of a model finetuned on data.
+
+A rule is `log L_eval ≈ β0 + Σ βi · Ii` (paper, Section 3.1): an intercept, one coefficient per indicator
+column, and, for each column, the options that rebuild the indicator the coefficient was fitted with
+(`get_indicator(column, **rule.indicators[column])`: model id and revision, tokenizer, `k` for KNN, ...).
+Lower is better. Applied to one example it ranks data; applied to a dataset's mean indicator values it
+estimates the dataset's quality.
+
+Rules are stored as JSON only (never pickle), in a file named `instructmining_rule.json` inside a folder or a
+Hub repository. The file carries a `schema_version`, and loading validates every field: a malformed file
+raises [`~hf_instructmining.errors.RuleFormatError`] naming the field and what is wrong with it.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .errors import RuleFormatError
+
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RULE_FILENAME = "instructmining_rule.json"
+DEFAULT_RULE = "instructmining-llama2-7b"
+TARGET = "log_eval_loss"
+_FIELDS = ("schema_version", "name", "target", "intercept", "coefficients", "indicators", "provenance")
+
+
+def builtin_rules() -> list[str]:
+    """The names accepted by [`QualityRule.from_builtin`].
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.rules import builtin_rules
+    >>> builtin_rules()
+    ['instructmining-llama-7b', 'instructmining-llama2-7b']
+    ```
+    """
+    folder = resources.files("hf_instructmining").joinpath("builtin_rules")
+    return sorted(entry.name[: -len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+@dataclass
+class QualityRule:
+    """A linear InstructMining rule: predicted log eval loss = intercept + Σ coefficient · indicator.
+
+    Args:
+        intercept (`float`): β0.
+        coefficients (`dict[str, float]`): indicator column -> coefficient, e.g. `{"reward": -0.0078}`.
+        indicators (`dict[str, dict]`): indicator column -> the options that rebuild its indicator with
+            `get_indicator(column, **options)` (model id, revision, tokenizer, `k`, ...). Every coefficient needs one
+            (`{}` means the indicator's defaults).
+        provenance (`dict`, *optional*): where the numbers come from: `source`, `base_model`, `eval_set`,
+            `library_versions`, `created_at`, and `fit` statistics for fitted rules.
+        name (`str`, *optional*): a short name, e.g. `"instructmining-llama2-7b"`.
+
+    Raises:
+        [`~hf_instructmining.errors.RuleFormatError`]: when a field has the wrong type, a number is not finite,
+            a column has no indicator spec (or a spec has no coefficient), or a column is not a known indicator.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining import QualityRule
+    >>> rule = QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}})
+    >>> rule.predict({"mtld": [50.0, 10.0], "output_length": [100, 20]}).round(3).tolist()
+    [0.6, 0.92]
+    >>> QualityRule.from_builtin("instructmining-llama2-7b").formula()
+    'log L_eval = 0.0274 - 0.0078·reward + 0.4421·unieval_understandability - 0.3212·unieval_naturalness - 0.152·unieval_coherence'
+    ```
+    """
+
+    intercept: float
+    coefficients: dict[str, float]
+    indicators: dict[str, dict[str, Any]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self):
+        checked = _validate(
+            {
+                "intercept": self.intercept,
+                "coefficients": self.coefficients,
+                "indicators": self.indicators,
+                "provenance": self.provenance,
+                "name": self.name,
+            }
+        )
+        self.intercept = checked["intercept"]
+        self.coefficients = checked["coefficients"]
+        self.indicators = checked["indicators"]
+        self.provenance = checked["provenance"]
+
+    @property
+    def columns(self) -> list[str]:
+        """The indicator columns the rule reads, in coefficient order."""
+        return list(self.coefficients)
+
+    def formula(self) -> str:
+        """The rule as a readable formula, e.g. `log L_eval = 0.0274 - 0.0078·reward + ...`."""
+        terms = [f"log L_eval = {self.intercept:g}"]
+        for column, coefficient in self.coefficients.items():
+            terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{column}")
+        return " ".join(terms)
+
+    def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
+        """Predict the log eval loss of each row from its indicator values.
+
+        Args:
+            columns (`Mapping[str, Sequence[float]]`, `pandas.DataFrame` or `datasets.Dataset`): the indicator
+                values, one sequence per column (a batch dict from `Dataset.map(batched=True)` works as is);
+                scalar values count as one row. Extra columns are ignored.
+            allow_nan (`bool`, *optional*, defaults to `False`): rows with a NaN indicator (invalid rows scored
+                with `on_invalid="nan"`) get a NaN prediction instead of raising. Infinite values always raise.
+
+        Returns:
+            `np.ndarray`: one float per row (1-D), lower is better.
+
+        Raises:
+            `KeyError`: a column the rule needs is missing (the message lists them and the columns present).
+            `ValueError`: a value is not a number, not finite, or the columns have different lengths.
+
+        Example:
+
+        ```py
+        >>> from hf_instructmining import QualityRule
+        >>> rule = QualityRule.from_builtin("instructmining-llama-7b")
+        >>> rule.predict({"reward": [1.0], "output_length": [100.0], "knn_6": [0.5]}).round(5).tolist()
+        [0.46036]
+        ```
+        """
+        present = _column_names(columns)
+        missing = [c for c in self.coefficients if c not in present]
+        if missing:
+            raise KeyError(
+                f"The rule {self._label} needs the indicator column(s) {missing}, which are missing; columns "
+                f"present: {sorted(present)}. Compute them with `compute_indicators(ds, {missing})` or "
+                "`ds.map(InstructScorer(rule=...))`."
+            )
+        values = {c: _as_floats(columns[c], c) for c in self.coefficients}
+        lengths = {c: len(v) for c, v in values.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"The indicator columns have different numbers of rows: {lengths}.")
+        for column, array in values.items():
+            _check_finite(array, column, allow_nan=allow_nan)
+        prediction = np.full(next(iter(lengths.values())), self.intercept, dtype=float)
+        for column, coefficient in self.coefficients.items():
+            prediction += coefficient * values[column]
+        return prediction
+
+    @property
+    def _label(self) -> str:
+        return f"`{self.name}`" if self.name else "(unnamed)"
+
+    # -- serialisation -------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form: `schema_version`, `name`, `target`, `intercept`, `coefficients`, `indicators`,
+        `provenance` (non-finite statistics in the provenance become `null`, since JSON has no NaN)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "target": TARGET,
+            "intercept": self.intercept,
+            "coefficients": dict(self.coefficients),
+            "indicators": {c: dict(spec) for c, spec in self.indicators.items()},
+            "provenance": _json_safe(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> "QualityRule":
+        """Build a rule from [`QualityRule.to_dict`]'s form, validating every field.
+
+        Args:
+            data (`dict`): the parsed JSON object.
+            source (`str`, *optional*): where it came from, prefixed to error messages.
+
+        Raises:
+            [`~hf_instructmining.errors.RuleFormatError`]: the message names the field and what is wrong.
+        """
+        if not isinstance(data, dict):
+            raise RuleFormatError(f"a rule must be a JSON object, got {type(data).__name__}", path=source)
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise RuleFormatError(f"unknown field(s) {unknown}; the fields are {list(_FIELDS)}", path=source)
+        missing = [k for k in ("schema_version", "intercept", "coefficients", "indicators") if k not in data]
+        if missing:
+            raise RuleFormatError(f"missing field(s) {missing}", path=source)
+        version = data["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RuleFormatError(f"`schema_version` must be a positive integer, got `{version!r}`", path=source)
+        if version > SCHEMA_VERSION:
+            raise RuleFormatError(
+                f"`schema_version` {version} is newer than this version of hf-instructmining reads "
+                f"({SCHEMA_VERSION}); upgrade with `pip install -U hf-instructmining`",
+                path=source,
+            )
+        if data.get("target", TARGET) != TARGET:
+            raise RuleFormatError(f"`target` must be `{TARGET}`, got `{data['target']!r}`", path=source)
+        checked = _validate(data, source=source)
+        return cls(**checked)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the rule as JSON; a folder gets `instructmining_rule.json` inside it. Returns the file path.
+
+        Example:
+
+        ```py
+        >>> import tempfile
+        >>> from hf_instructmining import QualityRule
+        >>> rule = QualityRule.from_builtin("instructmining-llama2-7b")
+        >>> folder = tempfile.mkdtemp()
+        >>> QualityRule.load(rule.save(folder)) == rule
+        True
+        ```
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, RULE_FILENAME)
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)  # a crash mid-write never leaves a truncated rule behind
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "QualityRule":
+        """Read a rule written by [`QualityRule.save`] (a JSON file, or a folder holding `instructmining_rule.json`).
+
+        Raises:
+            `FileNotFoundError`: no such file.
+            [`~hf_instructmining.errors.RuleFormatError`]: the file is not valid JSON or not a valid rule.
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, RULE_FILENAME)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise RuleFormatError(f"not valid JSON ({err})", path=path) from None
+        return cls.from_dict(data, source=path)
+
+    @classmethod
+    def from_builtin(cls, name: str = DEFAULT_RULE) -> "QualityRule":
+        """One of the rules published with InstructMining, by name (see [`builtin_rules`]).
+
+        Args:
+            name (`str`, *optional*, defaults to `"instructmining-llama2-7b"`): the paper's LLaMA-2-7B rule (v2/v3,
+                the default) or `"instructmining-llama-7b"` (v1).
+
+        Example:
+
+        ```py
+        >>> from hf_instructmining import QualityRule
+        >>> QualityRule.from_builtin("instructmining-llama-7b").columns
+        ['reward', 'output_length', 'knn_6']
+        ```
+        """
+        names = builtin_rules()
+        if name not in names:
+            raise ValueError(f"Unknown built-in rule `{name}`; the built-in rules are {names}.")
+        entry = resources.files("hf_instructmining").joinpath("builtin_rules", f"{name}.json")
+        return cls.from_dict(json.loads(entry.read_text(encoding="utf-8")), source=f"built-in rule {name}")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id_or_dir: str | os.PathLike,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        repo_type: str | None = None,
+    ) -> "QualityRule":
+        """Load the `instructmining_rule.json` of a local folder or a Hub repository.
+
+        Args:
+            repo_id_or_dir (`str`): a local folder (or JSON file), or a Hub repo id.
+            revision (`str`, *optional*): branch, tag or commit on the Hub.
+            token (`str` or `bool`, *optional*): Hub token.
+            repo_type (`str`, *optional*): `"model"` or `"dataset"`; by default a model repo is tried, then a
+                dataset repo (scored datasets pushed with [`~hf_instructmining.push_to_hub`] carry their rule).
+
+        Example:
+
+        ```py
+        >>> import tempfile
+        >>> from hf_instructmining import QualityRule
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = QualityRule.from_builtin().save(folder)
+        >>> QualityRule.from_pretrained(folder).name
+        'instructmining-llama2-7b'
+        ```
+        """
+        local = os.fspath(repo_id_or_dir)
+        if os.path.isdir(local) or os.path.isfile(local):
+            if os.path.isdir(local) and not os.path.isfile(os.path.join(local, RULE_FILENAME)):
+                raise FileNotFoundError(f"The folder `{local}` has no `{RULE_FILENAME}`.")
+            return cls.load(local)
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+        kinds = [repo_type] if repo_type else ["model", "dataset"]
+        for i, kind in enumerate(kinds):
+            try:
+                path = hf_hub_download(local, RULE_FILENAME, revision=revision, token=token, repo_type=kind)
+            except (RepositoryNotFoundError, EntryNotFoundError):
+                if i == len(kinds) - 1:
+                    raise
+                continue
+            return cls.load(path)
+        raise AssertionError("unreachable")
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> Any:
+        """Upload the rule as `instructmining_rule.json` (see [`~hf_instructmining.hub.push_rule_to_hub`])."""
+        from .hub import push_rule_to_hub
+
+        return push_rule_to_hub(self, repo_id, **kwargs)
+
+
+# -- validation --------------------------------------------------------------------------------------------------
+
+
+def _validate(data: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """Check the fields shared by the constructor and JSON files; return them normalised (floats, copies)."""
+
+    def fail(message: str) -> RuleFormatError:
+        return RuleFormatError(message, path=source)
+
+    intercept = _number(data["intercept"], "`intercept`", fail)
+    coefficients = data["coefficients"]
+    if not isinstance(coefficients, Mapping) or not coefficients:
+        raise fail(f"`coefficients` must be a non-empty object of column -> number, got `{coefficients!r}`")
+    coefficients = {
+        _column(c, "`coefficients`", fail): _number(v, f"`coefficients.{c}`", fail) for c, v in coefficients.items()
+    }
+    indicators = data["indicators"]
+    if not isinstance(indicators, Mapping):
+        raise fail(f"`indicators` must be an object of column -> options, got `{type(indicators).__name__}`")
+    missing = [c for c in coefficients if c not in indicators]
+    if missing:
+        raise fail(
+            f"`indicators` has no spec for the column(s) {missing}; give each coefficient's options (`{{}}` for defaults)"
+        )
+    extra = [c for c in indicators if c not in coefficients]
+    if extra:
+        raise fail(f"`indicators` has spec(s) for {extra}, which have no coefficient")
+    specs = {}
+    for column in coefficients:
+        spec = indicators[column]
+        if not isinstance(spec, Mapping) or not all(isinstance(k, str) for k in spec):
+            raise fail(f"`indicators.{column}` must be an object of option -> value, got `{spec!r}`")
+        _json_value(spec, f"`indicators.{column}`", fail)
+        specs[column] = dict(spec)
+    provenance = data.get("provenance")
+    provenance = {} if provenance is None else provenance
+    if not isinstance(provenance, Mapping):
+        raise fail(f"`provenance` must be an object, got `{type(provenance).__name__}`")
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise fail(f"`name` must be a string or null, got `{name!r}`")
+    return {
+        "intercept": intercept,
+        "coefficients": coefficients,
+        "indicators": specs,
+        "provenance": dict(provenance),
+        "name": name,
+    }
+
+
+def _number(value: Any, what: str, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise fail(f"{what} must be a number, got `{value!r}`")
+    if not math.isfinite(value):
+        raise fail(f"{what} must be finite, got `{value!r}`")
+    return float(value)
+
+
+def _column(column: Any, what: str, fail) -> str:
+    if not isinstance(column, str):
+        raise fail(f"{what} has a non-string column `{column!r}`")
+    if not _is_known_indicator(column):
+        from .indicators import available_indicators
+
+        raise fail(
+            f"{what} names the unknown indicator column `{column}`; known indicators: {available_indicators()} "
+            "(register others with `register_indicator`)"
+        )
+    return column
+
+
+def _is_known_indicator(column: str) -> bool:
+    from .indicators import available_indicators
+
+    for known in available_indicators():
+        # Families are listed by pattern, e.g. `knn_{k}` for `knn_6`.
+        pattern = re.escape(known).replace(re.escape("{k}"), "[1-9][0-9]*")
+        if re.fullmatch(pattern, column):
+            return True
+    return False
+
+
+def _json_value(value: Any, what: str, fail) -> None:
+    """Indicator options must be plain JSON (strings, finite numbers, booleans, null, lists, objects)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise fail(f"{what} must be finite, got `{value!r}`")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _json_value(item, f"{what}[{i}]", fail)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise fail(f"{what} has a non-string key `{key!r}`")
+            _json_value(item, f"{what}.{key}", fail)
+        return
+    raise fail(f"{what} holds a `{type(value).__name__}`, which JSON cannot store")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# -- prediction helpers ------------------------------------------------------------------------------------------
+
+
+def _column_names(columns: Any) -> list[str]:
+    if hasattr(columns, "column_names"):  # datasets.Dataset
+        return list(columns.column_names)
+    if hasattr(columns, "columns") and not isinstance(columns, Mapping):  # pandas.DataFrame
+        return [str(c) for c in columns.columns]
+    if isinstance(columns, Mapping):
+        return list(columns)
+    raise TypeError(
+        f"`columns` must be a mapping of column -> values, a DataFrame or a Dataset, got {type(columns).__name__}."
+    )
+
+
+def _as_floats(values: Any, column: str) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=float)  # None (a missing value) becomes NaN
+    except (TypeError, ValueError):
+        raise ValueError(f"The indicator column `{column}` holds non-numeric values.") from None
+    if array.ndim > 1:
+        raise ValueError(f"The indicator column `{column}` must be one value per row, got shape {array.shape}.")
+    return np.atleast_1d(array)
+
+
+def _check_finite(array: np.ndarray, column: str, *, allow_nan: bool) -> None:
+    infinite = np.flatnonzero(np.isinf(array))
+    if infinite.size:
+        raise ValueError(
+            f"The indicator column `{column}` is infinite at row(s) {infinite[:10].tolist()}; a rule cannot score "
+            "those rows. Check the indicator's model and inputs."
+        )
+    nan = np.flatnonzero(np.isnan(array))
+    if nan.size and not allow_nan:
+        raise ValueError(
+            f"The indicator column `{column}` is NaN at row(s) {nan[:10].tolist()} (invalid rows?). Pass "
+            "`allow_nan=True` to give those rows a NaN prediction."
+        )

@@ -1,0 +1,233 @@
+"""QualityRule: the built-in formulas, prediction, JSON round trip and every kind of malformed rule."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from datasets import Dataset
+
+from hf_instructmining import QualityRule
+from hf_instructmining.errors import RuleFormatError
+from hf_instructmining.indicators import get_indicator
+from hf_instructmining.rules import DEFAULT_RULE, RULE_FILENAME, SCHEMA_VERSION, builtin_rules
+
+
+LLAMA2_ROWS = {
+    "reward": [1.5, -2.0],
+    "unieval_understandability": [0.9, 0.2],
+    "unieval_naturalness": [0.8, 0.3],
+    "unieval_coherence": [0.7, 0.1],
+}
+
+
+def _valid_dict(**changes):
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "name": "custom",
+        "target": "log_eval_loss",
+        "intercept": 1.0,
+        "coefficients": {"mtld": -0.01, "output_length": 0.001},
+        "indicators": {"mtld": {"threshold": 0.72}, "output_length": {"tokenizer": None}},
+        "provenance": {"source": "test"},
+    }
+    data.update(changes)
+    return data
+
+
+def test_builtin_names():
+    assert builtin_rules() == ["instructmining-llama-7b", "instructmining-llama2-7b"]
+    assert DEFAULT_RULE == "instructmining-llama2-7b"
+    assert QualityRule.from_builtin().name == DEFAULT_RULE
+
+
+def test_llama2_rule_reproduces_hand_computed_values():
+    rule = QualityRule.from_builtin("instructmining-llama2-7b")
+    # 0.0274 - 0.0078*1.5 + 0.4421*0.9 - 0.3212*0.8 - 0.1520*0.7 = 0.0274 - 0.0117 + 0.39789 - 0.25696 - 0.1064 = 0.05023
+    # 0.0274 + 0.0156 + 0.08842 - 0.09636 - 0.0152 (second row)
+    expected = [0.05023, 0.01986]
+    np.testing.assert_allclose(rule.predict(LLAMA2_ROWS), expected, atol=1e-12)
+    assert rule.provenance["paper_version"] == "v2/v3"
+    assert "secondary sources that agree" in rule.provenance["note"]
+    assert rule.indicators["reward"]["model"] == "OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"
+    assert {rule.indicators[c]["model"] for c in rule.columns if c.startswith("unieval_")} == {
+        "MingZhong/unieval-dialog"
+    }
+
+
+def test_llama_rule_reproduces_hand_computed_values():
+    rule = QualityRule.from_builtin("instructmining-llama-7b")
+    assert rule.coefficients == {"reward": -0.1498, "output_length": 8.257e-5, "knn_6": -0.9350}
+    # 1.0694 - 0.1498*2 + 8.257e-5*200 - 0.9350*0.4 = 1.0694 - 0.2996 + 0.016514 - 0.374
+    np.testing.assert_allclose(
+        rule.predict({"reward": [2.0], "output_length": [200], "knn_6": [0.4]}), [0.412314], atol=1e-12
+    )
+    assert rule.provenance["paper_version"] == "v1"
+    assert rule.indicators["knn_6"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert rule.indicators["output_length"]["tokenizer"] == "meta-llama/Llama-2-7b-hf"
+
+
+@pytest.mark.parametrize("name", ["instructmining-llama2-7b", "instructmining-llama-7b"])
+def test_builtin_specs_build_their_indicators(name):
+    rule = QualityRule.from_builtin(name)
+    for module in ("reward", "unieval", "knn"):
+        pytest.importorskip(f"hf_instructmining.indicators.{module}")
+    for column in rule.columns:
+        indicator = get_indicator(column, **rule.indicators[column])
+        assert column in indicator.columns
+
+
+def test_predict_accepts_dataframe_dataset_and_scalars():
+    rule = QualityRule.from_builtin()
+    expected = rule.predict(LLAMA2_ROWS)
+    np.testing.assert_allclose(rule.predict(pd.DataFrame(LLAMA2_ROWS)), expected)
+    np.testing.assert_allclose(rule.predict(Dataset.from_dict({**LLAMA2_ROWS, "extra": ["a", "b"]})), expected)
+    single = rule.predict({column: values[0] for column, values in LLAMA2_ROWS.items()})
+    assert single.shape == (1,)
+    assert single[0] == pytest.approx(expected[0])
+
+
+def test_predict_rejects_missing_columns_naming_them():
+    rule = QualityRule.from_builtin()
+    with pytest.raises(KeyError, match="unieval_coherence"):
+        rule.predict({c: v for c, v in LLAMA2_ROWS.items() if c != "unieval_coherence"})
+
+
+def test_predict_nan_rows_raise_or_stay_nan():
+    rule = QualityRule.from_builtin()
+    rows = {**LLAMA2_ROWS, "reward": [1.5, math.nan]}
+    with pytest.raises(ValueError, match=r"`reward` is NaN at row\(s\) \[1\]"):
+        rule.predict(rows)
+    prediction = rule.predict(rows, allow_nan=True)
+    assert not math.isnan(prediction[0]) and math.isnan(prediction[1])
+    # None (a missing value in a batch) is NaN too, never silently a number.
+    assert math.isnan(rule.predict({**LLAMA2_ROWS, "reward": [1.5, None]}, allow_nan=True)[1])
+
+
+def test_predict_rejects_infinite_and_non_numeric_values():
+    rule = QualityRule.from_builtin()
+    with pytest.raises(ValueError, match="infinite"):
+        rule.predict({**LLAMA2_ROWS, "reward": [math.inf, 0.0]}, allow_nan=True)
+    with pytest.raises(ValueError, match="non-numeric"):
+        rule.predict({**LLAMA2_ROWS, "reward": ["high", "low"]})
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        rule.predict({**LLAMA2_ROWS, "reward": [1.0]})
+
+
+@pytest.mark.parametrize("name", ["instructmining-llama2-7b", "instructmining-llama-7b"])
+def test_json_round_trip_predicts_the_same(tmp_path, name):
+    rule = QualityRule.from_builtin(name)
+    path = rule.save(tmp_path)
+    assert path.endswith(RULE_FILENAME)
+    loaded = QualityRule.load(path)
+    assert loaded == rule
+    assert QualityRule.from_pretrained(str(tmp_path)) == rule
+    rows = {c: [0.5, 1.0, 2.0] for c in rule.columns}
+    np.testing.assert_array_equal(loaded.predict(rows), rule.predict(rows))
+    assert json.loads(open(path).read())["schema_version"] == SCHEMA_VERSION
+
+
+def test_save_writes_nan_statistics_as_null(tmp_path):
+    rule = QualityRule.from_dict(
+        _valid_dict(provenance={"fit": {"f_pvalue": math.nan, "table": {"x": [np.float64(1)]}}})
+    )
+    loaded = QualityRule.load(rule.save(tmp_path / "rule.json"))
+    assert loaded.provenance == {"fit": {"f_pvalue": None, "table": {"x": [1.0]}}}
+
+
+def _write(tmp_path, content):
+    path = tmp_path / "rule.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([1, 2], "must be a JSON object"),
+        (_valid_dict(extra=1), r"unknown field\(s\) \['extra'\]"),
+        ({k: v for k, v in _valid_dict().items() if k != "schema_version"}, "missing field.*schema_version"),
+        ({k: v for k, v in _valid_dict().items() if k != "indicators"}, "missing field.*indicators"),
+        (_valid_dict(schema_version="1"), "`schema_version` must be a positive integer"),
+        (_valid_dict(schema_version=99), "newer than this version"),
+        (_valid_dict(target="eval_loss"), "`target` must be `log_eval_loss`"),
+        (_valid_dict(intercept="1.0"), "`intercept` must be a number"),
+        (_valid_dict(intercept=True), "`intercept` must be a number"),
+        (_valid_dict(coefficients=[]), "`coefficients` must be a non-empty object"),
+        (_valid_dict(coefficients={}), "`coefficients` must be a non-empty object"),
+        (_valid_dict(coefficients={"mtld": None, "output_length": 1.0}), r"`coefficients.mtld` must be a number"),
+        (_valid_dict(coefficients={"bogus": 1.0}, indicators={"bogus": {}}), "unknown indicator column `bogus`"),
+        (_valid_dict(indicators={"mtld": {}}), r"no spec for the column\(s\) \['output_length'\]"),
+        (_valid_dict(indicators={"mtld": {}, "output_length": {}, "reward": {}}), r"\['reward'\], which have no coef"),
+        (_valid_dict(indicators={"mtld": "default", "output_length": {}}), "`indicators.mtld` must be an object"),
+        (_valid_dict(indicators=[]), "`indicators` must be an object"),
+        (_valid_dict(provenance=[]), "`provenance` must be an object"),
+        (_valid_dict(name=3), "`name` must be a string or null"),
+    ],
+)
+def test_malformed_rule_files_name_the_field(tmp_path, data, message):
+    path = _write(tmp_path, data)
+    with pytest.raises(RuleFormatError, match=message) as info:
+        QualityRule.load(path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"schema_version": 1, "intercept": ', "not valid JSON"),
+        ("", "not valid JSON"),
+        (json.dumps(_valid_dict()).replace('"intercept": 1.0', '"intercept": NaN'), "`intercept` must be finite"),
+        (
+            json.dumps(_valid_dict()).replace('"mtld": -0.01', '"mtld": -Infinity'),
+            "`coefficients.mtld` must be finite",
+        ),
+        (
+            json.dumps(_valid_dict()).replace('"threshold": 0.72', '"threshold": Infinity'),
+            r"`indicators.mtld`.threshold must be finite",
+        ),
+    ],
+)
+def test_unparsable_and_non_finite_files(tmp_path, text, message):
+    with pytest.raises(RuleFormatError, match=message):
+        QualityRule.load(_write(tmp_path, text))
+
+
+def test_constructor_validates_like_files():
+    with pytest.raises(RuleFormatError, match="must be finite"):
+        QualityRule(math.inf, {"mtld": 1.0}, {"mtld": {}})
+    with pytest.raises(RuleFormatError, match="no spec"):
+        QualityRule(0.0, {"mtld": 1.0}, {})
+    with pytest.raises(RuleFormatError, match="JSON cannot store"):
+        QualityRule(0.0, {"mtld": 1.0}, {"mtld": {"threshold": object()}})
+
+
+def test_knn_family_columns_are_known():
+    rule = QualityRule(0.0, {"knn_3": 1.0, "unieval_coherence": 1.0}, {"knn_3": {}, "unieval_coherence": {}})
+    assert rule.columns == ["knn_3", "unieval_coherence"]
+    with pytest.raises(RuleFormatError, match="unknown indicator column `knn_0`"):
+        QualityRule(0.0, {"knn_0": 1.0}, {"knn_0": {}})
+
+
+def test_unknown_builtin_and_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="instructmining-llama2-7b"):
+        QualityRule.from_builtin("nope")
+    with pytest.raises(FileNotFoundError, match=RULE_FILENAME):
+        QualityRule.from_pretrained(str(tmp_path))
+
+
+def test_from_pretrained_hub_id_offline_does_not_touch_the_network(monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # huggingface_hub reads HF_HUB_OFFLINE at import time, before the autouse fixture sets it.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(LocalEntryNotFoundError):
+        QualityRule.from_pretrained("someone/not-a-local-rule")
+
+
+def test_formula_is_readable():
+    assert QualityRule.from_builtin("instructmining-llama-7b").formula() == (
+        "log L_eval = 1.0694 - 0.1498·reward + 8.257e-05·output_length - 0.935·knn_6"
+    )
