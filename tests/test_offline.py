@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from hf_instructmining.offline import minilm_path, smollm2_gguf, smollm2_path
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_folder_loads_offline():
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(minilm_path())
+    assert model.config.hidden_size == 384
+
+
+def test_smollm2_conversion_matches_the_gguf_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_path(tmp_path)
+    assert smollm2_path(tmp_path) == folder  # converted once, reused after
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    gguf_folder, gguf_file = smollm2_gguf()
+    with torch.inference_mode():
+        converted = AutoModelForCausalLM.from_pretrained(folder)(ids).logits
+        original = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_file)(ids).logits
+    torch.testing.assert_close(converted, original)
