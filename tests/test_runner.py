@@ -1,0 +1,96 @@
+"""finetune_and_evaluate and run_labeling on a tiny Llama (LoRA and full finetuning, CPU, a few steps)."""
+
+import datasets
+import numpy as np
+import pytest
+
+from hf_instructmining import LabelingConfig, LabelStore, run_labeling, sample_subsets
+from hf_instructmining.labeling.runner import build_sft_config, finetune_and_evaluate
+
+
+def _alpaca(n, offset=0):
+    return datasets.Dataset.from_dict(
+        {
+            "instruction": [f"Write {i + offset} words about the sea." for i in range(n)],
+            "input": ["" if i % 2 else "calmly" for i in range(n)],
+            "output": ["The sea is blue and wide. " * (1 + i % 3) for i in range(n)],
+        }
+    )
+
+
+def _config(model_dir, **kwargs):
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 128, "device": "cpu"}
+    settings["sft_overrides"] = {"disable_tqdm": True, **kwargs.pop("sft_overrides", {})}
+    return LabelingConfig(model_name_or_path=model_dir, **{**settings, **kwargs})
+
+
+@pytest.mark.slow
+def test_finetune_and_evaluate_with_lora_records_through_the_callback(tiny_llama_dir, tmp_path):
+    store = LabelStore(tmp_path / "labels.jsonl")
+    result = finetune_and_evaluate(
+        _alpaca(10), _alpaca(4, 50), _config(tiny_llama_dir), store=store, subset_id="x", metadata={"k": 1}
+    )
+    assert result["eval_loss"] > 0 and result["num_train_rows"] == 10 and result["global_step"] == 2
+    assert result["train_runtime_s"] > 0 and result["peft_config"]["r"] == 8
+    assert result["sft_config"]["use_cpu"] is True and result["sft_config"]["bf16"] is False
+    [evaluation] = store.records("eval")
+    assert evaluation["loss"] == pytest.approx(result["eval_loss"]) and evaluation["run_id"] == result["run_id"]
+
+
+@pytest.mark.slow
+def test_full_finetuning_chat_format_and_named_eval_sets(tiny_chat_llama_dir):
+    config = _config(tiny_chat_llama_dir, finetuning="full", max_steps=1)
+    evals = {"a": _alpaca(3, 50), "b": _alpaca(3, 80)}
+    result = finetune_and_evaluate(_alpaca(6), evals, config)
+    assert set(result["eval_losses"]) == {"eval_a_loss", "eval_b_loss"}
+    assert result["eval_loss"] == pytest.approx(np.mean(list(result["eval_losses"].values())))
+    assert result["peft_config"] is None
+
+
+@pytest.mark.slow
+def test_run_labeling_resumes_without_duplicates_and_is_reproducible(tiny_llama_dir, tmp_path):
+    pool = _alpaca(40).map(
+        lambda r, i: {"output_length": float(len(r["output"].split())), "mtld": float(i)}, with_indices=True
+    )
+    subsets = sample_subsets(pool.remove_columns(["output_length", "mtld"]), n_subsets=3, subset_size=8, seed=1)
+    eval_ds = _alpaca(4, 100)
+    config = _config(tiny_llama_dir)
+
+    store = LabelStore(tmp_path / "resumed.jsonl")
+    run_labeling(subsets[:1], eval_ds, config, store, scored_pool=pool)
+    # An attempt at the second subset that was killed after one evaluation.
+    store.append({"kind": "train_begin", "subset_id": subsets[1].subset_id, "run_id": "dead"})
+    store.append({"kind": "eval", "subset_id": subsets[1].subset_id, "run_id": "dead", "step": 2, "loss": 99.0})
+    done = run_labeling(subsets, eval_ds, config, store, scored_pool=pool)
+
+    assert [r["subset_id"] for r in done] == [s.subset_id for s in subsets]
+    assert len(store.records("train_begin", include_superseded=True)) == 4  # 1 + the dead one + 2 new
+    assert len(store.records("eval")) == 3 and 99.0 not in [r["loss"] for r in store.records("eval")]
+    for record, subset in zip(done, subsets, strict=True):
+        rows = pool.select(subset.dataset["row_index"])
+        assert record["indicator_means"] == pytest.approx(
+            {"mtld": np.mean(rows["mtld"]), "output_length": np.mean(rows["output_length"])}
+        )
+        assert record["indicator_stats"]["mtld"]["n"] == 8 and record["composition"] == {"pool": 8}
+        assert record["eval_set"]["fingerprint"] == eval_ds._fingerprint
+        assert record["labeling_config"]["max_steps"] == 2 and record["base_model"] == tiny_llama_dir
+    labels = store.labels()
+    assert [row["subset_id"] for row in labels] == sorted(s.subset_id for s in subsets)
+
+    # A fresh, uninterrupted run gives the same labels.
+    fresh = run_labeling(subsets, eval_ds, config, LabelStore(tmp_path / "fresh.jsonl"), scored_pool=pool)
+    assert [r["eval_loss"] for r in fresh] == [r["eval_loss"] for r in done]
+
+
+def test_inputs_are_checked_before_training(tiny_llama_dir, tmp_path):
+    subsets = sample_subsets(_alpaca(10), n_subsets=1, subset_size=4)
+    with pytest.raises(ValueError, match="mtld"):
+        run_labeling(subsets, _alpaca(2), _config(tiny_llama_dir), tmp_path / "l.jsonl", indicators=["mtld"])
+    with pytest.raises(ValueError, match="finetuning"):
+        LabelingConfig(model_name_or_path=tiny_llama_dir, finetuning="qlora")
+    with pytest.raises(ValueError, match="SFTConfig"):
+        build_sft_config(
+            _config(tiny_llama_dir, sft_overrides={"not_a_field": 1}), output_dir=str(tmp_path), device="cpu"
+        )
+    with pytest.raises(ValueError, match="subset_id"):
+        finetune_and_evaluate(_alpaca(4), _alpaca(2), _config(tiny_llama_dir), store=LabelStore(tmp_path / "s.jsonl"))
