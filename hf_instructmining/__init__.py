@@ -31,6 +31,15 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "UniEval",
         "get_indicator",
     ],
+    "fitting": ["FitResult", "fit_rule"],
+    "labeling": [
+        "EvalLossCallback",
+        "LabelStore",
+        "LabelingConfig",
+        "finetune_and_evaluate",
+        "run_labeling",
+        "sample_subsets",
+    ],
     "rules": ["QualityRule"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
 }
@@ -40,6 +49,7 @@ __all__ = sorted(["__version__", "indicators", *_ATTR_TO_SUBMOD])
 
 if TYPE_CHECKING:
     from . import indicators
+    from .fitting import FitResult, fit_rule
     from .formats import detect_format, extract_pairs
     from .indicators import (
         MTLD,
@@ -50,6 +60,14 @@ if TYPE_CHECKING:
         RewardScore,
         UniEval,
         get_indicator,
+    )
+    from .labeling import (
+        EvalLossCallback,
+        LabelingConfig,
+        LabelStore,
+        finetune_and_evaluate,
+        run_labeling,
+        sample_subsets,
     )
     from .rules import QualityRule
     from .selection import select_fraction, select_threshold, select_top_k

@@ -75,8 +75,8 @@ class LabelStore:
     >>> import tempfile, os
     >>> from hf_instructmining import LabelStore
     >>> store = LabelStore(os.path.join(tempfile.mkdtemp(), "labels.jsonl"))
-    >>> store.append({"kind": "eval", "subset_id": "a", "run_id": "r1", "step": 4, "loss": 2.5})
-    >>> store.append({"kind": "subset_done", "subset_id": "a", "run_id": "r1", "eval_loss": 2.5})
+    >>> _ = store.append({"kind": "eval", "subset_id": "a", "run_id": "r1", "step": 4, "loss": 2.5})
+    >>> _ = store.append({"kind": "subset_done", "subset_id": "a", "run_id": "r1", "eval_loss": 2.5})
     >>> store.is_finished("a"), store.is_finished("b")
     (True, False)
     >>> [r["loss"] for r in store.records("eval")]
