@@ -32,6 +32,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "get_indicator",
     ],
     "fitting": ["FitResult", "fit_rule"],
+    "hub": ["PushConfig", "push_to_hub", "save_scored"],
     "labeling": [
         "EvalLossCallback",
         "LabelStore",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from . import indicators
     from .fitting import FitResult, fit_rule
     from .formats import detect_format, extract_pairs
+    from .hub import PushConfig, push_to_hub, save_scored
     from .indicators import (
         MTLD,
         InputLength,

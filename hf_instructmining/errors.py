@@ -37,3 +37,17 @@ class RuleFormatError(ValueError):
     def __init__(self, message: str, *, path: str | None = None):
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class HubUploadError(RuntimeError):
+    """Raised when publishing to the Hub fails part-way; the local folder is complete and the message says how to resume.
+
+    Attributes:
+        repo_id (`str`): the repository that was being written.
+        folder (`str`): the local folder that holds everything that was to be uploaded.
+    """
+
+    def __init__(self, message: str, *, repo_id: str, folder: str):
+        self.repo_id = repo_id
+        self.folder = folder
+        super().__init__(message)

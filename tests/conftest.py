@@ -3,7 +3,7 @@
 import pytest
 
 
-pytest_plugins = ["tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.models", "tests.fixtures.hub"]
 
 
 @pytest.fixture(autouse=True)

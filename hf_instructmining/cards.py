@@ -1,0 +1,499 @@
+"""Dataset, rule and model cards rendered from the Jinja templates in `model_card_templates/`.
+
+Numbers go in the YAML metadata (an `instructmining:` block that tools can read back with `DatasetCard.load`),
+explanations in the body. The body's generated part sits between two HTML comment markers; everything else in
+an existing card (hand-written sections, YAML keys we do not set) survives [`merge_card`].
+"""
+
+import logging
+import math
+import re
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard, ModelCard
+
+    from .hub import PushConfig
+    from .rules import QualityRule
+
+
+logger = logging.getLogger(__name__)
+
+BEGIN = "<!-- instructmining:generated:start"
+END = "<!-- instructmining:generated:end -->"
+TAGS = ["instructmining", "instruction-tuning", "data-selection"]
+_SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+_SIZES += [(10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B")]
+_SIZES += [(10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
+_FIT_KEYS = ("n_subsets", "r_squared", "adj_r_squared", "f_statistic", "f_pvalue", "aic", "bic", "cv_r_squared")
+_FIT_LABELS = ("R²", "adjusted R²", "F", "p(F)", "AIC", "BIC", "cross-validated R²")
+
+
+def build_dataset_card(
+    scored: "Dataset",
+    *,
+    rule: "QualityRule | None" = None,
+    selection: "Dataset | None" = None,
+    search: Any = None,
+    config: "PushConfig | None" = None,
+    repo_id: str | None = None,
+) -> "DatasetCard":
+    """Render the dataset card of a scored dataset (and its rule, selection and search), offline.
+
+    Args:
+        scored (`datasets.Dataset`): every scored row (with `row_index`).
+        rule (`QualityRule`, *optional*): the rule that made the scores.
+        selection (`datasets.Dataset`, *optional*): the selected rows.
+        search (`SearchResult`, *optional*): the subset-size search.
+        config (`PushConfig`, *optional*): license, source dataset, title, score column.
+        repo_id (`str`, *optional*): the repo, for the commands in the card (a placeholder when `None`).
+
+    Returns:
+        `huggingface_hub.DatasetCard`: the card; `card.data.instructmining` holds the numbers.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining.cards import build_dataset_card
+    >>> ds = Dataset.from_dict({"instruction": ["a", "b"], "output": ["x", "y"], "instruct_score": [0.3, 0.1]})
+    >>> card = build_dataset_card(ds)
+    >>> card.data.instructmining["score_statistics"]["scored"]["min"]
+    0.1
+    ```
+    """
+    from huggingface_hub import DatasetCardData
+
+    from . import __version__
+    from .hub import PushConfig
+
+    config = config or PushConfig()
+    column = config.score_column
+    where = repo_id or "<repo_id>"
+    statistics = {"scored": _statistics(scored[column])}
+    if selection is not None:
+        statistics["selected"] = _statistics(selection[column])
+    block = {
+        "package_version": __version__,
+        "score_column": column,
+        "target": "log_eval_loss",
+        "lower_is_better": True,
+        "rule": _rule_block(rule),
+        "indicators": None if rule is None else rule.indicators,
+        "score_statistics": statistics,
+        "selection": _selection_block(scored, selection, column),
+        "search": _search_block(search),
+    }
+    configs = [{"config_name": "scored", "data_files": [{"split": "train", "path": "scored/train-*"}]}]
+    if selection is not None:
+        configs.append({"config_name": "selected", "data_files": [{"split": "train", "path": "selected/train-*"}]})
+    license = config.license or getattr(scored.info, "license", None) or None
+    data = DatasetCardData(
+        license=license,
+        pretty_name=config.pretty_name,
+        task_categories=["text-generation"],
+        tags=list(TAGS),
+        source_datasets=[config.source_dataset] if config.source_dataset else None,
+        size_categories=[_size_category(len(scored))],
+        configs=configs,
+        instructmining={k: v for k, v in json_safe(block).items() if v is not None},
+    )
+    pictures_ = pictures(scored, rule, search)
+    kwargs = {
+        "title": config.pretty_name,
+        "summary": _summary(scored, rule, selection, config),
+        "score_column": column,
+        "formula": f"`{rule.formula()}`" if rule is not None else None,
+        "coefficient_table": coefficient_table(rule) if rule is not None else None,
+        "fit_summary": fit_summary(rule) if rule is not None else None,
+        "data_summary": _data_summary(scored, selection, rule, column),
+        "load_snippet": _load_snippet(where, selection is not None),
+        "statistics_table": _table(
+            ["rows", "n", "without a score", "mean", "std", "min", "max"],
+            [
+                [name, *(_fmt(s[k]) for k in ("n", "n_nan", "mean", "std", "min", "max"))]
+                for name, s in statistics.items()
+            ],
+        ),
+        "pictures": [{"path": path, "alt": name.replace("_", " ")} for name, path in pictures_.items()],
+        "search_summary": _search_summary(search),
+        "reproduce": _reproduce(where, rule, selection, config),
+        "package_version": __version__,
+    }
+    return _render("dataset_card.md", "dataset", data, kwargs)
+
+
+def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCard":
+    """Render the card of a rule repo: the formula, coefficients, fit statistics, provenance and how to use it.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining import QualityRule
+    >>> from hf_instructmining.cards import build_rule_card
+    >>> card = build_rule_card(QualityRule.from_builtin(), "me/rule")
+    >>> card.data.instructmining["rule"]["name"]
+    'instructmining-llama2-7b'
+    ```
+    """
+    from huggingface_hub import ModelCardData
+
+    from . import __version__
+
+    data = ModelCardData(
+        library_name="hf-instructmining",
+        tags=[*TAGS, "quality-rule"],
+        instructmining={"package_version": __version__, "rule": _rule_block(rule), "indicators": rule.indicators},
+    )
+    data.instructmining = json_safe(data.instructmining)
+    kwargs = {
+        "rule_name": rule.name,
+        "repo_id": repo_id or "<repo_id>",
+        "formula": f"`{rule.formula()}`",
+        "coefficient_table": coefficient_table(rule),
+        "fit_summary": fit_summary(rule),
+        "provenance": _provenance(rule),
+        "package_version": __version__,
+    }
+    return _render("rule_card.md", "model", data, kwargs)
+
+
+def build_model_card(
+    model_name: str,
+    base_model: str,
+    dataset_repo_id: str,
+    *,
+    rule: "QualityRule | None" = None,
+    rule_repo_id: str | None = None,
+    num_train_rows: int | None = None,
+    eval_loss: float | None = None,
+    training: str | None = None,
+    license: str | None = None,
+) -> "ModelCard":
+    """Render the card of a model finetuned on a selected subset, linking the dataset and the rule.
+
+    Args:
+        model_name (`str`): the model's repo id or name.
+        base_model (`str`): the model that was finetuned.
+        dataset_repo_id (`str`): the dataset repo pushed with [`~hf_instructmining.push_to_hub`] (its `selected`
+            config is the training data).
+        rule (`QualityRule`, *optional*): the rule that selected the data.
+        rule_repo_id (`str`, *optional*): where the rule is published, when separately from the dataset.
+        num_train_rows (`int`, *optional*): rows trained on.
+        eval_loss (`float`, *optional*): the final evaluation loss.
+        training (`str`, *optional*): how it was trained (e.g. `"TRL SFTTrainer, LoRA r=16, 3 epochs"`).
+        license (`str`, *optional*): the model's license id.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.cards import build_model_card
+    >>> card = build_model_card("me/llama-selected", "meta-llama/Llama-2-7b-hf", "me/alpaca-instructmining")
+    >>> card.data.datasets
+    ['me/alpaca-instructmining']
+    ```
+    """
+    from huggingface_hub import ModelCardData
+
+    from . import __version__
+
+    data = ModelCardData(
+        base_model=base_model,
+        datasets=[dataset_repo_id],
+        license=license,
+        library_name="transformers",
+        tags=["instructmining", "trl", "sft"],
+    )
+    kwargs = {
+        "model_name": model_name,
+        "dataset_repo_id": dataset_repo_id,
+        "rule_name": None if rule is None else rule.name,
+        "rule_repo_id": rule_repo_id or dataset_repo_id,
+        "formula": None if rule is None else f"`{rule.formula()}`",
+        "num_train_rows": num_train_rows,
+        "eval_loss": None if eval_loss is None else _fmt(eval_loss),
+        "training": training,
+        "package_version": __version__,
+    }
+    return _render("model_card.md", "model", data, kwargs)
+
+
+def merge_card(new, old_text: str):
+    """Return `new` with the hand-written parts of `old_text` kept.
+
+    YAML keys of the old card that the new one does not set are kept; keys it sets are replaced. In the body, the
+    old generated block is replaced by the new one and everything around it is kept. An old card without a
+    generated block keeps its whole body, below the new block.
+
+    Example:
+
+    ```py
+    >>> from huggingface_hub import DatasetCard
+    >>> from hf_instructmining.cards import merge_card
+    >>> new = DatasetCard("---\\nlicense: mit\\n---\\n<!-- instructmining:generated:start -->\\nnew\\n<!-- instructmining:generated:end -->\\n")
+    >>> old = "---\\nlanguage: en\\n---\\n<!-- instructmining:generated:start -->\\nold\\n<!-- instructmining:generated:end -->\\nmine\\n"
+    >>> print(merge_card(new, old).text)
+    <!-- instructmining:generated:start -->
+    new
+    <!-- instructmining:generated:end -->
+    mine
+    <BLANKLINE>
+    """
+    old = load_card(old_text, "model" if type(new).__name__ == "ModelCard" else "dataset")
+    merged = type(new)(old_text)
+    data = old.data.to_dict()
+    data.update(new.data.to_dict())
+    merged.data = type(new.data)(**data)
+    block = _generated_block(new.text)
+    if block is None:
+        merged.text = new.text
+    elif (old_block := _generated_block(old.text)) is not None:
+        merged.text = old.text.replace(old_block, block, 1)
+    else:
+        merged.text = new.text[: new.text.index(block) + len(block)] + "\n\n" + old.text.lstrip("\n")
+    return merged
+
+
+def load_card(text: str, repo_type: str):
+    """Parse card text as a `DatasetCard` or `ModelCard` (tolerating metadata the Hub would reject)."""
+    from huggingface_hub import DatasetCard, ModelCard
+
+    return (DatasetCard if repo_type == "dataset" else ModelCard)(text, ignore_metadata_errors=True)
+
+
+def pictures(scored: "Dataset", rule: "QualityRule | None", search: Any) -> dict[str, str]:
+    """The pictures a dataset folder holds: name -> path inside the folder."""
+    found = {"score_histogram": "images/score_histogram.png"}
+    if len(indicator_columns(scored, rule)) >= 2:
+        found["indicator_correlations"] = "images/indicator_correlations.png"
+    if search is not None:
+        found["search_curve"] = "images/search_curve.png"
+    return found
+
+
+def indicator_columns(scored: "Dataset", rule: "QualityRule | None") -> list[str]:
+    """The indicator columns of a scored dataset: the rule's, else those named like a registered indicator."""
+    if rule is not None:
+        return [c for c in rule.columns if c in scored.column_names]
+    from .indicators import available_indicators
+
+    patterns = [re.escape(name).replace(re.escape("{k}"), r"\d+") for name in available_indicators()]
+    return [c for c in scored.column_names if any(re.fullmatch(p, c) for p in patterns)]
+
+
+def coefficient_table(rule: "QualityRule") -> str:
+    """A Markdown table of the rule's terms; with standard errors, p-values and VIFs when it was fitted."""
+    table = (rule.provenance.get("fit") or {}).get("table") or {}
+    header = ["term", "coefficient", "model"]
+    if table:
+        header[2:2] = ["std. error", "p-value", "VIF"]
+    rows = []
+    for column, coef in [("intercept", rule.intercept), *rule.coefficients.items()]:
+        spec = rule.indicators.get(column, {})
+        model = spec.get("model") or spec.get("tokenizer")
+        model = f"`{model}`" + (f" @ `{spec['revision']}`" if spec.get("revision") else "") if model else ""
+        row = [f"`{column}`", _fmt(coef), model]
+        if table:
+            stats = table.get(column, {})
+            row[2:2] = [_fmt(stats.get(k)) for k in ("std_err", "p_value", "vif")]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def fit_summary(rule: "QualityRule") -> str | None:
+    """One paragraph of the fit's statistics, or `None` for a rule that was not fitted here."""
+    fit = rule.provenance.get("fit")
+    if not fit:
+        return None
+    parts = [f"{label} = {_fmt(fit.get(key))}" for key, label in zip(_FIT_KEYS[1:], _FIT_LABELS, strict=True)]
+    return (
+        f"Fitted by ordinary least squares of log eval loss on the mean indicator values of "
+        f"{_fmt(fit.get('n_subsets'))} finetuned subsets (indicator selection: `{fit.get('selection', 'all')}`): "
+        + ", ".join(parts)
+        + "."
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON/YAML types: numpy numbers become Python ones, non-finite floats become `None`."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- pieces --------------------------------------------------------------------------------------------------------
+
+
+def _render(template: str, repo_type: str, data, kwargs: dict):
+    from huggingface_hub import DatasetCard, ModelCard
+
+    card_class = DatasetCard if repo_type == "dataset" else ModelCard
+    source = resources.files("hf_instructmining").joinpath("model_card_templates", template)
+    with resources.as_file(source) as path:
+        return card_class.from_template(data, template_path=str(path), **kwargs)
+
+
+def _statistics(values) -> dict[str, float | int | None]:
+    array = np.asarray(values, dtype=float)
+    finite = array[np.isfinite(array)]
+    stats: dict[str, float | int | None] = {"n": int(array.size), "n_nan": int(array.size - finite.size)}
+    for name, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+        stats[name] = _round(fn(finite)) if finite.size else None
+    return stats
+
+
+def _round(value: float) -> float:
+    return float(f"{float(value):.6g}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _size_category(n: int) -> str:
+    return next((label for bound, label in _SIZES if n < bound), "n>1T")
+
+
+def _rule_block(rule) -> dict | None:
+    if rule is None:
+        return None
+    fit = rule.provenance.get("fit") or {}
+    block = {
+        "name": rule.name,
+        "intercept": rule.intercept,
+        "coefficients": dict(rule.coefficients),
+        "source": rule.provenance.get("source"),
+        "fit": {k: fit[k] for k in (*_FIT_KEYS, "selection") if k in fit} or None,
+    }
+    return {k: v for k, v in block.items() if v is not None}
+
+
+def _selection_block(scored, selection, column: str) -> dict | None:
+    if selection is None:
+        return None
+    scores = np.asarray(selection[column], dtype=float)
+    return {
+        "size": len(selection),
+        "fraction": _round(len(selection) / len(scored)) if len(scored) else None,
+        "max_score": _round(np.nanmax(scores)) if np.isfinite(scores).any() else None,
+    }
+
+
+def search_dict(search) -> dict:
+    """A search result as a plain dict (`SearchResult.to_dict()`, or a dict as is)."""
+    return search.to_dict() if hasattr(search, "to_dict") else dict(search)
+
+
+def _search_block(search) -> dict | None:
+    if search is None:
+        return None
+    data = search_dict(search)
+    trace = data.get("trace") or []
+    return {"best_k": data.get("best_k"), "best_loss": data.get("best_loss"), "num_trials": len(trace)}
+
+
+def _search_summary(search) -> str | None:
+    if search is None:
+        return None
+    block = _search_block(search)
+    trace = search_dict(search).get("trace") or []
+    rows = [
+        [str(t.get("trial")), str(t.get("k")), _fmt(t.get("loss")), str(t.get("selection", "rule"))] for t in trace
+    ]
+    return (
+        f"FLAML BlendSearch tried {block['num_trials']} subset sizes, finetuning on the top k rows each time; the "
+        f"lowest eval loss, {_fmt(block['best_loss'])}, came with k = {block['best_k']}. The whole trace is in "
+        "`instructmining_search.json`.\n\n" + _table(["trial", "k", "eval loss", "rows"], rows)
+    )
+
+
+def _summary(scored, rule, selection, config) -> str:
+    text = f"{len(scored)} instruction–response rows scored with InstructMining"
+    text += f" rule `{rule.name}`" if rule is not None and rule.name else ""
+    text += (
+        f", from [`{config.source_dataset}`](https://huggingface.co/datasets/{config.source_dataset})"
+        if config.source_dataset
+        else ""
+    )
+    if selection is not None:
+        text += f", and the {len(selection)} best-scored rows selected for finetuning"
+    return text + "."
+
+
+def _data_summary(scored, selection, rule, column: str) -> str:
+    indicators = indicator_columns(scored, rule)
+    listed = ", ".join(f"`{c}`" for c in indicators) or "none recorded"
+    lines = [
+        f"- `scored`: all {len(scored)} rows with their indicator columns ({listed}), `{column}` and `row_index` "
+        "(the row's position in the scored data)."
+    ]
+    if selection is not None:
+        share = f" ({100 * len(selection) / len(scored):.1f}%)" if len(scored) else ""
+        lines.append(
+            f"- `selected`: the {len(selection)} best-scored rows{share}, best first; `row_index` links each to `scored`."
+        )
+    return "\n".join(lines)
+
+
+def _load_snippet(where: str, has_selection: bool) -> str:
+    lines = ["from datasets import load_dataset", ""]
+    if has_selection:
+        lines.append(f'selected = load_dataset("{where}", "selected", split="train")')
+    lines.append(f'scored = load_dataset("{where}", "scored", split="train")')
+    return "\n".join(lines)
+
+
+def _reproduce(where: str, rule, selection, config) -> str:
+    names = ["InstructScorer", "QualityRule"] + (["select_top_k"] if selection is not None else [])
+    source = (
+        f'load_dataset("{config.source_dataset}", split="train")'
+        if config.source_dataset
+        else "...  # the data that was scored"
+    )
+    lines = [
+        "from datasets import load_dataset",
+        f"from hf_instructmining import {', '.join(names)}",
+        "",
+        f'rule = QualityRule.from_pretrained("{where}", repo_type="dataset")'
+        if rule is not None
+        else "rule = ...  # the rule was not recorded with this dataset",
+        f"ds = {source}",
+        "scored = ds.map(InstructScorer(rule=rule), batched=True)",
+    ]
+    if selection is not None:
+        lines.append(f"selected = select_top_k(scored, {len(selection)})")
+    return "\n".join(lines)
+
+
+def _provenance(rule) -> str | None:
+    keys = ("source", "base_model", "eval_set", "created_at", "library_versions")
+    items = [f"- {k.replace('_', ' ')}: `{rule.provenance[k]}`" for k in keys if rule.provenance.get(k)]
+    return "\n".join(items) or None
+
+
+def _generated_block(text: str) -> str | None:
+    start = text.find(BEGIN)
+    end = text.find(END, start)
+    return None if start < 0 or end < 0 else text[start : end + len(END)]

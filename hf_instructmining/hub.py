@@ -1,0 +1,412 @@
+"""Publish scored and selected datasets with a dataset card, and quality rules as reusable Hub artifacts.
+
+One layout, written by [`save_scored`] and uploaded by [`push_to_hub`]:
+
+```
+README.md                      dataset card (YAML metadata with an `instructmining:` block, and a body for people)
+instructmining_rule.json       the rule that made the scores (when given)
+instructmining_search.json     the subset-size search trace (when a search ran)
+scored/train-*.parquet         config `scored`: every row, its indicator columns, `instruct_score`, `row_index`
+selected/train-*.parquet       config `selected`: the selected rows, best first (when a selection exists)
+images/*.png                   score histogram, indicator correlations, search curve
+```
+
+The folder is complete before anything is uploaded, so a failed upload loses nothing and can be resumed by
+pushing the folder. Files are written deterministically, so pushing unchanged data makes no commit. The part of
+an existing card outside the generated block (and YAML keys we do not set) is kept when the card is rewritten.
+Tokens come from the usual `huggingface_hub` sources (`token=`, `HF_TOKEN`, `hf auth login`) and are only ever
+handed to `huggingface_hub`; nothing here writes or logs them.
+"""
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import cards
+from .errors import HubUploadError
+from .rules import RULE_FILENAME
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from huggingface_hub import CommitInfo
+
+    from .rules import QualityRule
+
+
+logger = logging.getLogger(__name__)
+
+SEARCH_FILENAME = "instructmining_search.json"
+_GENERATED_PATTERNS = ["scored/*", "selected/*", "images/*"]  # stale files there are deleted on upload
+
+
+@dataclass
+class PushConfig:
+    """What the published dataset and its card say beyond the data itself.
+
+    Args:
+        license (`str`, *optional*):
+            The dataset's license id (e.g. `"apache-2.0"`). By default it is carried over from the data
+            (`ds.info.license`) or, when pushing, from the card of `source_dataset`; left out when unknown.
+        source_dataset (`str`, *optional*):
+            Hub id of the data that was scored; recorded in `source_datasets` and in the reproduction commands.
+        pretty_name (`str`, *optional*):
+            A human-readable title for the card.
+        score_column (`str`, *optional*, defaults to `"instruct_score"`):
+            The score column (lower is better).
+        local_dir (`str`, *optional*):
+            Where [`push_to_hub`] writes the folder before uploading it. By default a temporary folder, removed
+            after a successful upload and kept (its path in the error) after a failed one.
+        max_shard_size (`int`, *optional*, defaults to `500_000_000`):
+            Largest parquet shard in bytes (of in-memory Arrow data).
+    """
+
+    license: str | None = field(default=None, metadata={"help": "License id; default: carried over from the source."})
+    source_dataset: str | None = field(default=None, metadata={"help": "Hub id of the data that was scored."})
+    pretty_name: str | None = field(default=None, metadata={"help": "Human-readable title of the card."})
+    score_column: str = field(default="instruct_score", metadata={"help": "Score column (lower is better)."})
+    local_dir: str | None = field(
+        default=None, metadata={"help": "Folder written before upload; default: a temporary one, kept on failure."}
+    )
+    max_shard_size: int = field(default=500_000_000, metadata={"help": "Largest parquet shard, in bytes."})
+
+    def __post_init__(self):
+        if self.max_shard_size <= 0:
+            raise ValueError(f"`max_shard_size` must be a positive number of bytes, got `{self.max_shard_size}`.")
+
+
+def save_scored(
+    ds: "Dataset",
+    folder: str | os.PathLike,
+    rule: "QualityRule | None" = None,
+    selection: "Dataset | None" = None,
+    search: Any = None,
+    *,
+    config: PushConfig | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """Write a scored dataset, its selection, rule, search, pictures and card to a folder in the Hub layout.
+
+    Args:
+        ds (`datasets.Dataset`): the scored rows (with `instruct_score`; `row_index` is added when absent).
+        folder (`str` or `os.PathLike`): the output folder (created; our files in it are replaced, others kept).
+        rule (`QualityRule`, *optional*): the rule that made the scores, saved as `instructmining_rule.json`.
+        selection (`datasets.Dataset`, *optional*): the selected rows, as returned by `select_top_k` and friends
+            (they carry `row_index`).
+        search (`SearchResult`, *optional*): the subset-size search that chose the selection's size.
+        config (`PushConfig`, *optional*): card options (license, source, title).
+        repo_id (`str`, *optional*): the repo the folder is meant for, used in the card's commands.
+
+    Returns:
+        `str`: the folder's path.
+
+    Raises:
+        `ValueError`: the score column is missing, or the selection has no `row_index` pointing into `ds`.
+
+    Example:
+
+    ```py
+    >>> import os, tempfile
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import save_scored, select_top_k
+    >>> ds = Dataset.from_dict({"instruction": ["a", "b", "c"], "output": ["x", "y", "z"], "instruct_score": [0.3, 0.1, 0.2]})
+    >>> folder = save_scored(ds, tempfile.mkdtemp(), selection=select_top_k(ds, 2))
+    >>> sorted(os.listdir(folder))
+    ['README.md', 'images', 'scored', 'selected']
+    ```
+    """
+    config = config or PushConfig()
+    scored, selection = _check_inputs(ds, selection, config.score_column)
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    for sub in ("scored", "selected", "images"):
+        shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
+    _write_parquet(scored, os.path.join(folder, "scored"), config.max_shard_size)
+    if selection is not None:
+        _write_parquet(selection, os.path.join(folder, "selected"), config.max_shard_size)
+    _write_or_remove(folder, RULE_FILENAME, rule, lambda path: rule.save(path))
+    _write_or_remove(
+        folder, SEARCH_FILENAME, search, lambda path: _write_json(cards.json_safe(cards.search_dict(search)), path)
+    )
+    _draw_pictures(folder, scored, rule, selection, search, config.score_column)
+    card = cards.build_dataset_card(
+        scored, rule=rule, selection=selection, search=search, config=config, repo_id=repo_id
+    )
+    readme = os.path.join(folder, "README.md")
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8") as f:
+            card = cards.merge_card(card, f.read())
+    card.save(readme)
+    logger.info(
+        "Saved %d scored rows%s to %s", len(scored), f" and {len(selection)} selected" if selection else "", folder
+    )
+    return folder
+
+
+def push_to_hub(
+    ds: "Dataset | str | os.PathLike",
+    repo_id: str,
+    rule: "QualityRule | None" = None,
+    selection: "Dataset | None" = None,
+    search: Any = None,
+    *,
+    config: PushConfig | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+) -> "CommitInfo":
+    """Publish a scored dataset (and its selection, rule, search, pictures and card) as a Hub dataset repo.
+
+    The folder is written completely first (see [`save_scored`]), then uploaded in one commit. Unchanged files are
+    not uploaded again, so pushing the same data twice makes no second commit. When the repo already has a card,
+    its hand-written parts (outside the generated block) and YAML keys we do not set are kept.
+
+    Args:
+        ds (`datasets.Dataset`, `str` or `os.PathLike`): the scored rows, or a folder written by [`save_scored`]
+            (to resume an interrupted upload).
+        repo_id (`str`): the dataset repo, e.g. `"me/alpaca-instructmining"`; created when missing.
+        rule, selection, search: as in [`save_scored`] (ignored when `ds` is a folder).
+        config (`PushConfig`, *optional*): card and layout options.
+        private (`bool`, *optional*): visibility. `None` keeps an existing repo's visibility (a new repo gets the
+            Hub's default); `True` or `False` sets it, also on an existing repo.
+        token (`str` or `bool`, *optional*): Hub token; by default the usual `huggingface_hub` sources.
+        revision (`str`, *optional*): branch to push to (created from `main` when missing).
+        create_pr (`bool`, *optional*, defaults to `False`): open a pull request instead of committing directly.
+        commit_message (`str`, *optional*): the commit title.
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit (its `pr_url` when `create_pr=True`).
+
+    Raises:
+        [`~hf_instructmining.errors.HubUploadError`]: the upload failed; the local folder is complete and the
+            message says how to resume.
+
+    Example (needs a Hub account, so it is not run here):
+
+    ```py
+    >>> from hf_instructmining import push_to_hub, select_top_k
+    >>> push_to_hub(scored, "me/alpaca-instructmining", rule=rule, selection=select_top_k(scored, 1000))  # doctest: +SKIP
+    ```
+    """
+    config = config or PushConfig()
+    if isinstance(ds, str | os.PathLike):
+        folder, temporary = os.fspath(ds), False
+        if not os.path.isfile(os.path.join(folder, "README.md")):
+            raise ValueError(f"`{folder}` is not a folder written by `save_scored` (it has no README.md).")
+    else:
+        if not (config.license or ds.info.license) and config.source_dataset:
+            config = _with_source_license(config, token)
+        temporary = config.local_dir is None
+        folder = config.local_dir or tempfile.mkdtemp(prefix="instructmining-")
+        save_scored(ds, folder, rule, selection, search, config=config, repo_id=repo_id)
+    resume = (
+        f"The local folder `{folder}` is complete; resume with "
+        f"`hf_instructmining.push_to_hub({folder!r}, {repo_id!r})` or "
+        f"`hf upload {repo_id} {folder} --repo-type dataset`."
+    )
+    info = _upload(
+        folder,
+        repo_id,
+        "dataset",
+        resume,
+        private=private,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message or "Publish data scored with hf-instructmining",
+        delete_patterns=_GENERATED_PATTERNS,
+    )
+    if temporary:
+        shutil.rmtree(folder, ignore_errors=True)
+    return info
+
+
+def push_rule_to_hub(
+    rule: "QualityRule",
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+) -> "CommitInfo":
+    """Publish a quality rule as a model repo holding `instructmining_rule.json` and a card.
+
+    `QualityRule.from_pretrained(repo_id)` reads it back; `QualityRule.push_to_hub(repo_id)` calls this.
+    Arguments are as in [`push_to_hub`].
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit.
+
+    Example (needs a Hub account, so it is not run here):
+
+    ```py
+    >>> from hf_instructmining import QualityRule
+    >>> QualityRule.from_builtin().push_to_hub("me/my-instructmining-rule")  # doctest: +SKIP
+    ```
+    """
+    with tempfile.TemporaryDirectory(prefix="instructmining-rule-") as folder:
+        rule.save(folder)
+        cards.build_rule_card(rule, repo_id).save(os.path.join(folder, "README.md"))
+        resume = f"Nothing was lost: push the rule again with `rule.push_to_hub({repo_id!r})`."
+        return _upload(
+            folder,
+            repo_id,
+            "model",
+            resume,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message or f"Publish InstructMining rule {rule.name or ''}".strip(),
+        )
+
+
+# -- upload ----------------------------------------------------------------------------------------------------
+
+
+def _upload(folder, repo_id, repo_type, resume, *, private, token, revision, create_pr, commit_message, **kwargs):
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        _ensure_repo(api, repo_id, repo_type, private)
+        if revision and not create_pr and not revision.startswith("refs/"):
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        _merge_remote_card(api, folder, repo_id, repo_type, revision)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type=repo_type,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            **kwargs,
+        )
+    except Exception as err:  # any failure: keep the cause, add what is safe and how to go on
+        raise HubUploadError(
+            f"Publishing to `{repo_id}` failed: {err}\n{resume}", repo_id=repo_id, folder=folder
+        ) from err
+    logger.info("Published %s to %s (%s)", folder, repo_id, info.pr_url or info.commit_url)
+    return info
+
+
+def _ensure_repo(api, repo_id: str, repo_type: str, private: bool | None) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        current = api.repo_info(repo_id, repo_type=repo_type).private
+    except RepositoryNotFoundError:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        return
+    if private is not None and bool(current) != private:
+        logger.warning("Making %s repo `%s` %s, as asked.", repo_type, repo_id, "private" if private else "public")
+        api.update_repo_settings(repo_id, repo_type=repo_type, private=private)
+
+
+def _merge_remote_card(api, folder: str, repo_id: str, repo_type: str, revision: str | None) -> None:
+    """Fold the Hub card's hand-written parts into the folder's README.md before it is uploaded."""
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        remote = api.hf_hub_download(repo_id, "README.md", repo_type=repo_type, revision=revision)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return
+    readme = os.path.join(folder, "README.md")
+    with open(remote, encoding="utf-8") as f, open(readme, encoding="utf-8") as g:
+        merged = cards.merge_card(cards.load_card(g.read(), repo_type), f.read())
+    merged.save(readme)
+
+
+def _with_source_license(config: PushConfig, token) -> PushConfig:
+    """Carry the source dataset's license over, when its card says one (best effort: the source may be private)."""
+    from dataclasses import replace
+
+    from huggingface_hub import DatasetCard
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        license = DatasetCard.load(config.source_dataset, token=token).data.license
+    except (HfHubHTTPError, EntryNotFoundError, OSError) as err:
+        logger.warning(
+            "Could not read the license of `%s` (%s); pass `PushConfig(license=...)`.",
+            config.source_dataset,
+            type(err).__name__,
+        )
+        return config
+    return replace(config, license=license) if license else config
+
+
+# -- folder contents ---------------------------------------------------------------------------------------------
+
+
+def _check_inputs(ds, selection, score_column: str):
+    from datasets import Dataset
+
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"`ds` must be a `datasets.Dataset` (one split), got {type(ds).__name__}.")
+    for name, data in (("ds", ds), ("selection", selection)):
+        if data is not None and score_column not in data.column_names:
+            raise ValueError(
+                f"`{name}` has no `{score_column}` column (columns: {data.column_names}); score it first, e.g. "
+                "`ds.map(instruct_score, batched=True)`."
+            )
+    if "row_index" not in ds.column_names:
+        ds = ds.add_column("row_index", list(range(len(ds))))
+    if selection is not None:
+        if "row_index" not in selection.column_names:
+            raise ValueError(
+                "`selection` has no `row_index` column: select with `select_top_k`, `select_fraction` or "
+                "`select_threshold`, which record each row's position in the scored dataset."
+            )
+        indices = selection["row_index"]
+        if len(indices) and (min(indices) < 0 or max(indices) >= len(ds)):
+            raise ValueError(f"`selection.row_index` points outside the {len(ds)} scored rows; was it made from `ds`?")
+    return ds, selection
+
+
+def _write_parquet(ds, folder: str, max_shard_size: int) -> None:
+    os.makedirs(folder, exist_ok=True)
+    num_shards = max(1, math.ceil(ds.data.nbytes / max_shard_size))
+    for index in range(num_shards):
+        shard = ds.shard(num_shards, index, contiguous=True) if num_shards > 1 else ds
+        shard.to_parquet(os.path.join(folder, f"train-{index:05d}-of-{num_shards:05d}.parquet"))
+
+
+def _write_or_remove(folder: str, filename: str, value, write) -> None:
+    path = os.path.join(folder, filename)
+    if value is None:
+        if os.path.exists(path):
+            os.remove(path)  # a stale file from an earlier save would describe other data
+        return
+    write(path)
+
+
+def _write_json(data: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, allow_nan=False, default=str)
+        f.write("\n")
+
+
+def _draw_pictures(folder, scored, rule, selection, search, score_column) -> None:
+    from . import plots
+
+    for name, path in cards.pictures(scored, rule, search).items():
+        target = os.path.join(folder, path)
+        if name == "score_histogram":
+            selected = None if selection is None else selection[score_column]
+            plots.score_histogram(scored[score_column], target, selected=selected)
+        elif name == "indicator_correlations":
+            columns = cards.indicator_columns(scored, rule)
+            plots.indicator_correlations({c: scored[c] for c in columns}, target)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            search.plot(target)
