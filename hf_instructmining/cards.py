@@ -16,7 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from huggingface_hub import DatasetCard, ModelCard
+    from huggingface_hub import DatasetCard
 
     from .hub import PushConfig
     from .rules import QualityRule
@@ -83,7 +83,7 @@ def build_dataset_card(
         "score_column": column,
         "target": "log_eval_loss",
         "lower_is_better": True,
-        "rule": _rule_block(rule),
+        "rule": rule_block(rule),
         "indicators": None if rule is None else rule.indicators,
         "score_statistics": statistics,
         "selection": _selection_block(scored, selection, column),
@@ -116,7 +116,7 @@ def build_dataset_card(
         "statistics_table": _table(
             ["rows", "n", "without a score", "mean", "std", "min", "max"],
             [
-                [name, *(_fmt(s[k]) for k in ("n", "n_nan", "mean", "std", "min", "max"))]
+                [name, *(fmt(s[k]) for k in ("n", "n_nan", "mean", "std", "min", "max"))]
                 for name, s in statistics.items()
             ],
         ),
@@ -125,102 +125,7 @@ def build_dataset_card(
         "reproduce": _reproduce(where, rule, selection, config),
         "package_version": __version__,
     }
-    return _render("dataset_card.md", "dataset", data, kwargs)
-
-
-def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCard":
-    """Render the card of a rule repo: the formula, coefficients, fit statistics, provenance and how to use it.
-
-    Example:
-
-    ```py
-    >>> from hf_instructmining import QualityRule
-    >>> from hf_instructmining.cards import build_rule_card
-    >>> card = build_rule_card(QualityRule.from_builtin(), "me/rule")
-    >>> card.data.instructmining["rule"]["name"]
-    'instructmining-llama2-7b'
-    ```
-    """
-    from huggingface_hub import ModelCardData
-
-    from . import __version__
-
-    data = ModelCardData(
-        library_name="hf-instructmining",
-        tags=[*TAGS, "quality-rule"],
-        instructmining={"package_version": __version__, "rule": _rule_block(rule), "indicators": rule.indicators},
-    )
-    data.instructmining = json_safe(data.instructmining)
-    kwargs = {
-        "rule_name": rule.name,
-        "repo_id": repo_id or "<repo_id>",
-        "formula": f"`{rule.formula()}`",
-        "coefficient_table": coefficient_table(rule),
-        "fit_summary": fit_summary(rule),
-        "provenance": _provenance(rule),
-        "package_version": __version__,
-    }
-    return _render("rule_card.md", "model", data, kwargs)
-
-
-def build_model_card(
-    model_name: str,
-    base_model: str,
-    dataset_repo_id: str,
-    *,
-    rule: "QualityRule | None" = None,
-    rule_repo_id: str | None = None,
-    num_train_rows: int | None = None,
-    eval_loss: float | None = None,
-    training: str | None = None,
-    license: str | None = None,
-) -> "ModelCard":
-    """Render the card of a model finetuned on a selected subset, linking the dataset and the rule.
-
-    Args:
-        model_name (`str`): the model's repo id or name.
-        base_model (`str`): the model that was finetuned.
-        dataset_repo_id (`str`): the dataset repo pushed with [`~hf_instructmining.push_to_hub`] (its `selected`
-            config is the training data).
-        rule (`QualityRule`, *optional*): the rule that selected the data.
-        rule_repo_id (`str`, *optional*): where the rule is published, when separately from the dataset.
-        num_train_rows (`int`, *optional*): rows trained on.
-        eval_loss (`float`, *optional*): the final evaluation loss.
-        training (`str`, *optional*): how it was trained (e.g. `"TRL SFTTrainer, LoRA r=16, 3 epochs"`).
-        license (`str`, *optional*): the model's license id.
-
-    Example:
-
-    ```py
-    >>> from hf_instructmining.cards import build_model_card
-    >>> card = build_model_card("me/llama-selected", "meta-llama/Llama-2-7b-hf", "me/alpaca-instructmining")
-    >>> card.data.datasets
-    ['me/alpaca-instructmining']
-    ```
-    """
-    from huggingface_hub import ModelCardData
-
-    from . import __version__
-
-    data = ModelCardData(
-        base_model=base_model,
-        datasets=[dataset_repo_id],
-        license=license,
-        library_name="transformers",
-        tags=["instructmining", "trl", "sft"],
-    )
-    kwargs = {
-        "model_name": model_name,
-        "dataset_repo_id": dataset_repo_id,
-        "rule_name": None if rule is None else rule.name,
-        "rule_repo_id": rule_repo_id or dataset_repo_id,
-        "formula": None if rule is None else f"`{rule.formula()}`",
-        "num_train_rows": num_train_rows,
-        "eval_loss": None if eval_loss is None else _fmt(eval_loss),
-        "training": training,
-        "package_version": __version__,
-    }
-    return _render("model_card.md", "model", data, kwargs)
+    return render("dataset_card.md", "dataset", data, kwargs)
 
 
 def merge_card(new, old_text: str):
@@ -297,10 +202,10 @@ def coefficient_table(rule: "QualityRule") -> str:
         spec = rule.indicators.get(column, {})
         model = spec.get("model") or spec.get("tokenizer")
         model = f"`{model}`" + (f" @ `{spec['revision']}`" if spec.get("revision") else "") if model else ""
-        row = [f"`{column}`", _fmt(coef), model]
+        row = [f"`{column}`", fmt(coef), model]
         if table:
             stats = table.get(column, {})
-            row[2:2] = [_fmt(stats.get(k)) for k in ("std_err", "p_value", "vif")]
+            row[2:2] = [fmt(stats.get(k)) for k in ("std_err", "p_value", "vif")]
         rows.append(row)
     return _table(header, rows)
 
@@ -310,10 +215,10 @@ def fit_summary(rule: "QualityRule") -> str | None:
     fit = rule.provenance.get("fit")
     if not fit:
         return None
-    parts = [f"{label} = {_fmt(fit.get(key))}" for key, label in zip(_FIT_KEYS[1:], _FIT_LABELS, strict=True)]
+    parts = [f"{label} = {fmt(fit.get(key))}" for key, label in zip(_FIT_KEYS[1:], _FIT_LABELS, strict=True)]
     return (
         f"Fitted by ordinary least squares of log eval loss on the mean indicator values of "
-        f"{_fmt(fit.get('n_subsets'))} finetuned subsets (indicator selection: `{fit.get('selection', 'all')}`): "
+        f"{fmt(fit.get('n_subsets'))} finetuned subsets (indicator selection: `{fit.get('selection', 'all')}`): "
         + ", ".join(parts)
         + "."
     )
@@ -335,7 +240,8 @@ def json_safe(value: Any) -> Any:
 # -- pieces --------------------------------------------------------------------------------------------------------
 
 
-def _render(template: str, repo_type: str, data, kwargs: dict):
+def render(template: str, repo_type: str, data, kwargs: dict):
+    """Render a template of `model_card_templates/` into a `DatasetCard` or `ModelCard`."""
     from huggingface_hub import DatasetCard, ModelCard
 
     card_class = DatasetCard if repo_type == "dataset" else ModelCard
@@ -357,7 +263,8 @@ def _round(value: float) -> float:
     return float(f"{float(value):.6g}")
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A number for a Markdown table: 4 significant digits, `–` when missing."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
@@ -376,7 +283,8 @@ def _size_category(n: int) -> str:
     return next((label for bound, label in _SIZES if n < bound), "n>1T")
 
 
-def _rule_block(rule) -> dict | None:
+def rule_block(rule) -> dict | None:
+    """The rule's numbers for a card's `instructmining:` block."""
     if rule is None:
         return None
     fit = rule.provenance.get("fit") or {}
@@ -419,12 +327,10 @@ def _search_summary(search) -> str | None:
         return None
     block = _search_block(search)
     trace = search_dict(search).get("trace") or []
-    rows = [
-        [str(t.get("trial")), str(t.get("k")), _fmt(t.get("loss")), str(t.get("selection", "rule"))] for t in trace
-    ]
+    rows = [[str(t.get("trial")), str(t.get("k")), fmt(t.get("loss")), str(t.get("selection", "rule"))] for t in trace]
     return (
         f"FLAML BlendSearch tried {block['num_trials']} subset sizes, finetuning on the top k rows each time; the "
-        f"lowest eval loss, {_fmt(block['best_loss'])}, came with k = {block['best_k']}. The whole trace is in "
+        f"lowest eval loss, {fmt(block['best_loss'])}, came with k = {block['best_k']}. The whole trace is in "
         "`instructmining_search.json`.\n\n" + _table(["trial", "k", "eval loss", "rows"], rows)
     )
 
@@ -485,12 +391,6 @@ def _reproduce(where: str, rule, selection, config) -> str:
     if selection is not None:
         lines.append(f"selected = select_top_k(scored, {len(selection)})")
     return "\n".join(lines)
-
-
-def _provenance(rule) -> str | None:
-    keys = ("source", "base_model", "eval_set", "created_at", "library_versions")
-    items = [f"- {k.replace('_', ' ')}: `{rule.provenance[k]}`" for k in keys if rule.provenance.get(k)]
-    return "\n".join(items) or None
 
 
 def _generated_block(text: str) -> str | None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cards
 from .errors import HubUploadError
+from .model_cards import build_rule_card
 from .rules import RULE_FILENAME
 
 
@@ -255,7 +256,7 @@ def push_rule_to_hub(
     """
     with tempfile.TemporaryDirectory(prefix="instructmining-rule-") as folder:
         rule.save(folder)
-        cards.build_rule_card(rule, repo_id).save(os.path.join(folder, "README.md"))
+        build_rule_card(rule, repo_id).save(os.path.join(folder, "README.md"))
         resume = f"Nothing was lost: push the rule again with `rule.push_to_hub({repo_id!r})`."
         return _upload(
             folder,

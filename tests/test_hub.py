@@ -10,9 +10,10 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 
-from hf_instructmining import MTLD, OutputLength, PushConfig, QualityRule, push_to_hub, select_top_k
+from hf_instructmining import PushConfig, QualityRule, push_to_hub, select_top_k
 from hf_instructmining.errors import HubUploadError
 from hf_instructmining.hub import push_rule_to_hub
+from hf_instructmining.scoring import InstructScorer
 from tests.test_cards import FULL_LAYOUT, make_rule, make_scored, make_search
 
 
@@ -179,8 +180,7 @@ def test_rule_pushed_and_pulled_back_predicts_the_same(fake_hub):
 def test_example_data_scored_selected_pushed_and_loaded_in_a_fresh_process(fake_hub, tmp_path):
     rule = QualityRule(0.8, {"mtld": -0.003, "output_length": 0.0005}, {"mtld": {}, "output_length": {}}, name="demo")
     ds = datasets.load_dataset("json", data_files=EXAMPLES, split="train", cache_dir=str(tmp_path / "examples"))
-    ds = ds.map(MTLD(), batched=True).map(OutputLength(), batched=True)
-    scored = ds.add_column("instruct_score", rule.predict(ds).tolist())
+    scored = ds.map(InstructScorer(rule=rule), batched=True)
     selection = select_top_k(scored, 50)
 
     push_to_hub(scored, "me/examples", rule, selection)
@@ -200,3 +200,13 @@ def test_example_data_scored_selected_pushed_and_loaded_in_a_fresh_process(fake_
     read = json.loads(result.stdout.strip().splitlines()[-1])
     assert read["size"] == 50
     assert read["rows"] == selection.to_list()
+    assert QualityRule.from_pretrained("me/examples", repo_type="dataset").predict(read["rows"][0]).tolist() == [
+        read["rows"][0]["instruct_score"]
+    ]
+
+
+def test_the_fake_hub_checks_card_metadata_like_the_hub(fake_hub):
+    HfApi().create_repo(REPO, repo_type="dataset")
+    bad = b"---\nsize_categories:\n- lots\n---\n# Bad\n"
+    with pytest.raises(ValueError, match="size_categories"):
+        HfApi().upload_file(path_or_fileobj=bad, path_in_repo="README.md", repo_id=REPO, repo_type="dataset")
