@@ -34,3 +34,152 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
             f"Could not load the tokenizer `{name_or_path}`: {err}. Pass a local folder or a Hub id that exists "
             "(with `HF_HUB_OFFLINE=1`, it must already be in the cache)."
         ) from err
+
+
+# `Auto*` class per task; each indicator names the task it needs.
+_TASKS = {
+    "causal_lm": "AutoModelForCausalLM",
+    "seq2seq_lm": "AutoModelForSeq2SeqLM",
+    "sequence_classification": "AutoModelForSequenceClassification",
+    "encoder": "AutoModel",
+}
+
+
+def cuda_device_count() -> int:
+    """Number of visible CUDA devices, counted without initialising CUDA (safe before `fork`, e.g. `num_proc`)."""
+    import torch
+
+    # `torch.cuda.device_count` asks NVML first, which does not poison forked workers; `is_available` would.
+    return torch.cuda.device_count()
+
+
+def resolve_device(device: str | None = None, rank: int | None = None) -> str:
+    """Pick the device an indicator runs on.
+
+    Args:
+        device (`str`, *optional*): `"cpu"`, `"cuda"`, `"cuda:1"`, ... or `None`/`"auto"` for `cuda` when a GPU is
+            visible and `cpu` otherwise.
+        rank (`int`, *optional*): the worker rank `Dataset.map(..., with_rank=True, num_proc=n)` passes; with CUDA,
+            worker `rank` runs on GPU `rank % device_count`.
+
+    Returns:
+        `str`: a device string for `torch.device`.
+
+    Raises:
+        `ValueError`: a CUDA device is asked for and none is visible.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.loading import resolve_device
+    >>> resolve_device("cpu", rank=3)
+    'cpu'
+    ```
+    """
+    if device is not None and device != "auto" and not device.startswith("cuda"):
+        return device
+    count = cuda_device_count()
+    if device in (None, "auto") and count == 0:
+        return "cpu"
+    if count == 0:
+        raise ValueError(f"`device={device!r}` asks for CUDA, but no CUDA device is visible; pass `device='cpu'`.")
+    if device not in (None, "auto", "cuda"):
+        return device
+    return f"cuda:{rank % count}" if rank is not None else "cuda"
+
+
+def default_dtype(device: str) -> str:
+    """The dtype models run in on `device`: `float32` on CPU (bf16 is much slower there), `bfloat16` on GPUs
+    that support it, else `float16`.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.loading import default_dtype
+    >>> default_dtype("cpu")
+    'float32'
+    ```
+    """
+    if not device.startswith("cuda"):
+        return "float32"
+    import torch
+
+    with torch.cuda.device(device):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    """Turn a dtype name (or `None`/`"auto"` for [`default_dtype`]) into a `torch.dtype`."""
+    import torch
+
+    name = default_dtype(device) if dtype in (None, "auto") else str(dtype).removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"Unknown dtype `{dtype!r}`; use `'float32'`, `'bfloat16'`, `'float16'` or `'auto'`.")
+    return value
+
+
+def model_file(name_or_path: str, filename: str, revision: str | None = None) -> str | None:
+    """The local path of `filename` in a model folder or Hub repo (downloaded and cached), or `None` if absent."""
+    from transformers.utils import cached_file
+
+    return cached_file(
+        name_or_path,
+        filename,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+
+
+@lru_cache(maxsize=8)
+def load_model(
+    name_or_path: str,
+    task: str,
+    revision: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load a model for inference, once per process and device.
+
+    Args:
+        name_or_path (`str`): a Hub id or a local folder.
+        task (`str`): `"causal_lm"`, `"seq2seq_lm"`, `"sequence_classification"`, `"encoder"`, or `"reward"`
+            (a sequence classifier, or an OpenAssistant `GPTNeoXRewardModel` checkpoint, see
+            [`~hf_instructmining.indicators.RewardScore`]).
+        revision (`str`, *optional*): a branch, tag or commit on the Hub.
+        device (`str`, *optional*, defaults to `"cpu"`): where the model runs (see [`resolve_device`]).
+        dtype (`str`, *optional*): a dtype name, or `None` for [`default_dtype`] of the device.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): never on unless asked for.
+
+    Returns:
+        `torch.nn.Module` in eval mode, with gradients off.
+
+    Raises:
+        `OSError`: the model cannot be found or read; the message says what to pass instead.
+    """
+    import transformers
+
+    torch_dtype = resolve_dtype(dtype, device)
+    logger.info("Loading %s model %s (revision %s) on %s", task, name_or_path, revision or "default", device)
+    try:
+        if task == "reward":
+            from .indicators._oa_reward import is_oa_reward_checkpoint, load_oa_reward_model
+
+            if is_oa_reward_checkpoint(name_or_path, revision):
+                model = load_oa_reward_model(name_or_path, revision, torch_dtype)
+                return model.to(device).eval().requires_grad_(False)
+            task = "sequence_classification"
+        if task not in _TASKS:
+            raise ValueError(f"Unknown task `{task}`; expected one of {[*_TASKS, 'reward']}.")
+        auto_class = getattr(transformers, _TASKS[task])
+        model = auto_class.from_pretrained(
+            name_or_path, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except OSError as err:
+        raise OSError(
+            f"Could not load the model `{name_or_path}`: {err}. Pass a local folder or a Hub id that exists "
+            "(with `HF_HUB_OFFLINE=1`, it must already be in the cache)."
+        ) from err
+    return model.to(device).eval().requires_grad_(False)

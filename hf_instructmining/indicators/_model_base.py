@@ -1,0 +1,120 @@
+"""The shared base of the model-based indicators: options in `__init__`, lazy per-process loading, devices.
+
+An indicator holds only names and options (model id or path, revision, device, dtype, batching); the model and
+tokenizer load on the first call through [`~hf_instructmining.loading`], which caches them per process and
+device, so two indicators naming the same model share one load and fingerprints never hash weights.
+"""
+
+from typing import Any, ClassVar
+
+from ..loading import load_model, load_tokenizer, resolve_device
+from .base import Indicator
+
+
+# Token budget per batch (rows x padded length). CPUs gain little beyond a few thousand tokens; GPUs want more.
+CPU_MAX_TOKENS = 4096
+GPU_MAX_TOKENS = 32768
+# `model_max_length` of tokenizers that set none.
+_NO_LIMIT = 10**8
+
+
+class ModelIndicator(Indicator):
+    """Base of indicators that run a `transformers` model (see [`RewardScore`], [`Perplexity`], [`UniEval`]).
+
+    Args:
+        model (`str`, *optional*): Hub id or local folder; the class's default model when `None`.
+        revision (`str`, *optional*): a branch, tag or commit on the Hub.
+        device (`str`, *optional*): `"cpu"`, `"cuda"`, `"cuda:1"`, or `None` for a GPU when one is visible. With
+            `Dataset.map(..., with_rank=True, num_proc=n)`, worker `rank` uses GPU `rank % n_gpus`.
+        dtype (`str`, *optional*): `"float32"`, `"bfloat16"`, `"float16"`; `None` for float32 on CPU and bf16 on GPU.
+        max_tokens (`int`, *optional*): token budget per batch (rows x padded length).
+        max_length (`int`, *optional*): truncate inputs to this many tokens; the model's context by default.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): run code from the model repository.
+        **kwargs: `format`, `column_mapping`, `on_invalid` (see [`Indicator`]).
+    """
+
+    default_model: ClassVar[str] = ""
+    task: ClassVar[str] = ""
+    _transient = ("_model", "_tokenizer", "_device")
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(
+                f"`model` must be a Hub id or a local path (a string), got {type(model).__name__}; indicators hold "
+                "names, not loaded objects, so that they pickle and fingerprint cheaply."
+            )
+        for name, value in (("max_tokens", max_tokens), ("max_length", max_length)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got `{value!r}`.")
+        self.model = model or self.default_model
+        self.revision = revision
+        self.device = device
+        self.dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+        self.max_tokens = max_tokens
+        self.max_length = max_length
+        self.trust_remote_code = trust_remote_code
+        self._model = self._tokenizer = self._device = None
+
+    def load(self, rank: int | None = None) -> tuple[Any, Any, str]:
+        """Load (once per process and device) and return `(model, tokenizer, device)`."""
+        device = resolve_device(self.device, rank)
+        if self._model is None or self._device != device:
+            self._tokenizer = self.load_tokenizer()
+            self._model = load_model(
+                self.model, self.task, self.revision, device, self.dtype, trust_remote_code=self.trust_remote_code
+            )
+            self._device = device
+        return self._model, self._tokenizer, device
+
+    def load_tokenizer(self):
+        """The tokenizer alone (cheap; enough to tell the prompt format)."""
+        return load_tokenizer(self.model, self.revision, self.trust_remote_code)
+
+    def token_budget(self, device: str) -> int:
+        return self.max_tokens or (GPU_MAX_TOKENS if device.startswith("cuda") else CPU_MAX_TOKENS)
+
+    def context_length(self, model, tokenizer) -> int:
+        """`max_length`, else the smaller of the model's positions and the tokenizer's `model_max_length`."""
+        if self.max_length is not None:
+            return self.max_length
+        limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < _NO_LIMIT]
+        return min(limits) if limits else _NO_LIMIT
+
+    def spec(self) -> dict[str, Any]:
+        return {"model": self.model, "revision": self.revision}
+
+
+def render_chat(tokenizer, prompts: list[list[dict]], responses: list[str]) -> tuple[list[str], list[str]]:
+    """Render each conversation with the tokenizer's chat template; returns (prompt texts, response texts).
+
+    The prompt text ends with the generation prompt; the response text is what the template adds for the
+    assistant turn (the response and any end-of-turn tokens).
+
+    Raises:
+        `ValueError`: the template renders the prompt differently once the response is added.
+    """
+    prompt_texts, response_texts = [], []
+    for messages, response in zip(prompts, responses, strict=True):
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(
+                "The tokenizer's chat template renders the conversation differently once the response is added, "
+                "so the response cannot be told apart; pass the plain format instead."
+            )
+        prompt_texts.append(prompt)
+        response_texts.append(full[len(prompt) :])
+    return prompt_texts, response_texts

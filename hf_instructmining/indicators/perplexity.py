@@ -1,0 +1,151 @@
+"""`perplexity`: how surprising the response is to a causal language model, given the instruction.
+
+InstructMining (arXiv 2307.06290, Sec. 3.1) uses the perplexity of the response conditioned on the instruction:
+exp of the mean negative log-likelihood of the response tokens, with the instruction tokens masked out.
+
+The text the model reads is the tokenizer's chat template (the instruction's messages, then the response as the
+assistant turn) when the tokenizer has one, and `instruction + "\\n\\n" + response` (plus the tokenizer's own
+special tokens, such as BOS) otherwise; `metadata()` says which. Every token after the instruction counts as
+response, so with a chat template the end-of-turn tokens count too.
+
+Speed: rows are length-sorted into token-budget batches (little padding), the body runs once per batch, and the
+language-model head and the loss are computed only at the positions that predict response tokens.
+"""
+
+import logging
+import math
+from typing import Any
+
+from ..formats import InstructionPairs
+from ._batching import inference, pad, run_in_batches, truncate_pair, warn_truncated
+from ._model_base import ModelIndicator, render_chat
+
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = ("auto", "chat", "plain")
+PLAIN_SEPARATOR = "\n\n"
+# Heads that do more than a linear map (soft-capping, scaling): score them with the full forward instead.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+# Positions whose logits are materialised at once (positions x vocabulary floats).
+_HEAD_CHUNK = 2048
+
+
+class Perplexity(ModelIndicator):
+    """The `perplexity` column: exp of the mean token NLL of the response given the instruction.
+
+    Over-long examples are truncated to the model's context: the instruction loses its start and, past half the
+    context, the response loses its end; a warning counts them.
+
+    Args:
+        model (`str`, *optional*, defaults to `"meta-llama/Llama-2-7b-hf"`): any causal LM (Hub id or folder).
+        template (`str`, *optional*, defaults to `"auto"`): `"chat"` (the tokenizer's chat template), `"plain"`
+            (instruction, a blank line, response) or `"auto"` (chat when the tokenizer has a template).
+        **kwargs: `revision`, `device`, `dtype`, `max_tokens`, `max_length`, `trust_remote_code` (see
+            [`ModelIndicator`]) and `format`, `column_mapping`, `on_invalid` (see [`Indicator`]).
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators import Perplexity
+    >>> ppl = Perplexity(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # nothing loads until the first call
+    >>> ppl.spec()
+    {'model': 'HuggingFaceTB/SmolLM2-135M-Instruct', 'revision': None, 'template': 'auto'}
+    ```
+    """
+
+    name = "perplexity"
+    version = "1"
+    default_model = "meta-llama/Llama-2-7b-hf"
+    task = "causal_lm"
+
+    def __init__(self, model: str | None = None, *, template: str = "auto", **kwargs):
+        super().__init__(model, **kwargs)
+        if template not in TEMPLATES:
+            raise ValueError(f"`template` must be one of {list(TEMPLATES)}, got `{template!r}`.")
+        self.template = template
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "template": self.template}
+
+    def metadata(self) -> dict[str, Any]:
+        """How the column was made, for dataset cards: the resolved template (loads the tokenizer only)."""
+        return {**self.spec(), "template": self.resolved_template(self.load_tokenizer())}
+
+    def resolved_template(self, tokenizer) -> str:
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if self.template == "chat" and not has_template:
+            raise ValueError(f"`template='chat'`, but the tokenizer of `{self.model}` has no chat template.")
+        if self.template == "auto":
+            return "chat" if has_template else "plain"
+        return self.template
+
+    def encode(self, pairs: InstructionPairs, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of each row's instruction part and response part (before truncation)."""
+        if self.resolved_template(tokenizer) == "chat":
+            prompts, responses = render_chat(tokenizer, pairs.prompts, pairs.responses)
+            special = False
+        else:
+            prompts = [i + PLAIN_SEPARATOR if i else "" for i in pairs.instructions]
+            responses, special = pairs.responses, True
+        fulls = [p + r for p, r in zip(prompts, responses, strict=True)]
+        encoded = tokenizer(fulls, add_special_tokens=special, return_offsets_mapping=True)
+        prompt_ids, response_ids = [], []
+        for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            # The response starts at the first token that ends past the prompt's text (special tokens end at 0).
+            split = next((t for t, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
+            prompt_ids.append(ids[:split])
+            response_ids.append(ids[split:])
+        return prompt_ids, response_ids
+
+    def compute(self, pairs: InstructionPairs, rank: int | None = None) -> dict[str, list[float]]:
+        import torch
+
+        model, tokenizer, device = self.load(rank)
+        prompts, responses = self.encode(pairs, tokenizer)
+        limit = self.context_length(model, tokenizer)
+        rows, truncated = [], 0
+        for prompt, response in zip(prompts, responses, strict=True):
+            prompt, response, cut = truncate_pair(prompt, response, limit)
+            truncated += cut
+            # Without a BOS token, an empty instruction leaves nothing to predict the first response token from.
+            start = max(len(prompt), 1)
+            rows.append((prompt + response, start))
+        warn_truncated(truncated, len(rows), "examples", limit, "instruction start, then response end")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        fast = not any(getattr(model.config, name, None) for name in _LOGIT_TRANSFORMS)
+
+        def score(batch: list[int]) -> list[float]:
+            ids, mask = pad([rows[i][0] for i in batch], pad_id, device)
+            starts = torch.tensor([rows[i][1] for i in batch], device=device)
+            lengths = mask.sum(1)
+            # (row, position) of every position that predicts a response token: start - 1 .. length - 2.
+            positions = torch.arange(ids.shape[1], device=device)
+            wanted = (positions >= starts[:, None] - 1) & (positions < lengths[:, None] - 1)
+            row_idx, pos_idx = wanted.nonzero(as_tuple=True)
+            targets = ids[row_idx, pos_idx + 1]
+            with inference():
+                if fast:
+                    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                    head = model.get_output_embeddings()
+                    states = hidden[row_idx, pos_idx]
+                else:
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    head, states = None, logits[row_idx, pos_idx]
+                nll = torch.cat(
+                    [
+                        torch.nn.functional.cross_entropy(
+                            (head(chunk) if head is not None else chunk).float(),
+                            targets[i : i + _HEAD_CHUNK],
+                            reduction="none",
+                        )
+                        for i, chunk in zip(range(0, len(states), _HEAD_CHUNK), states.split(_HEAD_CHUNK), strict=True)
+                    ]
+                )
+                totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
+                    0, row_idx, nll.double()
+                )
+                counts = torch.bincount(row_idx, minlength=len(batch))
+            return [math.exp(v) for v in (totals / counts).tolist()]
+
+        return {self.name: run_in_batches([len(r[0]) for r in rows], self.token_budget(device), score)}
