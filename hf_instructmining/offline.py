@@ -64,6 +64,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("INSTRUCTMINING_CACHE", Path.home() / ".cache" / "hf_instructmining"))
 
 
+def _is_plain(folder: Path) -> bool:
+    import json
+
+    return "quantization_config" not in json.loads((folder / "config.json").read_text())
+
+
 def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     """A plain `save_pretrained` folder of SmolLM2-135M-Instruct, converted from the packaged GGUF on first use.
 
@@ -83,7 +89,7 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     ```
     """
     target = Path(cache_dir or default_cache_dir()) / "SmolLM2-135M-Instruct"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file() and _is_plain(target):
         return str(target)
 
     import torch
@@ -93,7 +99,11 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     logger.warning("Converting SmolLM2-135M-Instruct from GGUF to %s (once, about 30 s).", target)
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    config = AutoConfig.for_model(**quantised.config.to_dict())
+    # The dequantised weights are plain float32: the GGUF quantization config must not follow them, or
+    # `Trainer` refuses to finetune the saved model.
+    config_dict = quantised.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
     # Tied embeddings legitimately appear as a missing lm_head; anything else means the layouts differ.

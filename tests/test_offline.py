@@ -21,6 +21,7 @@ def test_smollm2_conversion_matches_the_gguf_model(tmp_path):
     assert smollm2_path(tmp_path) == folder  # converted once, reused after
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.chat_template
+    assert "quantization_config" not in AutoModelForCausalLM.from_pretrained(folder).config.to_dict()
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     gguf_folder, gguf_file = smollm2_gguf()
     with torch.inference_mode():

@@ -36,7 +36,7 @@ class Indicator:
     >>> from datasets import Dataset
     >>> from hf_instructmining.indicators import OutputLength
     >>> ds = Dataset.from_dict({"instruction": ["Say hi", "Count"], "output": ["Hello there", "one two three"]})
-    >>> ds.map(OutputLength(), batched=True)["output_length"]
+    >>> list(ds.map(OutputLength(), batched=True)["output_length"])
     [2.0, 3.0]
     ```
     """
