@@ -55,7 +55,7 @@ def test_records_every_eval_loss_inside_sft_trainer(tiny_llama_dir, tmp_path):
         (step, f"eval_{name}_loss") for step in (1, 2, 3) for name in ("more", "sea")
     ]
     assert all(r["subset_id"] == "subset-7" and r["note"] == "tiny" and r["loss"] > 0 for r in evals)
-    assert {r["eval_set"] for r in evals} == {"sea", "more"}
+    assert {r["eval_name"] for r in evals} == {"sea", "more"}
     assert all(r["epoch"] is not None for r in evals)
     assert len({r["run_id"] for r in store.records()}) == 1
 
@@ -72,7 +72,7 @@ def test_only_the_main_process_writes_and_steps_are_not_repeated(tmp_path):
     main = TrainerState(global_step=2, epoch=0.5)
     for _ in range(2):
         callback.on_evaluate(args, main, TrainerControl(), metrics={"eval_loss": 1.0, "eval_accuracy": 0.3})
-    assert [(r["metric"], r["step"], r["eval_set"]) for r in store.records()] == [("eval_loss", 2, None)]
+    assert [(r["metric"], r["step"], r["eval_name"]) for r in store.records()] == [("eval_loss", 2, None)]
 
 
 def test_constructor_checks_its_arguments(tmp_path):

@@ -66,6 +66,7 @@ def test_run_labeling_resumes_without_duplicates_and_is_reproducible(tiny_llama_
     assert [r["subset_id"] for r in done] == [s.subset_id for s in subsets]
     assert len(store.records("train_begin", include_superseded=True)) == 4  # 1 + the dead one + 2 new
     assert len(store.records("eval")) == 3 and 99.0 not in [r["loss"] for r in store.records("eval")]
+    assert all(r["eval_set"]["fingerprint"] == eval_ds._fingerprint for r in store.records("eval"))
     for record, subset in zip(done, subsets, strict=True):
         rows = pool.select(subset.dataset["row_index"])
         assert record["indicator_means"] == pytest.approx(

@@ -87,12 +87,12 @@ class EvalLossCallback(TrainerCallback):
             if not (key.startswith("eval") and key.endswith("_loss")) or (state.global_step, key) in self._recorded:
                 continue
             self._recorded.add((state.global_step, key))
-            eval_set = key[len("eval_") : -len("_loss")] or None
-            runtime = metrics.get(f"eval_{eval_set}_runtime" if eval_set else "eval_runtime")
+            eval_name = key[len("eval_") : -len("_loss")] or None
+            runtime = metrics.get(f"eval_{eval_name}_runtime" if eval_name else "eval_runtime")
             self._record(
                 "eval",
                 metric=key,
-                eval_set=eval_set,
+                eval_name=eval_name,
                 loss=float(value),
                 step=state.global_step,
                 epoch=state.epoch,

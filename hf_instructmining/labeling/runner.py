@@ -296,11 +296,14 @@ def _load_tokenizer(name_or_path: str, revision: str | None, gguf_file: str | No
 @lru_cache(maxsize=1)
 def _gguf_weights(name_or_path: str, revision: str | None, gguf_file: str):
     """Dequantise a GGUF checkpoint once per process (about 30 s for 135M parameters); later runs copy it."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     logger.info("Dequantising %s/%s (once per process).", name_or_path, gguf_file)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, gguf_file=gguf_file)
-    return model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # The dequantised weights are plain floats: without the GGUF quantization config, Trainer finetunes them.
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    return AutoConfig.for_model(**config), {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _load_model(config: LabelingConfig, device: str):
@@ -310,7 +313,8 @@ def _load_model(config: LabelingConfig, device: str):
     if config.gguf_file:
         model_config, weights = _gguf_weights(config.model_name_or_path, config.revision, config.gguf_file)
         model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
-        model.load_state_dict(weights)
+        model.load_state_dict(weights, strict=False)  # a tied lm_head may be absent from the GGUF weights
+        model.tie_weights()
     else:
         model = AutoModelForCausalLM.from_pretrained(
             config.model_name_or_path, revision=config.revision, dtype=torch.float32
