@@ -42,6 +42,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "sample_subsets",
     ],
     "rules": ["QualityRule"],
+    "search": ["SearchConfig", "SearchResult", "search_subset_size"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
 }
 _ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
         sample_subsets,
     )
     from .rules import QualityRule
+    from .search import SearchConfig, SearchResult, search_subset_size
     from .selection import select_fraction, select_threshold, select_top_k
 
 

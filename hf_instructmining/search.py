@@ -1,0 +1,555 @@
+"""How much data to keep: FLAML BlendSearch over the subset size k, and the data-size curve it traces.
+
+The paper (Section 5.2) found that the eval loss of a model finetuned on the top k rows is not monotone in k
+(a "double descent") and used BlendSearch to pick k. Each trial here keeps the top k rows by `instruct_score`,
+finetunes the base model with the labelling runner and measures its eval loss; a user objective can replace that
+trial. Trials are written to a [`~hf_instructmining.LabelStore`] as they finish, so a search that is killed
+resumes where it stopped and a later search over the same data warm-starts from every finished trial.
+"""
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .import_utils import require
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .labeling.store import LabelStore
+
+
+logger = logging.getLogger(__name__)
+
+TRIAL_KIND = "search_trial"
+SELECTIONS = ("rule", "random")
+# BlendSearch answers `None` when its threads have nothing new to propose; this many in a row ends the search.
+_MAX_EMPTY_SUGGESTIONS = 100
+
+
+@dataclass
+class SearchConfig:
+    """How [`search_subset_size`] searches over the subset size k.
+
+    Args:
+        log_scale (`bool`, *optional*, defaults to `True`):
+            Search k on a log scale: the interesting sizes span orders of magnitude (the paper kept 2,532 of
+            100,000 rows).
+        resolution (`float`, *optional*, defaults to `0.05`):
+            Spacing of the candidate sizes: on the log scale neighbouring candidates differ by this factor
+            (`0.05`: 5%), on the linear scale by this fraction of the range. `0` makes every integer a candidate.
+            Sizes closer than one finetuning run can tell apart only waste trials.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds BlendSearch and the random-selection baseline.
+        score_column (`str`, *optional*, defaults to `"instruct_score"`):
+            The column that ranks rows, lower is better.
+        search_id (`str`, *optional*):
+            Names the search in the store. By default it is derived from the data, the score column, the seed and
+            the trial (the labelling config and eval set, or the objective's name), so re-running the same search
+            resumes it. Set it to share or separate trials explicitly.
+    """
+
+    log_scale: bool = field(default=True, metadata={"help": "Search k on a log scale."})
+    resolution: float = field(
+        default=0.05,
+        metadata={
+            "help": "Spacing of the candidate sizes: a factor on the log scale (0.05 = 5 percent), a fraction of "
+            "the range on the linear scale; 0 makes every integer a candidate."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Seeds BlendSearch and the random-selection baseline."})
+    score_column: str = field(
+        default="instruct_score", metadata={"help": "The column that ranks rows (lower is better)."}
+    )
+    search_id: str | None = field(
+        default=None, metadata={"help": "Names the search in the store (derived from the data and trial by default)."}
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.resolution < 1:
+            raise ValueError(f"`resolution` must be in [0, 1), got `{self.resolution!r}`.")
+
+
+@dataclass
+class SearchResult:
+    """The outcome of [`search_subset_size`]: the best size and every trial behind it.
+
+    Args:
+        best_k (`int`): the rule-selected size with the lowest loss.
+        best_loss (`float`): its loss.
+        trace (`list[dict]`): every trial in the order it ran, each with `trial`, `k`, `loss`, `time_s` and
+            `selection` (`"rule"` for the top k by score, `"random"` for k random rows).
+        search_id (`str`, *optional*): the search's name in the store.
+        low (`int`, *optional*): the smallest size searched.
+        high (`int`, *optional*): the largest size searched.
+        log_scale (`bool`, *optional*, defaults to `True`): whether k was searched on a log scale.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining import SearchResult
+    >>> result = SearchResult(best_k=20, best_loss=0.9, trace=[
+    ...     {"trial": 1, "k": 10, "loss": 1.2, "time_s": 1.0, "selection": "rule"},
+    ...     {"trial": 2, "k": 20, "loss": 0.9, "time_s": 2.0, "selection": "rule"}])
+    >>> result.curve()
+    [(10, 1.2), (20, 0.9)]
+    >>> SearchResult.from_dict(result.to_dict()) == result
+    True
+    ```
+    """
+
+    best_k: int
+    best_loss: float
+    trace: list[dict]
+    search_id: str | None = None
+    low: int | None = None
+    high: int | None = None
+    log_scale: bool = True
+
+    def curve(self, selection: str = "rule") -> list[tuple[int, float]]:
+        """The (k, loss) points of one selection kind, sorted by k."""
+        if selection not in SELECTIONS:
+            raise ValueError(f"`selection` must be one of {SELECTIONS}, got `{selection!r}`.")
+        return sorted((t["k"], t["loss"]) for t in self.trace if t["selection"] == selection)
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict; [`SearchResult.from_dict`] reads it back."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchResult":
+        """Rebuild a result from [`SearchResult.to_dict`]'s output."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def plot(self, path: str | os.PathLike, *, title: str | None = None) -> str:
+        """Write a PNG of eval loss against k, rule-selected and random rows, with the best size marked.
+
+        Args:
+            path (`str` or `os.PathLike`): the PNG file to write.
+            title (`str`, *optional*): the figure title.
+
+        Returns:
+            `str`: the path written.
+        """
+        require("matplotlib", "SearchResult.plot")
+        # The object-oriented API with the Agg canvas: no pyplot, so the caller's backend and figures are untouched.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(6, 4), dpi=120)
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        for selection, label, style in (
+            ("rule", "top k by score", {"marker": "o", "color": "tab:blue"}),
+            ("random", "k random rows", {"marker": "s", "color": "tab:gray", "linestyle": "--"}),
+        ):
+            points = self.curve(selection)
+            if points:
+                ax.plot(*zip(*points, strict=True), label=label, **style)
+        ax.plot(
+            [self.best_k],
+            [self.best_loss],
+            marker="*",
+            markersize=14,
+            color="tab:red",
+            linestyle="none",
+            label=f"best k = {self.best_k:,}",
+        )
+        if self.log_scale:
+            ax.set_xscale("log")
+        ax.set_xlabel("training rows kept (k)")
+        ax.set_ylabel("eval loss")
+        ax.set_title(title or "Eval loss against data size")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        figure.tight_layout()
+        path = os.fspath(path)
+        figure.savefig(path, format="png")
+        return path
+
+
+def search_subset_size(
+    scored: "Dataset",
+    *,
+    low: int = 1,
+    high: int | None = None,
+    num_samples: int | None = 10,
+    time_budget_s: float | None = None,
+    objective: Callable[..., float] | None = None,
+    store: "LabelStore | str | os.PathLike | None" = None,
+    random_baseline: bool = False,
+    config: SearchConfig | None = None,
+    eval_dataset: "Dataset | None" = None,
+    labeling_config: Any = None,
+) -> SearchResult:
+    """Find how many top-ranked rows to keep with FLAML BlendSearch over k in [`low`, `high`].
+
+    Each trial keeps the top k rows by score ([`select_top_k`]), finetunes with [`finetune_and_evaluate`] and
+    returns the eval loss, or calls `objective(k)` instead. BlendSearch starts from the cheapest size (`low`) and
+    blends a local search around the best sizes with a global one. Every finished trial is recorded in `store`
+    (kind `"search_trial"`): running the same search again resumes it, and every finished trial in range seeds
+    the next search (`points_to_evaluate` with `evaluated_rewards`); no finished size is ever run twice.
+
+    Args:
+        scored (`Dataset`): the scored candidates (e.g. `ds.map(instruct_score)`).
+        low (`int`, *optional*, defaults to `1`): the smallest size tried.
+        high (`int`, *optional*): the largest size tried; defaults to every row with a score.
+        num_samples (`int`, *optional*, defaults to `10`): how many sizes the search evaluates in all, counting
+            finished trials from the store; `None` for no limit (then set `time_budget_s`).
+        time_budget_s (`float`, *optional*): wall-clock seconds for this call; the trial running when it runs out
+            finishes.
+        objective (`Callable[[int], float]`, *optional*): `objective(k) -> loss`, used in place of finetuning.
+            With `random_baseline=True` it is also called as `objective(k, selection="random")`.
+        store (`LabelStore`, `str` or `os.PathLike`, *optional*): where trials persist (a store or its path).
+        random_baseline (`bool`, *optional*, defaults to `False`): also evaluate k random rows (seeded) at every
+            size the search tries, to see whether the rule beats random at that size.
+        config (`SearchConfig`, *optional*): scale, resolution, seed, score column, search id.
+        eval_dataset (`Dataset`, *optional*): the evaluation set of the built-in trial.
+        labeling_config (`LabelingConfig`, *optional*): base model and training settings of the built-in trial.
+
+    Returns:
+        `SearchResult`: the best size, its loss and the trace of every trial in range.
+
+    Raises:
+        `ValueError`: bad bounds, no score column, no budget, or a trial that returned a non-finite loss.
+
+    Example:
+
+    ```py
+    >>> import math
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import search_subset_size
+    >>> scored = Dataset.from_dict({"instruction": ["q"] * 500, "output": ["a"] * 500, "instruct_score": list(range(500))})
+    >>> result = search_subset_size(scored, low=10, high=500, num_samples=15,
+    ...                             objective=lambda k: (math.log(k) - math.log(120)) ** 2)
+    >>> 100 <= result.best_k <= 140
+    True
+    ```
+    """
+    config = config or SearchConfig()
+    rankable = _rankable_rows(scored, config.score_column)
+    high = rankable if high is None else high
+    _check_arguments(low, high, rankable, num_samples, time_budget_s, config.score_column)
+    if objective is None:
+        if eval_dataset is None or labeling_config is None:
+            raise ValueError(
+                "The built-in trial finetunes on the top k rows: pass `eval_dataset=` and `labeling_config=` (a "
+                "`LabelingConfig`), or pass `objective=` to evaluate sizes your own way."
+            )
+        identity: Any = {"labeling": labeling_config, "eval": getattr(eval_dataset, "_fingerprint", None)}
+    else:
+        identity = {"objective": f"{getattr(objective, '__module__', '')}.{getattr(objective, '__qualname__', '')}"}
+    search_id = config.search_id or _derive_search_id(scored, config, identity)
+    store = _open_store(store)
+    if objective is None:
+        trial = _finetune_trial(scored, eval_dataset, labeling_config, config, store, search_id)
+    else:
+        trial = _objective_trial(objective, random_baseline)
+    history = _History(store, search_id, low, high, config)
+    sizes = _SizeSpace(low, high, config)
+    searcher = _blendsearch(sizes, history.finished("rule"), num_samples, time_budget_s, config.seed)
+    if history.trials:
+        logger.info(
+            "Search %s: %d finished trial(s) in range [%d, %d] from the store.",
+            search_id,
+            len(history.trials),
+            low,
+            high,
+        )
+
+    deadline = math.inf if time_budget_s is None else time.monotonic() + time_budget_s
+    done_rule = len(history.finished("rule"))
+    empty, suggestion = 0, 0
+    while not (num_samples is not None and done_rule >= num_samples) and time.monotonic() < deadline:
+        if done_rule >= sizes.count:
+            logger.info("Search %s: every candidate size in [%d, %d] has been tried.", search_id, low, high)
+            break
+        trial_id = f"{search_id}-{suggestion}"
+        suggestion += 1
+        point = searcher.suggest(trial_id)
+        if point is None:
+            empty += 1
+            if empty >= _MAX_EMPTY_SUGGESTIONS:
+                logger.info("Search %s: BlendSearch has nothing new to propose; stopping.", search_id)
+                break
+            continue
+        empty = 0
+        k = sizes.to_k(point)
+        record = history.get(k, "rule") or history.run(k, "rule", trial)
+        done_rule = len(history.finished("rule"))
+        searcher.on_trial_complete(
+            trial_id, {"loss": record["loss"], "time_total_s": record["time_s"], "config": point}
+        )
+        if random_baseline and history.get(k, "random") is None and time.monotonic() < deadline:
+            history.run(k, "random", trial)
+    if random_baseline:
+        # Sizes whose random twin is missing: found in the store from a search run without the baseline.
+        for k in sorted(history.finished("rule")):
+            if history.get(k, "random") is None and time.monotonic() < deadline:
+                history.run(k, "random", trial)
+    return history.result(config.log_scale)
+
+
+def _rankable_rows(scored: "Dataset", score_column: str) -> int:
+    if score_column not in getattr(scored, "column_names", []):
+        raise ValueError(
+            f"The dataset has no `{score_column}` column (columns: {getattr(scored, 'column_names', None)}). "
+            "Score it first, e.g. `ds.map(instruct_score)`, or set `SearchConfig(score_column=...)`."
+        )
+    return int((~np.isnan(_scores(scored, score_column))).sum())
+
+
+def _scores(scored: "Dataset", column: str) -> np.ndarray:
+    # Through Arrow: a numpy-formatted column is converted row by row (about a minute per 100,000 rows).
+    table = scored.select_columns([column]).with_format("arrow")[:]
+    return np.asarray(table[column].to_numpy(), dtype=float)
+
+
+def _check_arguments(low, high, rankable, num_samples, time_budget_s, score_column) -> None:
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"`{name}` must be an integer, got `{value!r}`.")
+    if low < 1:
+        raise ValueError(f"`low` must be at least 1 (a subset needs a row), got `low={low}`.")
+    if low > high:
+        raise ValueError(f"`low` must not exceed `high`, got `low={low}` and `high={high}`.")
+    if high > rankable:
+        raise ValueError(
+            f"`high={high}` is beyond the data: only {rankable} row(s) have a finite `{score_column}`. "
+            f"Pass `high<={rankable}`."
+        )
+    if num_samples is None and time_budget_s is None:
+        raise ValueError("Give the search a budget: `num_samples`, `time_budget_s` or both.")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"`num_samples` must be at least 1 (or `None` with a `time_budget_s`), got {num_samples}.")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ValueError(f"`time_budget_s` must be positive, got {time_budget_s}.")
+
+
+def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -> str:
+    from .labeling.store import to_jsonable
+
+    if dataclasses.is_dataclass(identity.get("labeling")):
+        identity = {**identity, "labeling": dataclasses.asdict(identity["labeling"])}
+    key = {
+        "data": getattr(scored, "_fingerprint", None),
+        "score_column": config.score_column,
+        "seed": config.seed,
+        **identity,
+    }
+    digest = hashlib.sha256(json.dumps(to_jsonable(key), sort_keys=True).encode()).hexdigest()
+    return f"search-{digest[:12]}"
+
+
+def _open_store(store):
+    if store is None or hasattr(store, "append"):
+        return store
+    from .labeling.store import LabelStore
+
+    return LabelStore(store)
+
+
+class _SizeSpace:
+    """The candidate sizes and their BlendSearch domain: an index into a size grid, or k itself."""
+
+    def __init__(self, low: int, high: int, config: SearchConfig):
+        tune = _flaml().tune
+        self.grid = _size_grid(low, high, config.log_scale, config.resolution)
+        if self.grid is None:
+            self.domain = {"k": (tune.lograndint if config.log_scale else tune.randint)(low, high + 1)}
+            self.start = {"k": low}
+            self.count = high - low + 1
+        else:
+            # An integer index is uniform over the grid, which is already log- or linearly spaced.
+            self.domain = {"k": tune.randint(0, len(self.grid))}
+            self.start = {"k": 0}
+            self.count = len(self.grid)
+
+    def to_k(self, point: dict) -> int:
+        return int(point["k"]) if self.grid is None else int(self.grid[int(point["k"])])
+
+    def to_point(self, k: int) -> dict:
+        if self.grid is None:
+            return {"k": int(k)}
+        return {"k": int(np.argmin(np.abs(np.log(self.grid) - np.log(k))))}
+
+
+def _size_grid(low: int, high: int, log_scale: bool, resolution: float) -> np.ndarray | None:
+    if resolution == 0 or low == high:
+        return None
+    if log_scale:
+        n = math.ceil(math.log(high / low) / math.log1p(resolution)) + 1
+        grid = np.geomspace(low, high, n)
+    else:
+        grid = np.linspace(low, high, math.ceil(1 / resolution) + 1)
+    return np.unique(np.clip(np.round(grid), low, high).astype(np.int64))
+
+
+def _flaml():
+    require("flaml", "search_subset_size")
+    # flaml warns at import that its AutoML part is missing; the search needs only `flaml.tune`.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flaml.automl is not available.*")
+        import flaml
+
+    return flaml
+
+
+def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time_budget_s, seed: int):
+    import optuna
+
+    # Several finished sizes can fall on one candidate: keep the best loss of each. BlendSearch starts local
+    # search from the best of these; the rest come back from the store, unrun, if it proposes them again.
+    best: dict[int, float] = {}
+    for k, record in finished.items():
+        index = sizes.to_point(k)["k"]
+        best[index] = min(best.get(index, math.inf), record["loss"])
+    # BlendSearch creates an Optuna study per search; its INFO line says nothing a user needs.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return _flaml().BlendSearch(
+            metric="loss",
+            mode="min",
+            space=sizes.domain,
+            low_cost_partial_config=sizes.start,
+            points_to_evaluate=[{"k": index} for index in best] or None,
+            evaluated_rewards=list(best.values()) or None,
+            time_budget_s=time_budget_s,
+            num_samples=num_samples,
+            seed=seed,
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+class _History:
+    """The trials of one search in [low, high]: loaded from the store, extended and persisted as they finish."""
+
+    def __init__(self, store, search_id: str, low: int, high: int, config: SearchConfig):
+        self.store, self.search_id, self.low, self.high = store, search_id, low, high
+        self.config = dataclasses.asdict(config)
+        records = store.records(TRIAL_KIND) if store is not None else []
+        mine = [r for r in records if r.get("search_id") == search_id and r.get("selection") in SELECTIONS]
+        self._next_trial = max((r.get("trial", 0) for r in mine), default=0) + 1
+        self.trials: list[dict] = []
+        self._by_key: dict[tuple[int, str], dict] = {}
+        for record in mine:
+            if low <= record["k"] <= high and record.get("loss") is not None:
+                self._add(record)
+
+    def _add(self, record: dict) -> None:
+        key = (record["k"], record["selection"])
+        if key not in self._by_key:
+            self._by_key[key] = record
+            self.trials.append(record)
+
+    def get(self, k: int, selection: str) -> dict | None:
+        return self._by_key.get((k, selection))
+
+    def finished(self, selection: str) -> dict[int, dict]:
+        return {k: r for (k, s), r in self._by_key.items() if s == selection}
+
+    def run(self, k: int, selection: str, trial: Callable[[int, str, str], float]) -> dict:
+        logger.info("Search %s: trial %d, %s selection of k=%d.", self.search_id, self._next_trial, selection, k)
+        start = time.perf_counter()
+        subset_id = _trial_subset_id(self.search_id, selection, k)
+        loss = trial(k, selection, subset_id)
+        elapsed = time.perf_counter() - start
+        try:
+            loss = float(loss)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"The {selection} trial at k={k} returned `{loss!r}`, not a number.") from error
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"The {selection} trial at k={k} returned a loss of `{loss}`. A search needs finite losses: check "
+                "the objective (or lower the learning rate if finetuning diverged)."
+            )
+        record = {
+            "kind": TRIAL_KIND,
+            "subset_id": subset_id,
+            "search_id": self.search_id,
+            "trial": self._next_trial,
+            "k": k,
+            "loss": loss,
+            "time_s": elapsed,
+            "selection": selection,
+            "low": self.low,
+            "high": self.high,
+            "search_config": self.config,
+        }
+        self._next_trial += 1
+        if self.store is not None:
+            record = self.store.append(record)
+        self._add(record)
+        return record
+
+    def result(self, log_scale: bool) -> SearchResult:
+        rule = self.finished("rule")
+        if not rule:
+            raise RuntimeError(f"Search {self.search_id} finished no trial: raise `time_budget_s` or `num_samples`.")
+        best_k = min(rule, key=lambda k: (rule[k]["loss"], k))
+        trace = [
+            {"trial": r["trial"], "k": r["k"], "loss": r["loss"], "time_s": r["time_s"], "selection": r["selection"]}
+            for r in sorted(self.trials, key=lambda r: r["trial"])
+        ]
+        return SearchResult(best_k, rule[best_k]["loss"], trace, self.search_id, self.low, self.high, log_scale)
+
+
+def _trial_subset_id(search_id: str, selection: str, k: int) -> str:
+    return f"{search_id}/{selection}/k={k}"
+
+
+def _objective_trial(objective: Callable[..., float], random_baseline: bool) -> Callable[[int, str, str], float]:
+    if random_baseline:
+        try:
+            inspect.signature(objective).bind(1, selection="random")
+        except TypeError as error:
+            raise TypeError(
+                "With `random_baseline=True` the objective is also called as `objective(k, selection='random')`; "
+                f"give it a `selection` keyword ({error})."
+            ) from None
+        except ValueError:  # builtins without a signature: find out at the first call
+            pass
+    return lambda k, selection, subset_id: objective(k) if selection == "rule" else objective(k, selection=selection)
+
+
+def _finetune_trial(scored, eval_dataset, labeling_config, config: SearchConfig, store, search_id: str):
+    from .selection import select_top_k
+
+    column = config.score_column
+    scores = _scores(scored, column)
+    # One seeded permutation of the rankable rows: random subsets are nested, like the top-k subsets they mirror.
+    order = np.random.default_rng(config.seed).permutation(np.flatnonzero(~np.isnan(scores)))
+
+    def trial(k: int, selection: str, subset_id: str) -> float:
+        from .labeling.runner import finetune_and_evaluate
+
+        done = [r for r in store.records("subset_done") if r.get("subset_id") == subset_id] if store else []
+        if done and done[0].get("eval_loss") is not None:
+            # Killed after finetuning but before the trial was recorded: the label is already there.
+            return done[0]["eval_loss"]
+        if selection == "rule":
+            rows = select_top_k(scored, k, score_column=column)
+        else:
+            rows = scored.select(sorted(order[:k].tolist()))
+        metadata = {"search_id": search_id, "k": k, "selection": selection}
+        metrics = finetune_and_evaluate(
+            rows, eval_dataset, labeling_config, store=store, subset_id=subset_id, metadata=metadata
+        )
+        return metrics["eval_loss"]
+
+    return trial

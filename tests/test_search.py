@@ -1,0 +1,214 @@
+"""Tests for `search_subset_size`: the BlendSearch over subset size, its store, resume, warm start and result."""
+
+import math
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from hf_instructmining import SearchConfig, SearchResult, search_subset_size
+from hf_instructmining.labeling.store import LabelStore
+
+
+LOW, HIGH = 100, 100_000
+
+
+def double_descent(k: int) -> float:
+    """Eval loss against data size shaped like the paper's: down to a best size near 2,500, up, down again."""
+    x = math.log10(k)
+    return (
+        0.95
+        + 0.35 * math.exp(-(x - 2) / 0.6)
+        - 0.18 * math.exp(-(((x - 3.4) / 0.4) ** 2))
+        - 0.06 * math.exp(-(((x - 4.6) / 0.3) ** 2))
+    )
+
+
+BEST_LOSS = min(double_descent(k) for k in range(LOW, HIGH + 1))
+
+
+@pytest.fixture(scope="module")
+def scored():
+    return Dataset.from_dict({"instruct_score": np.linspace(-1, 1, HIGH)})
+
+
+class Counting:
+    """An objective that records every size it is asked about, and can fail after a number of calls."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls: list[tuple[int, str]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, k, selection="rule"):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("interrupted")
+        self.calls.append((k, selection))
+        # The random baseline is worse at small sizes and as good at large ones (the paper's finding).
+        return double_descent(k) + (0.2 / math.log10(k) if selection == "random" else 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finds_the_double_descent_optimum_in_a_small_budget(scored, seed):
+    result = search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=30, objective=double_descent, config=SearchConfig(seed=seed)
+    )
+    assert result.best_loss <= BEST_LOSS * 1.05
+    assert 1_000 <= result.best_k <= 6_000  # the first basin, not the second descent near 40,000
+    assert result.best_loss == double_descent(result.best_k)
+    rule_ks = [t["k"] for t in result.trace]
+    assert len(rule_ks) == len(set(rule_ks)) == 30
+    assert all(LOW <= k <= HIGH and isinstance(k, int) for k in rule_ks)
+    assert rule_ks[0] == LOW  # the cheapest size first
+
+
+def test_same_seed_same_search(scored):
+    runs = [
+        search_subset_size(scored, low=LOW, high=HIGH, num_samples=10, objective=double_descent).trace
+        for _ in range(2)
+    ]
+    assert [t["k"] for t in runs[0]] == [t["k"] for t in runs[1]]
+
+
+def test_resume_after_interruption_reruns_no_finished_size(scored, tmp_path):
+    store = LabelStore(tmp_path / "search.jsonl")
+    kwargs = {"low": LOW, "high": HIGH, "num_samples": 12, "store": store, "config": SearchConfig(search_id="s")}
+    first = Counting(fail_after=5)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        search_subset_size(scored, objective=first, **kwargs)
+    assert len(store.records("search_trial")) == 5
+
+    second = Counting()
+    result = search_subset_size(scored, objective=second, **kwargs)
+    assert len(second.calls) == 7  # the budget counts the trials that finished before the interruption
+    assert not {k for k, _ in first.calls} & {k for k, _ in second.calls}
+    assert [t["trial"] for t in result.trace] == list(range(1, 13))
+    assert {t["k"] for t in result.trace} == {k for k, _ in first.calls + second.calls}
+
+    # Running the finished search again only reads the store.
+    third = Counting()
+    again = search_subset_size(scored, objective=third, **kwargs)
+    assert third.calls == [] and again == result
+
+
+def test_new_search_warm_starts_from_every_finished_trial(scored, tmp_path):
+    path = tmp_path / "search.jsonl"
+    config = SearchConfig(search_id="warm")
+    first = Counting()
+    before = search_subset_size(scored, low=LOW, high=HIGH, num_samples=8, objective=first, store=path, config=config)
+
+    more = Counting()
+    after = search_subset_size(scored, low=LOW, high=HIGH, num_samples=20, objective=more, store=path, config=config)
+    assert len(more.calls) == 12
+    assert not {k for k, _ in first.calls} & {k for k, _ in more.calls}
+    assert after.best_loss <= before.best_loss
+
+    # A narrower range reuses only the finished trials inside it.
+    narrow = Counting()
+    inside = [k for k, _ in first.calls + more.calls if 1_000 <= k <= 10_000]
+    result = search_subset_size(
+        scored, low=1_000, high=10_000, num_samples=len(inside) + 2, objective=narrow, store=path, config=config
+    )
+    assert len(narrow.calls) == 2
+    assert sorted(t["k"] for t in result.trace) == sorted(inside + [k for k, _ in narrow.calls])
+
+
+def test_searches_on_different_data_do_not_share_trials(scored, tmp_path):
+    path = tmp_path / "search.jsonl"
+    search_subset_size(scored, low=LOW, high=HIGH, num_samples=4, objective=double_descent, store=path)
+    other = Dataset.from_dict({"instruct_score": np.linspace(1, -1, HIGH)})
+    calls = Counting()
+    result = search_subset_size(other, low=LOW, high=HIGH, num_samples=4, objective=calls, store=path)
+    assert len(calls.calls) == 4 and len(result.trace) == 4
+
+
+def test_random_baseline_runs_the_same_sizes_and_is_recorded(scored, tmp_path):
+    store = LabelStore(tmp_path / "search.jsonl")
+    objective = Counting()
+    result = search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=6, objective=objective, store=store, random_baseline=True
+    )
+    rule = [k for k, s in objective.calls if s == "rule"]
+    random = [k for k, s in objective.calls if s == "random"]
+    assert len(rule) == 6 and sorted(random) == sorted(rule)
+    assert {t["selection"] for t in result.trace} == {"rule", "random"}
+    assert [k for k, _ in result.curve("random")] == sorted(rule)
+    assert result.best_loss == min(loss for _, loss in result.curve("rule"))
+    assert sorted(r["selection"] for r in store.records("search_trial")) == ["random"] * 6 + ["rule"] * 6
+
+
+def test_random_baseline_added_to_a_finished_search(scored, tmp_path):
+    path = tmp_path / "search.jsonl"
+    search_subset_size(scored, low=LOW, high=HIGH, num_samples=4, objective=Counting(), store=path)
+    later = Counting()
+    result = search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=4, objective=later, store=path, random_baseline=True
+    )
+    assert [s for _, s in later.calls] == ["random"] * 4
+    assert len(result.curve("rule")) == len(result.curve("random")) == 4
+
+
+def test_random_baseline_needs_an_objective_that_takes_selection(scored):
+    with pytest.raises(TypeError, match="selection"):
+        search_subset_size(scored, low=LOW, high=HIGH, objective=double_descent, random_baseline=True)
+
+
+def test_small_range_stops_when_every_size_is_tried(scored):
+    calls = Counting()
+    result = search_subset_size(
+        scored, low=3, high=8, num_samples=50, objective=calls, config=SearchConfig(resolution=0)
+    )
+    assert sorted(k for k, _ in calls.calls) == [3, 4, 5, 6, 7, 8]
+    assert result.best_k == 8  # the loss falls over this range
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"low": 50, "high": 10}, "must not exceed"),
+        ({"low": 0, "high": 10}, "at least 1"),
+        ({"low": 1, "high": HIGH + 1}, "beyond the data"),
+        ({"low": 1.5, "high": 10}, "integer"),
+        ({"low": 1, "high": 10, "num_samples": None}, "budget"),
+        ({"low": 1, "high": 10, "num_samples": 0}, "num_samples"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(scored, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search_subset_size(scored, objective=double_descent, **kwargs)
+
+
+def test_high_counts_only_scored_rows():
+    ds = Dataset.from_dict({"instruct_score": [0.1, float("nan"), 0.3, None]})
+    with pytest.raises(ValueError, match="only 2 row"):
+        search_subset_size(ds, low=1, high=3, objective=double_descent)
+    assert search_subset_size(ds, low=1, high=2, objective=lambda k: 1.0 / k).best_k == 2
+
+
+def test_missing_score_column(scored):
+    with pytest.raises(ValueError, match="no `instruct_score` column"):
+        search_subset_size(scored.rename_column("instruct_score", "s"), low=1, high=10, objective=double_descent)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "x"])
+def test_non_finite_losses_are_clear_errors(scored, bad):
+    with pytest.raises(ValueError, match="k=100"):
+        search_subset_size(scored, low=LOW, high=HIGH, objective=lambda k: bad)
+
+
+def test_built_in_trial_needs_an_eval_set_and_a_config(scored):
+    with pytest.raises(ValueError, match="eval_dataset"):
+        search_subset_size(scored, low=LOW, high=HIGH)
+
+
+def test_bad_resolution():
+    with pytest.raises(ValueError, match="resolution"):
+        SearchConfig(resolution=1.5)
+
+
+def test_result_round_trip_and_plot(scored, tmp_path):
+    result = search_subset_size(scored, low=LOW, high=HIGH, num_samples=5, objective=Counting(), random_baseline=True)
+    assert SearchResult.from_dict(result.to_dict()) == result
+    assert set(result.trace[0]) == {"trial", "k", "loss", "time_s", "selection"}
+    path = result.plot(tmp_path / "curve.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
