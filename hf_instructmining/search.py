@@ -16,7 +16,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ TRIAL_KIND = "search_trial"
 SELECTIONS = ("rule", "random")
 # BlendSearch answers `None` when its threads have nothing new to propose; this many in a row ends the search.
 _MAX_EMPTY_SUGGESTIONS = 100
+_PLACEMENT_FIELDS = ("device", "devices", "output_dir")
 
 
 @dataclass
@@ -249,7 +250,7 @@ def search_subset_size(
                 "The built-in trial finetunes on the top k rows: pass `eval_dataset=` and `labeling_config=` (a "
                 "`LabelingConfig`), or pass `objective=` to evaluate sizes your own way."
             )
-        identity: Any = {"labeling": labeling_config, "eval": getattr(eval_dataset, "_fingerprint", None)}
+        identity: Any = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
     else:
         identity = {"objective": f"{getattr(objective, '__module__', '')}.{getattr(objective, '__qualname__', '')}"}
     search_id = config.search_id or _derive_search_id(scored, config, identity)
@@ -343,15 +344,23 @@ def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -
     from .labeling.store import to_jsonable
 
     if dataclasses.is_dataclass(identity.get("labeling")):
-        identity = {**identity, "labeling": dataclasses.asdict(identity["labeling"])}
+        # Where a run happens does not change its loss: moving to another device resumes the same search.
+        labeling = dataclasses.asdict(identity["labeling"])
+        identity = {**identity, "labeling": {k: v for k, v in labeling.items() if k not in _PLACEMENT_FIELDS}}
     key = {
-        "data": getattr(scored, "_fingerprint", None),
+        "data": _fingerprint(scored),
         "score_column": config.score_column,
         "seed": config.seed,
         **identity,
     }
     digest = hashlib.sha256(json.dumps(to_jsonable(key), sort_keys=True).encode()).hexdigest()
     return f"search-{digest[:12]}"
+
+
+def _fingerprint(dataset) -> Any:
+    if isinstance(dataset, Mapping):  # named eval sets
+        return {name: _fingerprint(ds) for name, ds in dataset.items()}
+    return getattr(dataset, "_fingerprint", None)
 
 
 def _open_store(store):
@@ -538,10 +547,6 @@ def _finetune_trial(scored, eval_dataset, labeling_config, config: SearchConfig,
     def trial(k: int, selection: str, subset_id: str) -> float:
         from .labeling.runner import finetune_and_evaluate
 
-        done = [r for r in store.records("subset_done") if r.get("subset_id") == subset_id] if store else []
-        if done and done[0].get("eval_loss") is not None:
-            # Killed after finetuning but before the trial was recorded: the label is already there.
-            return done[0]["eval_loss"]
         if selection == "rule":
             rows = select_top_k(scored, k, score_column=column)
         else:

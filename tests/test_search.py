@@ -212,3 +212,40 @@ def test_result_round_trip_and_plot(scored, tmp_path):
     path = result.plot(tmp_path / "curve.png")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_tiny_finetuning_search_records_and_resumes(tiny_llama_dir, tmp_path):
+    from hf_instructmining import LabelingConfig
+
+    rows = [
+        {"instruction": f"Give tip number {i} for staying healthy.", "input": "", "output": "Eat well and sleep."}
+        for i in range(24)
+    ]
+    scored = Dataset.from_list([{**row, "instruct_score": float(i)} for i, row in enumerate(rows)])
+    eval_ds = Dataset.from_list(rows[:4])
+    labeling = LabelingConfig(
+        model_name_or_path=tiny_llama_dir,
+        device="cpu",
+        max_steps=2,
+        per_device_train_batch_size=2,
+        text_format="text",
+        max_length=64,
+    )
+    store = LabelStore(tmp_path / "search.jsonl")
+    kwargs = {"low": 2, "high": 24, "store": store, "eval_dataset": eval_ds, "labeling_config": labeling}
+    result = search_subset_size(scored, num_samples=2, random_baseline=True, **kwargs)
+
+    assert [t["selection"] for t in result.trace] == ["rule", "random", "rule", "random"]
+    assert result.trace[0]["k"] == 2
+    assert all(math.isfinite(t["loss"]) and t["time_s"] > 0 for t in result.trace)
+    trials = store.records("search_trial")
+    assert len(trials) == 4 and {r["search_id"] for r in trials} == {result.search_id}
+    # The labelling callback recorded each finetuning run's evaluation under the trial's subset id.
+    assert {r["subset_id"] for r in store.records("eval")} == {r["subset_id"] for r in trials}
+
+    # One more size: the two finished ones come back from the store and only one new model is trained.
+    more = search_subset_size(scored, num_samples=3, **kwargs)
+    assert len(store.records("search_trial")) == 5
+    assert len(more.curve("rule")) == 3 and more.best_loss <= result.best_loss
+    assert result.plot(tmp_path / "curve.png").endswith("curve.png")
