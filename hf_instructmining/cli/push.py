@@ -1,0 +1,115 @@
+"""`instructmining push`: publish a scored dataset, its selection, rule and card (or write the same folder locally).
+
+The token comes from the usual `huggingface_hub` sources (`HF_TOKEN`, `hf auth login`); it is never a flag, so it
+never lands in shell history, cards or logs.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from ..hub import PushConfig
+from ._io import InputArguments, load_input, make_command_parser
+from .select_ import SelectArguments, select_rows
+
+
+EXAMPLES = """\
+  instructmining push --dataset scored.parquet --rule instructmining-llama2-7b --top_k 1000 \\
+      --repo_id me/alpaca-instructmining --private
+  instructmining push --dataset scored.parquet --rule my_rule.json --fraction 0.1 --folder ./alpaca-selected
+  instructmining push --dataset scored.parquet --rule my_rule.json --search search/instructmining_search.json \\
+      --top_k 2532 --repo_id me/openorca-top --create_pr"""
+
+
+@dataclass
+class PushArguments:
+    """Where to publish and what goes with the data.
+
+    Args:
+        repo_id (`str`, *optional*):
+            Hub dataset repo to push to (created when missing). Give this or `folder`.
+        folder (`str`, *optional*):
+            Write the Hub layout to this local folder instead of pushing.
+        rule (`str`, *optional*):
+            The rule that made `instruct_score` (built-in name, JSON file, or folder/Hub repo); recorded in the card.
+        top_k (`int`, *optional*):
+            Publish a `selected` config with the k best rows.
+        fraction (`float`, *optional*):
+            Publish a `selected` config with this fraction of the best rows.
+        threshold (`float`, *optional*):
+            Publish a `selected` config with rows scoring at most this.
+        search (`str`, *optional*):
+            A search trace (`instructmining_search.json` from `instructmining search`) to plot in the card.
+        private (`bool`, *optional*):
+            Make a new repo private; an existing repo keeps its visibility unless this is given.
+        revision (`str`, *optional*):
+            Branch to push to.
+        create_pr (`bool`, *optional*, defaults to `False`):
+            Open a pull request instead of committing to the branch.
+    """
+
+    repo_id: str | None = field(default=None, metadata={"help": "Hub dataset repo to push to."})
+    folder: str | None = field(default=None, metadata={"help": "Write the Hub layout locally instead of pushing."})
+    rule: str | None = field(default=None, metadata={"help": "The rule that made instruct_score (name, file, repo)."})
+    top_k: int | None = field(default=None, metadata={"help": "Publish a `selected` config with the k best rows."})
+    fraction: float | None = field(default=None, metadata={"help": "Publish a `selected` config with this fraction."})
+    threshold: float | None = field(default=None, metadata={"help": "Publish a `selected` config: score <= this."})
+    search: str | None = field(default=None, metadata={"help": "instructmining_search.json to plot in the card."})
+    private: bool | None = field(default=None, metadata={"help": "Make a new repo private."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to push to."})
+    create_pr: bool = field(default=False, metadata={"help": "Open a pull request instead of committing."})
+
+    def __post_init__(self):
+        if (self.repo_id is None) == (self.folder is None):
+            raise ValueError("Give exactly one of `--repo_id` (push to the Hub) or `--folder` (write locally).")
+        given = [n for n in ("top_k", "fraction", "threshold") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"Give at most one of `--top_k`, `--fraction`, `--threshold` (got {given}).")
+
+
+def make_parser():
+    return make_command_parser(
+        "push",
+        (InputArguments, PushArguments, PushConfig),
+        "Publish a scored dataset with its selection, rule and card (or write the same folder locally).",
+        EXAMPLES,
+    )
+
+
+def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dict[str, object]:
+    from ..hub import push_to_hub, save_scored
+    from ..scoring import resolve_rule
+    from ..search import SearchResult
+
+    scored = load_input(inputs)
+    rule = resolve_rule(args.rule) if args.rule else None
+    selection = None
+    if any(getattr(args, n) is not None for n in ("top_k", "fraction", "threshold")):
+        choice = SelectArguments(
+            output="",
+            top_k=args.top_k,
+            fraction=args.fraction,
+            threshold=args.threshold,
+            score_column=config.score_column,
+        )
+        selection = select_rows(scored, choice)
+    search = None
+    if args.search:
+        with open(args.search) as f:
+            search = SearchResult.from_dict(json.load(f))
+    rows = {"rows": len(scored), "rows selected": len(selection) if selection is not None else "-"}
+    if args.folder:
+        rows["folder"] = save_scored(scored, args.folder, rule, selection, search, config=config)
+    else:
+        commit = push_to_hub(
+            scored,
+            args.repo_id,
+            rule,
+            selection,
+            search,
+            config=config,
+            private=args.private,
+            revision=args.revision,
+            create_pr=args.create_pr,
+        )
+        rows["repo"] = f"{args.repo_id} ({getattr(commit, 'commit_url', commit)})"
+    return rows
