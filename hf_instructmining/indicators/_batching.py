@@ -100,7 +100,7 @@ def inference():
 
 def encode_truncated(tokenizer, texts: list[str], limit: int, what: str) -> list[list[int]]:
     """Token ids of `texts` with special tokens; those over `limit` tokens lose their end (counted in a warning)."""
-    rows = tokenizer(texts)["input_ids"]
+    rows = tokenizer(texts, verbose=False)["input_ids"]
     long = [i for i, ids in enumerate(rows) if len(ids) > limit]
     if long:
         shorter = tokenizer([texts[i] for i in long], truncation=True, max_length=limit)["input_ids"]

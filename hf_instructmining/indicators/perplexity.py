@@ -89,7 +89,7 @@ class Perplexity(ModelIndicator):
             prompts = [i + PLAIN_SEPARATOR if i else "" for i in pairs.instructions]
             responses, special = pairs.responses, True
         fulls = [p + r for p, r in zip(prompts, responses, strict=True)]
-        encoded = tokenizer(fulls, add_special_tokens=special, return_offsets_mapping=True)
+        encoded = tokenizer(fulls, add_special_tokens=special, return_offsets_mapping=True, verbose=False)
         prompt_ids, response_ids = [], []
         for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
             # The response starts at the first token that ends past the prompt's text (special tokens end at 0).

@@ -80,7 +80,7 @@ class RewardScore(ModelIndicator):
         """Token ids of each row in the model's prompt format, truncated to `limit` tokens."""
         fmt = self.resolved_prompt_format(tokenizer)
         if fmt == "pair":
-            encoded = tokenizer(pairs.instructions, pairs.responses)["input_ids"]
+            encoded = tokenizer(pairs.instructions, pairs.responses, verbose=False)["input_ids"]
             long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
             if long:
                 shorter = tokenizer(
@@ -100,8 +100,8 @@ class RewardScore(ModelIndicator):
         else:
             prompts, responses = render_chat(tokenizer, pairs.prompts, pairs.responses)
         # Both formats split at special tokens, so encoding the two parts separately equals encoding the whole.
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
+        response_ids = tokenizer(responses, add_special_tokens=False, verbose=False)["input_ids"]
         rows, truncated = [], 0
         for prompt, response in zip(prompt_ids, response_ids, strict=True):
             prompt, response, cut = truncate_pair(prompt, response, limit)
