@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 
 TRIAL_KIND = "search_trial"
 SELECTIONS = ("rule", "random")
-# BlendSearch answers `None` when its threads have nothing new to propose; this many in a row ends the search.
-_MAX_EMPTY_SUGGESTIONS = 100
+# BlendSearch answers `None` while a local thread whose step has shrunk to one candidate keeps proposing finished
+# neighbours: runs of a thousand and more happen around a well-explored basin, at about 0.3 ms each. This many in
+# a row ends the search.
+_MAX_EMPTY_SUGGESTIONS = 20_000
 _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
 
 
@@ -52,6 +54,10 @@ class SearchConfig:
             Spacing of the candidate sizes: on the log scale neighbouring candidates differ by this factor
             (`0.05`: 5%), on the linear scale by this fraction of the range. `0` makes every integer a candidate.
             Sizes closer than one finetuning run can tell apart only waste trials.
+        initial_sizes (`int`, *optional*, defaults to `3`):
+            How many log-spaced (or evenly spaced) sizes are tried first, cheapest first from `low`, leaving out
+            the expensive top of the range. They give the search a coarse look at the whole curve, so that it does
+            not settle in a local minimum next to the cheap start; `0` starts from `low` alone.
         seed (`int`, *optional*, defaults to `0`):
             Seeds BlendSearch and the random-selection baseline.
         score_column (`str`, *optional*, defaults to `"instruct_score"`):
@@ -70,6 +76,13 @@ class SearchConfig:
             "the range on the linear scale; 0 makes every integer a candidate."
         },
     )
+    initial_sizes: int = field(
+        default=3,
+        metadata={
+            "help": "Spread-out sizes tried first, cheapest first, before BlendSearch takes over; 0 starts from "
+            "the smallest size alone."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seeds BlendSearch and the random-selection baseline."})
     score_column: str = field(
         default="instruct_score", metadata={"help": "The column that ranks rows (lower is better)."}
@@ -81,6 +94,8 @@ class SearchConfig:
     def __post_init__(self):
         if not 0 <= self.resolution < 1:
             raise ValueError(f"`resolution` must be in [0, 1), got `{self.resolution!r}`.")
+        if self.initial_sizes < 0:
+            raise ValueError(f"`initial_sizes` must be at least 0, got `{self.initial_sizes!r}`.")
 
 
 @dataclass
@@ -261,7 +276,7 @@ def search_subset_size(
         trial = _objective_trial(objective, random_baseline)
     history = _History(store, search_id, low, high, config)
     sizes = _SizeSpace(low, high, config)
-    searcher = _blendsearch(sizes, history.finished("rule"), num_samples, time_budget_s, config.seed)
+    searcher = _blendsearch(sizes, history.finished("rule"), num_samples, time_budget_s, config)
     if history.trials:
         logger.info(
             "Search %s: %d finished trial(s) in range [%d, %d] from the store.",
@@ -386,6 +401,16 @@ class _SizeSpace:
             self.domain = {"k": tune.randint(0, len(self.grid))}
             self.start = {"k": 0}
             self.count = len(self.grid)
+        self.low, self.high, self.log_scale = low, high, config.log_scale
+
+    def initial(self, n: int) -> list[dict]:
+        """`n` spread-out candidates from `low` upwards (cheapest first); the top of the range is left out."""
+        if n == 0:
+            return []
+        if self.grid is not None:
+            return [{"k": int(i)} for i in np.unique(np.round(np.linspace(0, len(self.grid) - 1, n + 1)[:-1]))]
+        spaced = (np.geomspace if self.log_scale else np.linspace)(self.low, self.high, n + 1)[:-1]
+        return [{"k": int(k)} for k in np.unique(np.round(spaced))]
 
     def to_k(self, point: dict) -> int:
         return int(point["k"]) if self.grid is None else int(self.grid[int(point["k"])])
@@ -414,10 +439,19 @@ def _flaml():
         warnings.filterwarnings("ignore", message=".*flaml.automl is not available.*")
         import flaml
 
+    optuna_wrapper = logging.getLogger("flaml.tune.searcher.suggestion")
+    if _quiet_repeats not in optuna_wrapper.filters:
+        optuna_wrapper.addFilter(_quiet_repeats)
     return flaml
 
 
-def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time_budget_s, seed: int):
+def _quiet_repeats(record: logging.LogRecord) -> bool:
+    # BlendSearch re-proposes a finished size through a fallback and then tells Optuna about it twice; the
+    # warning that follows is about flaml's bookkeeping, not the user's search.
+    return not record.getMessage().startswith("Received additional completion")
+
+
+def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time_budget_s, config: SearchConfig):
     import optuna
 
     # Several finished sizes can fall on one candidate: keep the best loss of each. BlendSearch starts local
@@ -426,6 +460,9 @@ def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time
     for k, record in finished.items():
         index = sizes.to_point(k)["k"]
         best[index] = min(best.get(index, math.inf), record["loss"])
+    # The initial sizes not run yet follow the finished ones (which come with their losses and are not rerun).
+    points = [{"k": index} for index in best]
+    points += [p for p in sizes.initial(config.initial_sizes) if p["k"] not in best]
     # BlendSearch creates an Optuna study per search; its INFO line says nothing a user needs.
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -435,11 +472,11 @@ def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time
             mode="min",
             space=sizes.domain,
             low_cost_partial_config=sizes.start,
-            points_to_evaluate=[{"k": index} for index in best] or None,
+            points_to_evaluate=points or None,
             evaluated_rewards=list(best.values()) or None,
             time_budget_s=time_budget_s,
             num_samples=num_samples,
-            seed=seed,
+            seed=config.seed,
         )
     finally:
         optuna.logging.set_verbosity(verbosity)

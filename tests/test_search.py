@@ -47,16 +47,17 @@ class Counting:
         return double_descent(k) + (0.2 / math.log10(k) if selection == "random" else 0.0)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+# At this budget all of 20 seeds tried land within 2%; the test runs five of them.
+@pytest.mark.parametrize("seed", range(5))
 def test_finds_the_double_descent_optimum_in_a_small_budget(scored, seed):
     result = search_subset_size(
-        scored, low=LOW, high=HIGH, num_samples=30, objective=double_descent, config=SearchConfig(seed=seed)
+        scored, low=LOW, high=HIGH, num_samples=40, objective=double_descent, config=SearchConfig(seed=seed)
     )
     assert result.best_loss <= BEST_LOSS * 1.05
     assert 1_000 <= result.best_k <= 6_000  # the first basin, not the second descent near 40,000
     assert result.best_loss == double_descent(result.best_k)
     rule_ks = [t["k"] for t in result.trace]
-    assert len(rule_ks) == len(set(rule_ks)) == 30
+    assert len(rule_ks) == len(set(rule_ks)) == 40
     assert all(LOW <= k <= HIGH and isinstance(k, int) for k in rule_ks)
     assert rule_ks[0] == LOW  # the cheapest size first
 
@@ -200,9 +201,12 @@ def test_built_in_trial_needs_an_eval_set_and_a_config(scored):
         search_subset_size(scored, low=LOW, high=HIGH)
 
 
-def test_bad_resolution():
-    with pytest.raises(ValueError, match="resolution"):
-        SearchConfig(resolution=1.5)
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"resolution": 1.5}, "resolution"), ({"initial_sizes": -1}, "initial")]
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SearchConfig(**kwargs)
 
 
 def test_result_round_trip_and_plot(scored, tmp_path):
