@@ -96,6 +96,10 @@ class ModelIndicator(Indicator):
     def spec(self) -> dict[str, Any]:
         return {"model": self.model, "revision": self.revision}
 
+    def metadata(self) -> dict[str, Any]:
+        """How the column was made, for dataset cards: `spec()` plus choices resolved from the model's files."""
+        return self.spec()
+
 
 def render_chat(tokenizer, prompts: list[list[dict]], responses: list[str]) -> tuple[list[str], list[str]]:
     """Render each conversation with the tokenizer's chat template; returns (prompt texts, response texts).
