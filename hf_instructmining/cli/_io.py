@@ -115,7 +115,8 @@ def save_output(ds, output: str) -> str:
     if suffix == ".parquet":
         ds.to_parquet(str(path))
     elif suffix in (".jsonl", ".json"):
-        ds.to_json(str(path), lines=suffix == ".jsonl", force_ascii=False)
+        # pandas writes 10 significant digits by default: scores must survive the round trip.
+        ds.to_json(str(path), lines=suffix == ".jsonl", force_ascii=False, double_precision=15)
     elif suffix == ".csv":
         ds.to_csv(str(path), index=False)
     elif suffix:

@@ -1,0 +1,197 @@
+"""Every `instructmining` verb, run as a subprocess the way a user or a script runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_dataset
+
+from hf_instructmining.cli import COMMANDS
+
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DATA = ROOT / "examples" / "data" / "instructions.jsonl"
+TOY_RULE = {
+    "schema_version": 1,
+    "name": "toy",
+    "intercept": 1.0,
+    "coefficients": {"mtld": -0.01, "output_length": 0.001},
+    "indicators": {"mtld": {}, "output_length": {}},
+    "provenance": {"source": "test"},
+}
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "hf_instructmining", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        env=env,
+    )
+
+
+@pytest.fixture
+def rows_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [json.loads(line) for line in EXAMPLE_DATA.read_text().splitlines()[:40]]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+@pytest.fixture
+def rule_file(tmp_path):
+    path = tmp_path / "rule.json"
+    path.write_text(json.dumps(TOY_RULE))
+    return path
+
+
+def test_top_level_help_lists_every_command():
+    result = cli("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_help_with_examples(command):
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "examples:" in result.stdout and f"instructmining {command}" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = cli("rank")
+    assert result.returncode == 2
+    assert "unknown command" in result.stderr
+
+
+def test_score_select_push(tmp_path, rows_file, rule_file):
+    scored = tmp_path / "scored.parquet"
+    result = cli("score", "--dataset", str(rows_file), "--rule", str(rule_file), "--output", str(scored))
+    assert result.returncode == 0, result.stderr
+    assert "rows scored" in result.stdout and "predicted log eval loss" in result.stdout
+    table = Dataset.from_parquet(str(scored))
+    assert {"mtld", "output_length", "instruct_score"} <= set(table.column_names)
+
+    selected = tmp_path / "selected.jsonl"
+    result = cli("select", "--dataset", str(scored), "--top_k", "5", "--output", str(selected))
+    assert result.returncode == 0, result.stderr
+    kept = load_dataset("json", data_files=str(selected), split="train")
+    assert sorted(kept["instruct_score"]) == pytest.approx(sorted(table["instruct_score"])[:5], rel=1e-14)
+
+    folder = tmp_path / "folder"
+    result = cli(
+        "push", "--dataset", str(scored), "--rule", str(rule_file), "--fraction", "0.25", "--folder", str(folder)
+    )
+    assert result.returncode == 0, result.stderr
+    assert (folder / "README.md").is_file() and (folder / "instructmining_rule.json").is_file()
+    assert len(Dataset.from_parquet(str(next((folder / "selected").glob("*.parquet"))))) == 10
+
+
+def test_yaml_config_sets_defaults_and_flags_override(tmp_path, rows_file):
+    config = tmp_path / "score.yaml"
+    config.write_text(f"dataset: {rows_file}\nindicators: mtld\noutput: {tmp_path / 'a.jsonl'}\n")
+    result = cli("score", "--config", str(config), "--output", str(tmp_path / "b.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "b.jsonl").is_file() and not (tmp_path / "a.jsonl").exists()
+
+    config.write_text(f"dataset: {rows_file}\nindicators: mtld\noutput: x.jsonl\nthreshold_of_doom: 3\n")
+    result = cli("score", "--config", str(config))
+    assert result.returncode == 1
+    assert "threshold_of_doom" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "--dataset", "missing.jsonl", "--output", "x.jsonl"], "No such file"),
+        (["score", "--dataset", "{rows}", "--indicators", "bleu", "--output", "x.jsonl"], "Unknown indicator"),
+        (["select", "--dataset", "{rows}", "--top_k", "3", "--fraction", "0.1", "--output", "x.jsonl"], "exactly one"),
+        (["score", "--dataset", "{rows}", "--rule", "{bad_rule}", "--output", "x.jsonl"], "bad_rule.json"),
+    ],
+)
+def test_known_errors_print_one_line_and_exit_1(tmp_path, rows_file, args, message):
+    bad_rule = tmp_path / "bad_rule.json"
+    bad_rule.write_text("{not json")
+    args = [a.format(rows=rows_file, bad_rule=bad_rule) for a in args]
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fit_from_a_label_store(tmp_path):
+    from hf_instructmining.labeling import LabelStore
+
+    store = LabelStore(tmp_path / "labels.jsonl")
+    for i in range(12):
+        mtld, length = 20.0 + 3 * i, 50.0 + 7 * ((i * 5) % 12)
+        loss = float(2.7 ** (1.0 - 0.01 * mtld + 0.002 * length + 0.01 * ((i * 7) % 3)))
+        store.append(
+            {
+                "kind": "subset_done",
+                "subset_id": f"s{i}",
+                "eval_loss": loss,
+                "indicator_means": {"mtld": mtld, "output_length": length},
+            }
+        )
+    output = tmp_path / "rule.json"
+    result = cli("fit", "--store", str(store.path), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert "R squared" in result.stdout
+    rule = json.loads(output.read_text())
+    assert rule["coefficients"]["mtld"] == pytest.approx(-0.01, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
+    rows = [json.loads(line) for line in EXAMPLE_DATA.read_text().splitlines()[:60]]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({**r, "source": r["style"]}) for r in rows[:48]))
+    eval_set = tmp_path / "eval.jsonl"
+    eval_set.write_text("\n".join(json.dumps(r) for r in rows[48:]))
+    scored = tmp_path / "scored.parquet"
+    assert cli("score", "--dataset", str(pool), "--indicators", "mtld,output_length", "--output", str(scored)).returncode == 0
+    training = [
+        "--model_name_or_path", tiny_llama_dir, "--eval_dataset", str(eval_set), "--max_steps", "1",
+        "--max_length", "64", "--device", "cpu",
+    ]  # fmt: skip
+    store = tmp_path / "labels.jsonl"
+    args = ["label", "--dataset", str(scored), "--store", str(store), "--n_subsets", "2", "--subset_size", "8"]
+    result = cli(*args, "--source_column", "source", *training)
+    assert result.returncode == 0, result.stderr
+    assert "subsets labelled  2" in result.stdout
+    again = cli(*args, "--source_column", "source", *training)  # resumes: nothing left to train
+    assert again.returncode == 0 and "subsets labelled  2" in again.stdout
+
+    scored_rule = tmp_path / "scored_rule.parquet"
+    table = Dataset.from_parquet(str(scored)).map(lambda r: {"instruct_score": -r["mtld"]})
+    table.to_parquet(str(scored_rule))
+    out = tmp_path / "search"
+    result = cli(
+        "search", "--dataset", str(scored_rule), "--low", "4", "--high", "40", "--num_samples", "2",
+        "--output_dir", str(out), *training,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trace = json.loads((out / "instructmining_search.json").read_text())
+    assert len(trace["trace"]) == 2 and (out / "search_curve.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_end_to_end(tmp_path, rows_file):
+    result = cli("demo", "--dataset", str(rows_file), "--output_dir", str(tmp_path / "demo"), timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "Mean instruct_score by hand-labelled style" in result.stdout
+    folder = tmp_path / "demo"
+    card = (folder / "README.md").read_text()
+    assert "instructmining" in card and "perplexity" in card
+    scored = Dataset.from_parquet(str(next((folder / "scored").glob("*.parquet"))))
+    assert {"input_length", "output_length", "mtld", "knn_6", "perplexity", "instruct_score"} <= set(
+        scored.column_names
+    )
