@@ -41,9 +41,12 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "run_labeling",
         "sample_subsets",
     ],
+    "measurements": ["load_measurement"],
     "rules": ["QualityRule"],
+    "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
     "search": ["SearchConfig", "SearchResult", "search_subset_size"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
+    "summary": ["summarize_dataset"],
 }
 _ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -72,9 +75,12 @@ if TYPE_CHECKING:
         run_labeling,
         sample_subsets,
     )
+    from .measurements import load_measurement
     from .rules import QualityRule
+    from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score
     from .search import SearchConfig, SearchResult, search_subset_size
     from .selection import select_fraction, select_threshold, select_top_k
+    from .summary import summarize_dataset
 
 
 def __getattr__(name: str):

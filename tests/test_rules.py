@@ -71,8 +71,6 @@ def test_llama_rule_reproduces_hand_computed_values():
 @pytest.mark.parametrize("name", ["instructmining-llama2-7b", "instructmining-llama-7b"])
 def test_builtin_specs_build_their_indicators(name):
     rule = QualityRule.from_builtin(name)
-    for module in ("reward", "unieval", "knn"):
-        pytest.importorskip(f"hf_instructmining.indicators.{module}")
     for column in rule.columns:
         indicator = get_indicator(column, **rule.indicators[column])
         assert column in indicator.columns
@@ -231,3 +229,16 @@ def test_formula_is_readable():
     assert QualityRule.from_builtin("instructmining-llama-7b").formula() == (
         "log L_eval = 1.0694 - 0.1498·reward + 8.257e-05·output_length - 0.935·knn_6"
     )
+
+
+def test_from_pretrained_finds_the_rule_of_a_dataset_repo(fake_hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    rule = QualityRule.from_builtin("instructmining-llama-7b")
+    api = HfApi()
+    api.create_repo("me/scored-data", repo_type="dataset")
+    api.upload_file(
+        path_or_fileobj=rule.save(tmp_path), path_in_repo=RULE_FILENAME, repo_id="me/scored-data", repo_type="dataset"
+    )
+    assert QualityRule.from_pretrained("me/scored-data") == rule
+    assert QualityRule.from_pretrained("me/scored-data", repo_type="dataset") == rule

@@ -1,0 +1,483 @@
+"""Score instruction data with a quality rule: `ds.map(instruct_score)` and `compute_indicators(ds, names)`.
+
+[`InstructScorer`] is a `Dataset.map` function that computes exactly the indicators its rule needs (the three
+UniEval columns share one model and one indicator), then the rule's prediction in the `instruct_score` column:
+the predicted log eval loss of a model finetuned on the data, lower is better (paper, Section 3).
+`instruct_score` is a ready scorer for the default rule, `instructmining-llama2-7b`; it is built on first access
+and loads its models on its first call.
+
+A scorer's state is its configuration (the rule as JSON, model names, options), never a loaded model: it pickles
+to `num_proc` workers and fingerprints cheaply, and `map` caches work across calls and processes.
+
+KNN indicators (`knn_6`, ...) depend on a neighbour set, not on one example. Inside `map` a scorer therefore
+needs an explicit `reference` set; it never falls back to neighbours within each batch. To take the neighbours
+from the whole dataset itself, use [`compute_indicators`], which embeds every row first and then searches.
+"""
+
+import inspect
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from .formats import FORMATS
+from .indicators import Indicator, get_indicator
+from .rules import DEFAULT_RULE, QualityRule
+
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMN = "instruct_score"
+_FAMILY_PREFIXES = ("unieval", "knn")
+# The option naming an indicator's model, in order of preference (the length indicators take a tokenizer).
+_MODEL_OPTIONS = ("model", "tokenizer")
+# Options every indicator of a scorer shares, applied where the indicator takes them.
+_SHARED_OPTIONS = ("device", "on_invalid", "format", "column_mapping")
+
+
+@dataclass
+class ScoreConfig:
+    """How to score a dataset: which rule, which models stand in for the rule's, where to run.
+
+    Args:
+        rule (`str`, *optional*, defaults to `"instructmining-llama2-7b"`): a built-in rule name, a rule JSON file,
+            or a folder or Hub repo holding `instructmining_rule.json`.
+        models (`dict[str, str]`, *optional*): indicator column (`"reward"`, `"unieval_coherence"`) or family
+            (`"unieval"`, `"knn"`) -> model id or local path, replacing the rule's model for it. The rule's
+            coefficients were fitted with its own models: replacing one warns that scores are not calibrated.
+        device (`str`, *optional*): `"cpu"`, `"cuda"`, `"cuda:1"`; a GPU when one is visible by default.
+        on_invalid (`str`, *optional*, defaults to `"raise"`): rows that cannot be read: `"raise"`, or `"nan"` to
+            give them NaN indicators and a NaN score (never selected).
+        format (`str`, *optional*): force the input layout (`"alpaca"`, `"prompt_completion"`, `"messages"`).
+        column_mapping (`dict[str, str]`, *optional*): role -> column, e.g. `{"output": "answer"}`.
+        reference (`str`, *optional*): the neighbour set of KNN indicators (a dataset file, folder or Hub id);
+            without it [`compute_indicators`] uses the scored dataset itself.
+    """
+
+    rule: str = field(
+        default=DEFAULT_RULE,
+        metadata={"help": "Built-in rule name, rule JSON file, or folder/Hub repo with instructmining_rule.json."},
+    )
+    models: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Indicator column or family -> model id or path, replacing the rule's model (warns)."},
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1; a visible GPU by default."})
+    on_invalid: str = field(
+        default="raise",
+        metadata={"help": "Unreadable rows: raise, or nan (NaN indicators and score).", "choices": ["raise", "nan"]},
+    )
+    format: str | None = field(default=None, metadata={"help": "Force the input layout.", "choices": [None, *FORMATS]})
+    column_mapping: dict[str, str] | None = field(
+        default=None, metadata={"help": "Role -> column, e.g. {'output': 'answer'}."}
+    )
+    reference: str | None = field(
+        default=None, metadata={"help": "Neighbour set for KNN indicators (dataset file, folder or Hub id)."}
+    )
+
+    def __post_init__(self):
+        if self.on_invalid not in ("raise", "nan"):
+            raise ValueError(f"`on_invalid` must be `'raise'` or `'nan'`, got `{self.on_invalid!r}`.")
+        if self.format is not None and self.format not in FORMATS:
+            raise ValueError(f"Unknown format `{self.format!r}`; expected one of {list(FORMATS)}.")
+        if not isinstance(self.models, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.models.items()
+        ):
+            raise TypeError(
+                "`models` must map indicator columns or families to model ids or local paths (strings), got "
+                f"`{self.models!r}`; pass names, not loaded models, so that scorers pickle and fingerprint cheaply."
+            )
+        self.models = dict(self.models)
+
+
+class InstructScorer:
+    """A `Dataset.map` function adding the indicators a rule needs and the rule's prediction, `instruct_score`.
+
+    `instruct_score` (importable from `hf_instructmining`) is `InstructScorer()`: the default rule with its
+    default models. Scores are predicted log eval losses: lower is better.
+
+    Args:
+        rule ([`QualityRule`] or `str`, *optional*, defaults to `"instructmining-llama2-7b"`): a rule, a built-in
+            rule name, a rule JSON file, or a folder or Hub repo holding `instructmining_rule.json`.
+        models (`dict[str, str]`, *optional*): indicator column or family -> model id or local path (see
+            [`ScoreConfig`]); replacing a model the rule was fitted with warns once.
+        device (`str`, *optional*): where model indicators run; with `map(with_rank=True, num_proc=n)` worker
+            `rank` uses GPU `rank % n_gpus`.
+        on_invalid (`str`, *optional*, defaults to `"raise"`): `"raise"` on an unreadable row, or `"nan"`.
+        reference (`datasets.Dataset`, `np.ndarray` or `str`, *optional*): the neighbour set for KNN indicators (a
+            dataset, its embeddings, or a dataset path or Hub id); required when the rule has one. A row that is
+            itself in the reference set counts as its own neighbour at distance 0. To take the neighbours from the
+            whole scored dataset, each row excluding itself, use [`compute_indicators`] with the rule instead.
+        format (`str`, *optional*): force the input layout.
+        column_mapping (`dict[str, str]`, *optional*): role -> column.
+
+    Raises:
+        `ValueError`: an unknown key in `models`, or a KNN rule without `reference`.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import InstructScorer, QualityRule
+    >>> rule = QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}})
+    >>> ds = Dataset.from_dict({"instruction": ["Say hi"], "output": ["Hello there, my friend."]})
+    >>> scored = ds.map(InstructScorer(rule=rule))
+    >>> round(scored[0]["instruct_score"], 3), scored[0]["mtld"], scored[0]["output_length"]
+    (0.964, 4.0, 4.0)
+    ```
+    """
+
+    #: Bump when the scores a scorer writes change for the same configuration (invalidates `map` caches).
+    version: ClassVar[str] = "1"
+
+    def __init__(
+        self,
+        rule: QualityRule | str = DEFAULT_RULE,
+        *,
+        models: Mapping[str, str] | None = None,
+        device: str | None = None,
+        on_invalid: str = "raise",
+        reference: Any = None,
+        format: str | None = None,
+        column_mapping: Mapping[str, str] | None = None,
+    ):
+        self.rule = resolve_rule(rule)
+        self.config = ScoreConfig(
+            rule=self.rule.name or "",
+            models=dict(models or {}),
+            device=device,
+            on_invalid=on_invalid,
+            format=format,
+            column_mapping=dict(column_mapping) if column_mapping else None,
+        )
+        self.reference = reference
+        self._indicators = self._build(warn=True)
+
+    def _build(self, *, warn: bool) -> list[Indicator]:
+        specs = {c: self.rule.indicators[c] for c in self.rule.columns}
+        knn = [c for c in specs if _family(c) == "knn"]
+        if knn and self.reference is None:
+            raise ValueError(
+                f"The rule {self.rule.name or ''} needs {knn}, the distance to the k-th nearest neighbour within a "
+                "set of examples, which one example or one batch cannot define. Pass `reference=` (a Dataset whose "
+                "examples are the neighbour set), or score the whole dataset with "
+                "`compute_indicators(ds, rule=...)`, which uses every row of the dataset as the neighbour set."
+            )
+        return plan_indicators(
+            specs,
+            self.config,
+            fitted=self.rule if warn else None,
+            reference=load_reference(self.reference),
+            stacklevel=4,
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the scorer writes: the rule's indicator columns, then `instruct_score`."""
+        return [*self.rule.columns, SCORE_COLUMN]
+
+    def __call__(self, examples: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
+        """Score one example or a batch; returns the indicator columns and `instruct_score`."""
+        values: dict[str, Any] = {}
+        for indicator in self._indicators:
+            values.update(indicator(examples, rank=rank))
+        # Invalid rows (on_invalid="nan") have NaN indicators and so a NaN score, never a number.
+        prediction = self.rule.predict({c: values[c] for c in self.rule.columns}, allow_nan=True)
+        batched = isinstance(values[self.rule.columns[0]], list)
+        values[SCORE_COLUMN] = prediction.tolist() if batched else float(prediction[0])
+        return values
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule.to_dict(),
+            "config": asdict(self.config),
+            "reference": self.reference,
+            "_scorer_version": self.version,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.rule = QualityRule.from_dict(state["rule"])
+        self.config = ScoreConfig(**state["config"])
+        self.reference = state["reference"]
+        self._indicators = self._build(warn=False)
+
+    def __repr__(self) -> str:
+        options = {k: v for k, v in asdict(self.config).items() if k != "rule" and v not in (None, {}, "raise")}
+        return f"InstructScorer(rule={self.rule.name!r}{''.join(f', {k}={v!r}' for k, v in options.items())})"
+
+
+def compute_indicators(
+    ds: Any,
+    names: str | Sequence[str] | None = None,
+    *,
+    rule: QualityRule | str | None = None,
+    models: Mapping[str, str] | None = None,
+    device: str | None = None,
+    on_invalid: str = "raise",
+    num_proc: int | None = None,
+    reference: Any = None,
+    format: str | None = None,
+    column_mapping: Mapping[str, str] | None = None,
+    batch_size: int = 256,
+) -> Any:
+    """Compute any set of indicators over a whole dataset (and, given a rule, its `instruct_score`).
+
+    KNN indicators are computed over the whole dataset as embed-then-search: every row is embedded first, then each
+    row's k-th nearest neighbour is searched among all rows (itself excluded), or among `reference` when given.
+    Summarise the result with [`~hf_instructmining.summary.summarize_dataset`].
+
+    Args:
+        ds (`datasets.Dataset`): the examples, in any supported layout.
+        names (`str` or `Sequence[str]`, *optional*): indicator columns, e.g. `["reward", "mtld", "knn_6"]`.
+        rule ([`QualityRule`] or `str`, *optional*): also compute the rule's indicators (with the models its
+            coefficients assume) and its prediction, `instruct_score`.
+        models (`dict[str, str]`, *optional*): indicator column or family -> model id or local path.
+        device (`str`, *optional*): where model indicators run.
+        on_invalid (`str`, *optional*, defaults to `"raise"`): `"raise"` on an unreadable row, or `"nan"`.
+        num_proc (`int`, *optional*): `Dataset.map` worker processes (with `with_rank`, one GPU each in turn).
+        reference (`datasets.Dataset`, *optional*): the neighbour set for KNN indicators instead of `ds` itself.
+        format (`str`, *optional*): force the input layout.
+        column_mapping (`dict[str, str]`, *optional*): role -> column.
+        batch_size (`int`, *optional*, defaults to `256`): rows per `map` batch (models batch by tokens within it).
+
+    Returns:
+        `datasets.Dataset`: `ds` with the indicator columns (and `instruct_score`) added or overwritten.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import compute_indicators
+    >>> ds = Dataset.from_dict({"instruction": ["Say hi", "Count"], "output": ["Hello there", "one two three"]})
+    >>> compute_indicators(ds, ["output_length", "mtld"])["output_length"][:]
+    [2.0, 3.0]
+    ```
+    """
+    names = _as_list(names)
+    if rule is None and not names:
+        raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
+    rule = None if rule is None else resolve_rule(rule)
+    specs: dict[str, dict[str, Any]] = {name: {} for name in names}
+    if rule is not None:
+        specs.update({c: rule.indicators[c] for c in rule.columns})
+    config = ScoreConfig(
+        models=dict(models or {}),
+        device=device,
+        on_invalid=on_invalid,
+        format=format,
+        column_mapping=dict(column_mapping) if column_mapping else None,
+    )
+    indicators = plan_indicators(specs, config, fitted=rule, reference=load_reference(reference), stacklevel=3)
+    per_row = [i for i in indicators if not _is_knn(i)]
+    if per_row:
+        ds = ds.map(
+            _IndicatorMap(per_row),
+            batched=True,
+            batch_size=batch_size,
+            with_indices=True,
+            with_rank=num_proc is not None,
+            num_proc=num_proc,
+            desc=f"Computing {', '.join(c for i in per_row for c in i.columns)}",
+        )
+    for indicator in indicators:
+        if _is_knn(indicator):
+            # Embed every row, then search: the neighbours of a row come from the whole dataset (or `reference`).
+            for column, values in indicator.compute_dataset(ds).items():
+                ds = ds.remove_columns(column) if column in ds.column_names else ds
+                ds = ds.add_column(column, values)
+    if rule is not None:
+        ds = ds.map(_RulePrediction(rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
+    return ds
+
+
+class _IndicatorMap:
+    """Several indicators as one batched `map` function, with dataset row indices in error messages."""
+
+    def __init__(self, indicators: list[Indicator]):
+        self.indicators = indicators
+
+    def __call__(self, batch: Mapping[str, Any], indices: list[int], rank: int | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for indicator in self.indicators:
+            values.update(indicator.process(batch, indices=indices, rank=rank))
+        return values
+
+
+class _RulePrediction:
+    """The rule's prediction from the indicator columns already in the batch (NaN rows stay NaN)."""
+
+    def __init__(self, rule: QualityRule):
+        self.rule = rule
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[float]]:
+        return {SCORE_COLUMN: self.rule.predict(batch, allow_nan=True).tolist()}
+
+
+def load_reference(reference: Any) -> Any:
+    """The neighbour set of KNN indicators: a `Dataset` or embeddings as given, or a dataset loaded from a path
+    (a `save_to_disk` folder, or a `.json`/`.jsonl`/`.csv`/`.parquet` file) or a Hub id (its `train` split)."""
+    if reference is None or not isinstance(reference, (str, os.PathLike)):
+        return reference
+    import datasets
+
+    path = os.fspath(reference)
+    if os.path.isdir(path):
+        return datasets.load_from_disk(path)
+    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+    extension = os.path.splitext(path)[1].lower()
+    if os.path.isfile(path) and extension in builders:
+        return datasets.load_dataset(builders[extension], data_files=path, split="train")
+    return datasets.load_dataset(path, split="train")
+
+
+#: The ready scorer for the default rule, built on first access (see [`InstructScorer`]).
+instruct_score: InstructScorer
+
+
+def resolve_rule(rule: QualityRule | str | Mapping[str, Any]) -> QualityRule:
+    """A [`QualityRule`] from a rule, a built-in name, a JSON file, a folder or Hub repo, or a rule dict."""
+    if isinstance(rule, QualityRule):
+        return rule
+    if isinstance(rule, Mapping):
+        return QualityRule.from_dict(dict(rule))
+    if not isinstance(rule, (str, os.PathLike)):
+        raise TypeError(f"`rule` must be a QualityRule, a rule name or a path, got {type(rule).__name__}.")
+    from .rules import builtin_rules
+
+    if rule in builtin_rules():
+        return QualityRule.from_builtin(rule)
+    return QualityRule.from_pretrained(rule)
+
+
+def plan_indicators(
+    specs: Mapping[str, Mapping[str, Any]],
+    config: ScoreConfig,
+    *,
+    fitted: QualityRule | None = None,
+    reference: Any = None,
+    stacklevel: int = 2,
+) -> list[Indicator]:
+    """Build the indicators that write `specs`' columns, one per model where a family shares one (UniEval).
+
+    Args:
+        specs (`Mapping[str, Mapping]`): indicator column -> options (a rule's `indicators`).
+        config ([`ScoreConfig`]): `models` replace the specs' models; `device`, `on_invalid`, `format` and
+            `column_mapping` go to every indicator that takes them.
+        fitted ([`QualityRule`], *optional*): the rule whose coefficients assume the specs' models; replacing one
+            of its models warns once, naming every replaced model.
+        reference (`datasets.Dataset` or `np.ndarray`, *optional*): the neighbour set of the KNN indicators.
+        stacklevel (`int`, *optional*, defaults to `2`): of that warning, as in `warnings.warn` (2: the caller).
+
+    Returns:
+        `list[Indicator]`: together they write exactly the columns of `specs`.
+    """
+    families = {c: _family(c) for c in specs}
+    unknown = sorted(set(config.models) - set(specs) - set(families.values()))
+    if unknown:
+        raise ValueError(
+            f"`models` has key(s) {unknown} that name no indicator needed here; use one of "
+            f"{sorted(set(specs) | set(families.values()))}."
+        )
+    options: dict[str, dict[str, Any]] = {}
+    replaced = []
+    for column, spec in specs.items():
+        base = _build(column, dict(spec))
+        opts = dict(spec)
+        override = config.models.get(column, config.models.get(families[column]))
+        if override is not None:
+            key = next((k for k in _MODEL_OPTIONS if _accepts(type(base), k)), None)
+            if key is None:
+                raise ValueError(f"`models[{column!r}]` is given, but the `{column}` indicator uses no model.")
+            if override != getattr(base, key):
+                replaced.append(f"`{column}`: {getattr(base, key)} -> {override}")
+                opts[key] = override
+                opts["revision"] = None  # the rule's revision belongs to the rule's model
+        for name in _SHARED_OPTIONS:
+            value = getattr(config, name)
+            if value is not None and _accepts(type(base), name):
+                opts[name] = value
+        if reference is not None and _accepts(type(base), "reference"):
+            opts["reference"] = reference
+        options[column] = opts
+    if fitted is not None and replaced:
+        warnings.warn(
+            f"The coefficients of the rule {fitted.name or '(unnamed)'} were fitted with indicators from other "
+            f"models than the ones given ({'; '.join(replaced)}), so its scores are not calibrated: they still rank "
+            "data, but predicted losses are approximate. Refit the rule with `fit_rule` for these models.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return _group(options, families)
+
+
+def _group(options: dict[str, dict[str, Any]], families: dict[str, str]) -> list[Indicator]:
+    """One indicator per column, except UniEval columns with the same options: one indicator for all aspects."""
+    indicators: list[Indicator] = []
+    unieval: dict[str, list[str]] = {}
+    for column, opts in options.items():
+        if families[column] == "unieval":
+            # `aspects` (in specs taken from `UniEval.spec()`) is set per group below, so it does not split groups.
+            shared = {k: v for k, v in opts.items() if k != "aspects"}
+            unieval.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(column)
+        else:
+            indicators.append(_build(column, opts))
+    for columns in unieval.values():
+        aspects = [c.removeprefix("unieval_") for c in columns]
+        indicators.append(_build(columns[0], {**options[columns[0]], "aspects": aspects}))
+    written = [c for indicator in indicators for c in indicator.columns]
+    if sorted(written) != sorted(options):
+        raise RuntimeError(f"The indicators write {written}, expected {list(options)}.")
+    return indicators
+
+
+def _build(column: str, options: dict[str, Any]) -> Indicator:
+    try:
+        return get_indicator(column, **options)
+    except TypeError as err:
+        raise ValueError(f"The options {options} do not build the `{column}` indicator: {err}") from None
+
+
+def _family(column: str) -> str:
+    prefix = column.split("_", 1)[0]
+    return prefix if prefix in _FAMILY_PREFIXES and column != prefix else column
+
+
+def _accepts(cls: type, option: str) -> bool:
+    """Whether the indicator class (or a base its `**kwargs` reach) takes `option`."""
+    return any(
+        option in inspect.signature(klass.__init__).parameters for klass in cls.__mro__ if "__init__" in vars(klass)
+    )
+
+
+def _is_knn(indicator: Indicator) -> bool:
+    return any(_family(c) == "knn" for c in indicator.columns)
+
+
+def _torch_single_threaded_after_fork() -> None:
+    # A worker that `Dataset.map(num_proc=n)` forks after the parent ran torch on CPU hangs in its first parallel op
+    # (the OpenMP thread pool does not survive `fork`). Like `DataLoader` workers, forked workers use one thread.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_torch_single_threaded_after_fork)
+
+
+def __getattr__(name: str):
+    # `instruct_score` is built on first access, so importing this module reads no rule and loads nothing.
+    if name == "instruct_score":
+        scorer = InstructScorer()
+        globals()[name] = scorer
+        return scorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _as_list(names: str | Sequence[str] | None) -> list[str]:
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
