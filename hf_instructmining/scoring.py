@@ -153,9 +153,16 @@ class InstructScorer:
             on_invalid=on_invalid,
             format=format,
             column_mapping=dict(column_mapping) if column_mapping else None,
+            reference=os.fspath(reference) if isinstance(reference, (str, os.PathLike)) else None,
         )
         self.reference = reference
         self._indicators = self._build(warn=True)
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig) -> "InstructScorer":
+        """A scorer from a [`ScoreConfig`] (e.g. parsed from the command line or a YAML file)."""
+        options = asdict(config)
+        return cls(options.pop("rule"), **options)
 
     def _build(self, *, warn: bool) -> list[Indicator]:
         specs = {c: self.rule.indicators[c] for c in self.rule.columns}

@@ -53,3 +53,20 @@ def test_default_measurement_uses_the_default_rule(tmp_path):
     measurement = load_measurement(cache_dir=str(tmp_path))
     assert measurement.rule.name == "instructmining-llama2-7b"
     assert "predicted log eval loss" in measurement.description or "log evaluation loss" in measurement.description
+
+
+def test_default_rule_with_tiny_models(tmp_path, tiny_oa_reward_dir, tiny_t5_dir):
+    with pytest.warns(UserWarning, match="not calibrated"):
+        measurement = load_measurement(
+            models={"reward": tiny_oa_reward_dir, "unieval": tiny_t5_dir}, device="cpu", cache_dir=str(tmp_path)
+        )
+    result = measurement.compute(instructions=INSTRUCTIONS, responses=RESPONSES)
+    columns = ["reward", "unieval_understandability", "unieval_naturalness", "unieval_coherence"]
+    assert sorted(result) == sorted(
+        ["predicted_log_eval_loss", "predicted_eval_loss", "num_rows", "num_invalid", *(f"mean_{c}" for c in columns)]
+    )
+    means = [result[f"mean_{c}"] for c in columns]
+    assert result["predicted_log_eval_loss"] == pytest.approx(
+        0.0274 - 0.0078 * means[0] + 0.4421 * means[1] - 0.3212 * means[2] - 0.1520 * means[3]
+    )
+    assert result["num_invalid"] == 1

@@ -299,3 +299,16 @@ def test_knn_rule_in_map_uses_the_reference_set(tiny_v1_models):
     np.testing.assert_allclose(many["knn_6"][:], whole["knn_5"][:], rtol=1e-5, atol=1e-6)
     clone = pickle.loads(pickle.dumps(scorer))
     np.testing.assert_allclose(ds.map(clone, batched=True)["knn_6"][:], many["knn_6"][:], rtol=1e-5, atol=1e-6)
+
+
+def test_scorer_from_config_and_repr():
+    scorer = InstructScorer.from_config(ScoreConfig(rule="instructmining-llama2-7b", on_invalid="nan"))
+    assert scorer.rule.name == "instructmining-llama2-7b" and scorer.config.on_invalid == "nan"
+    assert repr(scorer) == "InstructScorer(rule='instructmining-llama2-7b', on_invalid='nan')"
+
+
+def test_compute_indicators_with_num_proc_matches_one_process():
+    ds = Dataset.from_dict({k: v * 4 for k, v in ALPACA.items()})
+    one = compute_indicators(ds, rule=TEXT_RULE, batch_size=5)
+    two = compute_indicators(ds, rule=TEXT_RULE, batch_size=5, num_proc=2)
+    assert two["instruct_score"][:] == one["instruct_score"][:]

@@ -123,3 +123,20 @@ def test_missing_score_column_and_wrong_input():
         select_top_k(ds, 1)
     with pytest.raises(TypeError, match="datasets.Dataset"):
         select_top_k({"instruct_score": [0.1]}, 1)
+
+
+@pytest.mark.parametrize("on_invalid", ["raise", "nan"])
+def test_invalid_rows_under_each_policy(on_invalid):
+    from hf_instructmining import InstructScorer, QualityRule
+
+    rule = QualityRule(1.0, {"output_length": -0.1}, {"output_length": {}})
+    ds = Dataset.from_dict({"instruction": ["a", "b", "c"], "output": ["one two three four", "", "one"]})
+    scorer = InstructScorer(rule=rule, on_invalid=on_invalid)
+    if on_invalid == "raise":
+        with pytest.raises(ValueError, match="response"):
+            ds.map(scorer, batched=True)
+        return
+    scored = ds.map(scorer, batched=True)
+    assert math.isnan(scored["instruct_score"][1])
+    assert select_top_k(scored, 3)["row_index"][:] == [0, 2]
+    assert select_threshold(scored, math.inf)["row_index"][:] == [0, 2]

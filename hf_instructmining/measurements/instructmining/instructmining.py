@@ -34,8 +34,9 @@ Examples:
     >>> import hf_instructmining as im
     >>> rule = im.QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}})
     >>> measurement = im.load_measurement(rule=rule)
-    >>> measurement.compute(instructions=["Say hi", "Count"], responses=["Hello there, friend.", "one two three"])
-    {'predicted_log_eval_loss': 0.97, 'predicted_eval_loss': 2.637944459354153, 'num_rows': 2, 'num_invalid': 0, 'mean_mtld': 3.0}
+    >>> results = measurement.compute(instructions=["Say hi", "Count"], responses=["Hello there, friend.", "one two three"])
+    >>> round(results["predicted_log_eval_loss"], 4), results["num_rows"], results["num_invalid"], results["mean_mtld"]
+    (0.97, 2, 0, 3.0)
 """
 
 _CITATION = """\
