@@ -14,29 +14,22 @@ needs an explicit `reference` set; it never falls back to neighbours within each
 from the whole dataset itself, use [`compute_indicators`], which embeds every row first and then searches.
 """
 
-import inspect
-import json
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from ._plan import family, is_knn, load_reference, plan_indicators, resolve_rule
 from .formats import FORMATS
-from .indicators import Indicator, get_indicator
+from .indicators import Indicator
 from .rules import DEFAULT_RULE, QualityRule
 
 
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMN = "instruct_score"
-_FAMILY_PREFIXES = ("unieval", "knn")
-# The option naming an indicator's model, in order of preference (the length indicators take a tokenizer).
-_MODEL_OPTIONS = ("model", "tokenizer")
-# Options every indicator of a scorer shares, applied where the indicator takes them.
-_SHARED_OPTIONS = ("device", "on_invalid", "format", "column_mapping")
 
 
 @dataclass
@@ -166,7 +159,7 @@ class InstructScorer:
 
     def _build(self, *, warn: bool) -> list[Indicator]:
         specs = {c: self.rule.indicators[c] for c in self.rule.columns}
-        knn = [c for c in specs if _family(c) == "knn"]
+        knn = [c for c in specs if family(c) == "knn"]
         if knn and self.reference is None:
             raise ValueError(
                 f"The rule {self.rule.name or ''} needs {knn}, the distance to the k-th nearest neighbour within a "
@@ -279,7 +272,7 @@ def compute_indicators(
         column_mapping=dict(column_mapping) if column_mapping else None,
     )
     indicators = plan_indicators(specs, config, fitted=rule, reference=load_reference(reference), stacklevel=3)
-    per_row = [i for i in indicators if not _is_knn(i)]
+    per_row = [i for i in indicators if not is_knn(i)]
     if per_row:
         ds = ds.map(
             _IndicatorMap(per_row),
@@ -291,7 +284,7 @@ def compute_indicators(
             desc=f"Computing {', '.join(c for i in per_row for c in i.columns)}",
         )
     for indicator in indicators:
-        if _is_knn(indicator):
+        if is_knn(indicator):
             # Embed every row, then search: the neighbours of a row come from the whole dataset (or `reference`).
             for column, values in indicator.compute_dataset(ds).items():
                 ds = ds.remove_columns(column) if column in ds.column_names else ds
@@ -324,144 +317,8 @@ class _RulePrediction:
         return {SCORE_COLUMN: self.rule.predict(batch, allow_nan=True).tolist()}
 
 
-def load_reference(reference: Any) -> Any:
-    """The neighbour set of KNN indicators: a `Dataset` or embeddings as given, or a dataset loaded from a path
-    (a `save_to_disk` folder, or a `.json`/`.jsonl`/`.csv`/`.parquet` file) or a Hub id (its `train` split)."""
-    if reference is None or not isinstance(reference, (str, os.PathLike)):
-        return reference
-    import datasets
-
-    path = os.fspath(reference)
-    if os.path.isdir(path):
-        return datasets.load_from_disk(path)
-    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    extension = os.path.splitext(path)[1].lower()
-    if os.path.isfile(path) and extension in builders:
-        return datasets.load_dataset(builders[extension], data_files=path, split="train")
-    return datasets.load_dataset(path, split="train")
-
-
 #: The ready scorer for the default rule, built on first access (see [`InstructScorer`]).
 instruct_score: InstructScorer
-
-
-def resolve_rule(rule: QualityRule | str | Mapping[str, Any]) -> QualityRule:
-    """A [`QualityRule`] from a rule, a built-in name, a JSON file, a folder or Hub repo, or a rule dict."""
-    if isinstance(rule, QualityRule):
-        return rule
-    if isinstance(rule, Mapping):
-        return QualityRule.from_dict(dict(rule))
-    if not isinstance(rule, (str, os.PathLike)):
-        raise TypeError(f"`rule` must be a QualityRule, a rule name or a path, got {type(rule).__name__}.")
-    from .rules import builtin_rules
-
-    if rule in builtin_rules():
-        return QualityRule.from_builtin(rule)
-    return QualityRule.from_pretrained(rule)
-
-
-def plan_indicators(
-    specs: Mapping[str, Mapping[str, Any]],
-    config: ScoreConfig,
-    *,
-    fitted: QualityRule | None = None,
-    reference: Any = None,
-    stacklevel: int = 2,
-) -> list[Indicator]:
-    """Build the indicators that write `specs`' columns, one per model where a family shares one (UniEval).
-
-    Args:
-        specs (`Mapping[str, Mapping]`): indicator column -> options (a rule's `indicators`).
-        config ([`ScoreConfig`]): `models` replace the specs' models; `device`, `on_invalid`, `format` and
-            `column_mapping` go to every indicator that takes them.
-        fitted ([`QualityRule`], *optional*): the rule whose coefficients assume the specs' models; replacing one
-            of its models warns once, naming every replaced model.
-        reference (`datasets.Dataset` or `np.ndarray`, *optional*): the neighbour set of the KNN indicators.
-        stacklevel (`int`, *optional*, defaults to `2`): of that warning, as in `warnings.warn` (2: the caller).
-
-    Returns:
-        `list[Indicator]`: together they write exactly the columns of `specs`.
-    """
-    families = {c: _family(c) for c in specs}
-    unknown = sorted(set(config.models) - set(specs) - set(families.values()))
-    if unknown:
-        raise ValueError(
-            f"`models` has key(s) {unknown} that name no indicator needed here; use one of "
-            f"{sorted(set(specs) | set(families.values()))}."
-        )
-    options: dict[str, dict[str, Any]] = {}
-    replaced = []
-    for column, spec in specs.items():
-        base = _build(column, dict(spec))
-        opts = dict(spec)
-        override = config.models.get(column, config.models.get(families[column]))
-        if override is not None:
-            key = next((k for k in _MODEL_OPTIONS if _accepts(type(base), k)), None)
-            if key is None:
-                raise ValueError(f"`models[{column!r}]` is given, but the `{column}` indicator uses no model.")
-            if override != getattr(base, key):
-                replaced.append(f"`{column}`: {getattr(base, key)} -> {override}")
-                opts[key] = override
-                opts["revision"] = None  # the rule's revision belongs to the rule's model
-        for name in _SHARED_OPTIONS:
-            value = getattr(config, name)
-            if value is not None and _accepts(type(base), name):
-                opts[name] = value
-        if reference is not None and _accepts(type(base), "reference"):
-            opts["reference"] = reference
-        options[column] = opts
-    if fitted is not None and replaced:
-        warnings.warn(
-            f"The coefficients of the rule {fitted.name or '(unnamed)'} were fitted with indicators from other "
-            f"models than the ones given ({'; '.join(replaced)}), so its scores are not calibrated: they still rank "
-            "data, but predicted losses are approximate. Refit the rule with `fit_rule` for these models.",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
-    return _group(options, families)
-
-
-def _group(options: dict[str, dict[str, Any]], families: dict[str, str]) -> list[Indicator]:
-    """One indicator per column, except UniEval columns with the same options: one indicator for all aspects."""
-    indicators: list[Indicator] = []
-    unieval: dict[str, list[str]] = {}
-    for column, opts in options.items():
-        if families[column] == "unieval":
-            # `aspects` (in specs taken from `UniEval.spec()`) is set per group below, so it does not split groups.
-            shared = {k: v for k, v in opts.items() if k != "aspects"}
-            unieval.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(column)
-        else:
-            indicators.append(_build(column, opts))
-    for columns in unieval.values():
-        aspects = [c.removeprefix("unieval_") for c in columns]
-        indicators.append(_build(columns[0], {**options[columns[0]], "aspects": aspects}))
-    written = [c for indicator in indicators for c in indicator.columns]
-    if sorted(written) != sorted(options):
-        raise RuntimeError(f"The indicators write {written}, expected {list(options)}.")
-    return indicators
-
-
-def _build(column: str, options: dict[str, Any]) -> Indicator:
-    try:
-        return get_indicator(column, **options)
-    except TypeError as err:
-        raise ValueError(f"The options {options} do not build the `{column}` indicator: {err}") from None
-
-
-def _family(column: str) -> str:
-    prefix = column.split("_", 1)[0]
-    return prefix if prefix in _FAMILY_PREFIXES and column != prefix else column
-
-
-def _accepts(cls: type, option: str) -> bool:
-    """Whether the indicator class (or a base its `**kwargs` reach) takes `option`."""
-    return any(
-        option in inspect.signature(klass.__init__).parameters for klass in cls.__mro__ if "__init__" in vars(klass)
-    )
-
-
-def _is_knn(indicator: Indicator) -> bool:
-    return any(_family(c) == "knn" for c in indicator.columns)
 
 
 def _torch_single_threaded_after_fork() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .rules import QualityRule, _is_known_indicator
+from ._rule_checks import is_known_indicator
+from .rules import QualityRule
 
 
 SCORE_COLUMN = "instruct_score"
@@ -185,7 +186,7 @@ def summarize_dataset(
         rule = QualityRule.from_builtin(rule)
     present = list(ds.column_names) if hasattr(ds, "column_names") else list(ds)
     if columns is None:
-        columns = rule.columns if rule is not None else [c for c in present if _is_known_indicator(c)]
+        columns = rule.columns if rule is not None else [c for c in present if is_known_indicator(c)]
     missing = [c for c in columns if c not in present]
     if missing:
         raise ValueError(f"The dataset has no column(s) {missing}; its columns are {present}.")
