@@ -140,3 +140,24 @@ def test_invalid_rows_under_each_policy(on_invalid):
     assert math.isnan(scored["instruct_score"][1])
     assert select_top_k(scored, 3)["row_index"][:] == [0, 2]
     assert select_threshold(scored, math.inf)["row_index"][:] == [0, 2]
+
+
+def test_example_data_scored_then_top_100_are_the_100_lowest():
+    from pathlib import Path
+
+    from datasets import load_dataset
+
+    from hf_instructmining import QualityRule, compute_indicators
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "data" / "instructions.jsonl"
+    ds = load_dataset("json", data_files=str(path), split="train")
+    rule = QualityRule(2.0, {"mtld": -0.01, "output_length": -0.001}, {"mtld": {}, "output_length": {}})
+    scored = compute_indicators(ds, rule=rule, on_invalid="nan")
+    selected = select_top_k(scored, 100)
+    scores = [s for s in scored["instruct_score"][:] if not math.isnan(s)]
+    assert len(selected) == 100 and selected["instruct_score"][:] == sorted(scores)[:100]
+    assert set(selected.column_names) >= {*ds.column_names, "mtld", "output_length", "instruct_score", "row_index"}
+    assert [scored[i]["instruct_score"] for i in selected["row_index"][:5]] == selected["instruct_score"][:5]
+    deduplicated = select_top_k(scored, 100, deduplicate=True)
+    pairs = list(zip(deduplicated["instruction"][:], deduplicated["input"][:], deduplicated["output"][:], strict=True))
+    assert len(set(pairs)) == len(pairs) == 100
