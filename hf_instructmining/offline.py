@@ -118,3 +118,37 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
         shutil.rmtree(target)
     partial.replace(target)
     return str(target)
+
+
+# Hub id -> function giving the local copy of that exact checkpoint.
+_LOCAL_COPIES = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": smollm2_path,
+    "sentence-transformers/all-MiniLM-L6-v2": minilm_path,
+}
+OFFLINE_INDICATORS = ["input_length", "output_length", "mtld", "knn_6", "perplexity"]
+
+
+def offline_models() -> dict[str, str]:
+    """Indicator column or family -> local model folder, for every model-based indicator that runs offline.
+
+    Lengths count SmolLM2 tokens, perplexity uses SmolLM2-135M-Instruct, KNN embeds with MiniLM.
+    """
+    smollm2, minilm = smollm2_path(), minilm_path()
+    return {"input_length": smollm2, "output_length": smollm2, "perplexity": smollm2, "knn": minilm}
+
+
+def localize_rule(rule):
+    """The same rule, its indicator models pointing at the offline copies of exactly those checkpoints.
+
+    A rule records public Hub ids so that anyone can rebuild its indicators; offline, the packaged copies stand in
+    for them. Models without an offline copy are left as they are.
+    """
+    import dataclasses
+
+    def local(spec: dict) -> dict:
+        return {
+            key: _LOCAL_COPIES[value]() if key in ("model", "tokenizer") and value in _LOCAL_COPIES else value
+            for key, value in spec.items()
+        }
+
+    return dataclasses.replace(rule, indicators={column: local(spec) for column, spec in rule.indicators.items()})

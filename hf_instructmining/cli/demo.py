@@ -9,7 +9,6 @@
    dataset card, rule JSON, pictures) to a local folder, exactly what `instructmining push` would upload.
 """
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from ._io import make_command_parser
 
 
 DEMO_RULE = "instructmining-smollm2-135m-demo"
-INDICATORS = ["input_length", "output_length", "mtld", "knn_6", "perplexity"]
 EXAMPLES = """\
   instructmining demo
   instructmining demo --fraction 0.5 --output_dir /tmp/demo"""
@@ -49,23 +47,11 @@ def make_parser():
     return make_command_parser("demo", (DemoArguments,), "The offline end-to-end demo.", EXAMPLES)
 
 
-def _offline_rule(rule, smollm2: str, minilm: str):
-    """The same rule with its models pointing at the offline copies of exactly those checkpoints."""
-    local = {"HuggingFaceTB/SmolLM2-135M-Instruct": smollm2, "sentence-transformers/all-MiniLM-L6-v2": minilm}
-    indicators = {
-        column: {
-            key: local.get(value, value) if key in ("model", "tokenizer") else value for key, value in spec.items()
-        }
-        for column, spec in rule.indicators.items()
-    }
-    return dataclasses.replace(rule, indicators=indicators)
-
-
 def main(args: DemoArguments) -> dict[str, object]:
     import datasets
 
     from ..hub import PushConfig, save_scored
-    from ..offline import minilm_path, smollm2_path
+    from ..offline import OFFLINE_INDICATORS, localize_rule, offline_models
     from ..rules import QualityRule
     from ..scoring import compute_indicators
     from ..selection import select_fraction
@@ -76,14 +62,14 @@ def main(args: DemoArguments) -> dict[str, object]:
             "pass `--dataset path/to/data.jsonl`."
         )
     print("Preparing the offline models (SmolLM2-135M-Instruct is converted from GGUF once)...")
-    smollm2, minilm = smollm2_path(), minilm_path()
+    models = offline_models()
     rule = QualityRule.from_builtin(DEMO_RULE)
     data = datasets.load_dataset("json", data_files=args.dataset, split="train")
-    print(f"Scoring {len(data)} rows with {', '.join(INDICATORS)} and the rule `{DEMO_RULE}`:\n  {rule.formula}")
-    models = {"input_length": smollm2, "output_length": smollm2, "perplexity": smollm2, "knn": minilm}
-    scored = compute_indicators(
-        data, INDICATORS, rule=_offline_rule(rule, smollm2, minilm), models=models, device=args.device
-    )
+    print(f"Scoring {len(data)} rows with {', '.join(OFFLINE_INDICATORS)} and the rule `{DEMO_RULE}`:")
+    print(f"  {rule.formula}")
+    # The indicators the rule does not use still run on the same offline models, for the card's statistics.
+    others = [name for name in OFFLINE_INDICATORS if name not in rule.columns]
+    scored = compute_indicators(data, others, rule=localize_rule(rule), models=models, device=args.device)
     selected = select_fraction(scored, args.fraction, deduplicate=True)
     folder = save_scored(
         scored,
