@@ -214,8 +214,9 @@ def search_subset_size(
     """Find how many top-ranked rows to keep with FLAML BlendSearch over k in [`low`, `high`].
 
     Each trial keeps the top k rows by score ([`select_top_k`]), finetunes with [`finetune_and_evaluate`] and
-    returns the eval loss, or calls `objective(k)` instead. BlendSearch starts from the cheapest size (`low`) and
-    blends a local search around the best sizes with a global one. Every finished trial is recorded in `store`
+    returns the eval loss, or calls `objective(k)` instead. The search first tries a few spread-out sizes, cheapest
+    first from `low` (`SearchConfig.initial_sizes`), then BlendSearch blends a local search around the best sizes
+    with a global one, cheap sizes first (`low_cost_partial_config`). Every finished trial is recorded in `store`
     (kind `"search_trial"`): running the same search again resumes it, and every finished trial in range seeds
     the next search (`points_to_evaluate` with `evaluated_rewards`); no finished size is ever run twice.
 
