@@ -16,3 +16,10 @@ def _offline_and_isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("WANDB_DISABLED", "true")
+    # huggingface_hub and datasets read these at import time, before this fixture runs: patch the constants too,
+    # so that no test can reach the network (the `fake_hub` fixture turns them back off for its loopback server).
+    import datasets.config
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
