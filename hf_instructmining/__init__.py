@@ -43,6 +43,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
     ],
     "measurements": ["load_measurement"],
     "rules": ["QualityRule"],
+    "scale.ray_scoring": ["score_with_ray"],
     "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
     "search": ["SearchConfig", "SearchResult", "search_subset_size"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
     )
     from .measurements import load_measurement
     from .rules import QualityRule
+    from .scale.ray_scoring import score_with_ray
     from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score
     from .search import SearchConfig, SearchResult, search_subset_size
     from .selection import select_fraction, select_threshold, select_top_k

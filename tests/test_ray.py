@@ -1,0 +1,133 @@
+"""Ray: score_with_ray equals compute_indicators row for row, survives a killed actor, labels and searches as tasks.
+
+Everything runs on a local `ray.init(num_cpus=2)` with the tiny models of `tests/fixtures/models.py`.
+"""
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from hf_instructmining import QualityRule, compute_indicators
+from hf_instructmining.formats import InstructionPairs
+from hf_instructmining.indicators import Indicator
+
+
+ray = pytest.importorskip("ray")
+
+from hf_instructmining import score_with_ray  # noqa: E402
+
+
+TEXT_RULE = QualityRule(
+    1.0,
+    {"mtld": -0.01, "output_length": 0.001, "input_length": 0.002},
+    {"mtld": {}, "output_length": {}, "input_length": {}},
+    name="text-rule",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import cloudpickle
+
+    # The workers unpickle this module's test indicators by value: they cannot import `tests.test_ray`.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield
+    ray.shutdown()
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _examples(n: int) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "instruction": [f"Question number {i} about the {['sea', 'sky', 'hills'][i % 3]}" for i in range(n)],
+            "input": ["" if i % 4 else "briefly" for i in range(n)],
+            "output": [
+                " ".join(["wave", "wind", "salt"][: 1 + i % 3] * (1 + i % 5)) + f" number {i}" for i in range(n)
+            ],
+        }
+    )
+
+
+def _assert_same(got: Dataset, expected: Dataset, columns) -> None:
+    assert got.column_names == expected.column_names and len(got) == len(expected)
+    for column in got.column_names:
+        if column in columns:
+            np.testing.assert_allclose(got[column][:], expected[column][:], rtol=1e-5, atol=1e-6, err_msg=column)
+        else:
+            assert got[column][:] == expected[column][:], column
+
+
+def test_text_rule_same_as_one_process_from_dataset_and_parquet(tmp_path):
+    ds = _examples(37)
+    expected = compute_indicators(ds, rule=TEXT_RULE)
+    got = score_with_ray(ds, TEXT_RULE, num_workers=2, batch_size=5)
+    _assert_same(got, expected, [*TEXT_RULE.columns, "instruct_score"])
+    assert got["instruct_score"][:] == expected["instruct_score"][:]  # text indicators: exactly equal
+
+    # parquet in (two files, several row groups each) and out: row ids give the input order back
+    ds.select(range(20)).to_parquet(tmp_path / "in" / "a.parquet", batch_size=6)
+    ds.select(range(20, 37)).to_parquet(tmp_path / "in" / "b.parquet", batch_size=6)
+    written = score_with_ray(tmp_path / "in", TEXT_RULE, num_workers=2, output_path=tmp_path / "out")
+    out = Dataset.from_parquet(str(tmp_path / "out" / "*.parquet")).sort("row_id")
+    assert out["row_id"][:] == list(range(37)) and written == str(tmp_path / "out")
+    assert out["instruct_score"][:] == expected["instruct_score"][:]
+
+
+def test_names_and_invalid_rows(tmp_path):
+    ds = Dataset.from_dict({"instruction": ["Say hi", "Count", "Empty"], "output": ["Hello there", "one two", ""]})
+    got = score_with_ray(ds, ["output_length", "mtld"], on_invalid="nan", batch_size=2, keep_row_id=True)
+    assert got["row_id"][:] == [0, 1, 2] and got["output_length"][:2] == [2.0, 2.0]
+    assert math.isnan(got["output_length"][2]) and math.isnan(got["mtld"][2])
+    with pytest.raises(ValueError, match="row_id"):
+        score_with_ray(got, ["mtld"])
+    with pytest.raises(TypeError, match="rule"):
+        score_with_ray(ds, [3])
+
+
+@pytest.fixture(scope="module")
+def tiny_v1_models(tiny_oa_reward_dir, tiny_tokenizer_dir, tiny_bert_dir):
+    return {"reward": tiny_oa_reward_dir, "output_length": tiny_tokenizer_dir, "knn": tiny_bert_dir}
+
+
+@pytest.mark.slow
+def test_model_rule_with_whole_dataset_knn_same_as_one_process(tiny_v1_models):
+    ds = _examples(30)
+    with pytest.warns(UserWarning, match="not calibrated"):
+        expected = compute_indicators(ds, rule="instructmining-llama-7b", models=tiny_v1_models, device="cpu")
+    with pytest.warns(UserWarning, match="not calibrated"):
+        got = score_with_ray(ds, "instructmining-llama-7b", models=tiny_v1_models, num_workers=2, batch_size=4)
+    _assert_same(got, expected, ["reward", "output_length", "knn_6", "instruct_score"])
+    assert not any(math.isnan(v) for v in got["knn_6"][:])
+
+
+class CrashOnce(Indicator):
+    """Words in the response; the first call in any process kills that process if `marker` does not exist yet."""
+
+    name = "words"
+
+    def __init__(self, marker: str, **kwargs):
+        super().__init__(**kwargs)
+        self.marker = marker
+
+    def compute(self, pairs: InstructionPairs, rank=None):
+        if not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)  # a worker dying mid-run: no exception, no cleanup
+        return {self.name: [float(len(r.split())) for r in pairs.responses]}
+
+
+def test_killed_actor_is_retried_without_losing_or_duplicating_rows(tmp_path):
+    ds = _examples(40)
+    marker = str(tmp_path / "crashed")
+    got = score_with_ray(ds, [CrashOnce(marker), "output_length"], num_workers=2, batch_size=4, keep_row_id=True)
+    assert os.path.exists(marker)  # an actor did die
+    assert got["row_id"][:] == list(range(40))
+    assert got["words"][:] == [float(len(r.split())) for r in ds["output"][:]]
+    assert got["words"][:] == got["output_length"][:]
