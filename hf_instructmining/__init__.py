@@ -43,6 +43,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
     ],
     "measurements": ["load_measurement"],
     "rules": ["QualityRule"],
+    "scale.ray_labeling": ["run_labeling_with_ray", "search_subset_size_with_ray"],
     "scale.ray_scoring": ["score_with_ray"],
     "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
     "search": ["SearchConfig", "SearchResult", "search_subset_size"],
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     )
     from .measurements import load_measurement
     from .rules import QualityRule
+    from .scale.ray_labeling import run_labeling_with_ray, search_subset_size_with_ray
     from .scale.ray_scoring import score_with_ray
     from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score
     from .search import SearchConfig, SearchResult, search_subset_size

@@ -131,3 +131,87 @@ def test_killed_actor_is_retried_without_losing_or_duplicating_rows(tmp_path):
     assert got["row_id"][:] == list(range(40))
     assert got["words"][:] == [float(len(r.split())) for r in ds["output"][:]]
     assert got["words"][:] == got["output_length"][:]
+
+
+def _alpaca(n, offset=0):
+    return Dataset.from_dict(
+        {
+            "instruction": [f"Write {i + offset} words about the sea." for i in range(n)],
+            "input": ["" if i % 2 else "calmly" for i in range(n)],
+            "output": ["The sea is blue and wide. " * (1 + i % 3) for i in range(n)],
+        }
+    )
+
+
+def _labeling_config(model_dir, max_steps):
+    from hf_instructmining import LabelingConfig
+
+    settings = {"per_device_train_batch_size": 2, "max_length": 64, "device": "cpu"}
+    return LabelingConfig(
+        model_name_or_path=model_dir, max_steps=max_steps, sft_overrides={"disable_tqdm": True}, **settings
+    )
+
+
+def _kill_first_label_task(store, timeout_s: float = 120.0) -> int:
+    """Wait until a finetuning task has started (its `train_begin` record), then SIGKILL its worker process."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if store.records("train_begin", include_superseded=True):
+            for process in psutil.process_iter(["cmdline"]):
+                if any("_label_task" in part for part in process.info["cmdline"] or []):
+                    os.kill(process.pid, signal.SIGKILL)
+                    return process.pid
+        time.sleep(0.05)
+    raise TimeoutError("No labelling task started.")
+
+
+@pytest.mark.slow
+def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_dir, tmp_path):
+    import threading
+
+    from hf_instructmining import LabelStore, run_labeling, run_labeling_with_ray, sample_subsets
+
+    pool = _alpaca(40).map(lambda r, i: {"mtld": float(i)}, with_indices=True)
+    subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=3, subset_size=6, seed=1)
+    store = LabelStore(tmp_path / "labels.jsonl")
+    config = _labeling_config(tiny_llama_dir, max_steps=30)
+    killed = []
+    killer = threading.Thread(target=lambda: killed.append(_kill_first_label_task(store)), daemon=True)
+    killer.start()
+    done = run_labeling_with_ray(subsets, _alpaca(4, 100), config, store, scored_pool=pool, num_cpus=1)
+    killer.join()
+    assert killed  # a worker died mid-finetuning and Ray ran its subset again
+    assert [r["subset_id"] for r in done] == [s.subset_id for s in subsets]
+    assert len(store.records("subset_done", include_superseded=True)) == 3  # no subset labelled twice
+    assert len(store.records("train_begin", include_superseded=True)) == 4  # the killed attempt + 3
+    assert all(
+        r["indicator_means"]["mtld"] == np.mean(pool.select(s.dataset["row_index"])["mtld"])
+        for r, s in zip(done, subsets, strict=True)
+    )
+
+    # The single-process runner sees the same store as finished and trains nothing more.
+    again = run_labeling(subsets, _alpaca(4, 100), config, store, scored_pool=pool)
+    assert again == done and len(store.records("train_begin", include_superseded=True)) == 4
+
+
+@pytest.mark.slow
+def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_dir, tmp_path):
+    from hf_instructmining import LabelStore, search_subset_size, search_subset_size_with_ray
+
+    scored = _alpaca(30).map(lambda r, i: {"instruct_score": float(i)}, with_indices=True)
+    config = _labeling_config(tiny_llama_dir, max_steps=2)
+    store = LabelStore(tmp_path / "search.jsonl")
+    options = {"low": 4, "high": 30, "eval_dataset": _alpaca(4, 100), "labeling_config": config, "store": store}
+    result = search_subset_size_with_ray(scored, num_samples=2, **options)
+    assert len(result.trace) == 2 and all(t["loss"] > 0 for t in result.trace)
+    assert {r["subset_id"] for r in store.records("eval")} == {
+        f"{result.search_id}/rule/k={t['k']}" for t in result.trace
+    }
+    # The single-process search of the same data and settings resumes these trials and adds one more.
+    local = search_subset_size(scored, num_samples=3, **options)
+    assert local.search_id == result.search_id and local.trace[:2] == result.trace and len(local.trace) == 3

@@ -1,0 +1,207 @@
+"""Label subsets and search subset sizes on a Ray cluster: each finetuning is a Ray task with its own GPU.
+
+Results go into the same [`~hf_instructmining.LabelStore`] as the single-process runner, with the same records, so
+a run can move between one machine and a cluster and resume either way. The store is a file: on a cluster it must
+sit on storage every node sees (NFS, a mounted bucket). Each task appends under a file lock, a subset counts as
+done only once its `"subset_done"` record exists, and a task that Ray retries after its worker died first checks
+the store, so a subset is never labelled twice and an interrupted attempt's partial records are superseded.
+"""
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..import_utils import require
+
+
+logger = logging.getLogger(__name__)
+
+
+def run_labeling_with_ray(
+    subsets: Any,
+    eval_dataset: Any,
+    config: Any,
+    store: Any,
+    *,
+    scored_pool: Any = None,
+    indicators: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    max_retries: int = 3,
+) -> list[dict]:
+    """[`run_labeling`] with one Ray task per subset: as many finetunings at once as the cluster has GPUs.
+
+    Subsets the store already finished are skipped; the others are submitted at once and Ray runs each on a free
+    GPU (or CPU slot). A task whose worker dies (a lost node, an out-of-memory kill) is retried up to
+    `max_retries` times.
+
+    Args:
+        subsets (`list[Subset]` or `dict[str, datasets.Dataset]`): from [`sample_subsets`], or id -> rows.
+        eval_dataset (`datasets.Dataset` or `dict[str, datasets.Dataset]`): the evaluation set(s).
+        config ([`LabelingConfig`]): how to finetune; `device` and `devices` are set per task.
+        store ([`LabelStore`] or `str`): where labels go; a path every node can reach.
+        scored_pool (`datasets.Dataset` or `dict`, *optional*): the scored source(s) (see [`run_labeling`]).
+        indicators (`list[str]` or `dict[str, dict]`, *optional*): the indicator columns to average.
+        num_gpus (`float`, *optional*): GPUs per finetuning; 1 when the cluster has GPUs, else 0 (CPU).
+        num_cpus (`float`, *optional*, defaults to `1`): CPUs per finetuning.
+        max_retries (`int`, *optional*, defaults to `3`): retries of a task whose worker died.
+
+    Returns:
+        `list[dict]`: the `"subset_done"` record of every subset, in the order given.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining import LabelingConfig, run_labeling_with_ray
+    >>> # ray.init(address="auto")  # the cluster; or ray.init() for this machine
+    >>> # run_labeling_with_ray(subsets, eval_ds, LabelingConfig(model_name_or_path="..."), "/shared/labels.jsonl")
+    ```
+    """
+    from ..labeling.runner import _as_subsets
+    from ..labeling.stats import indicator_stats, resolve_indicators
+    from ..labeling.store import LabelStore
+
+    ray = _ray()
+    store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
+    subsets = _as_subsets(subsets)
+    specs = resolve_indicators(indicators, scored_pool, subsets)
+    # Check every subset's indicators before any task starts.
+    stats = {s.subset_id: indicator_stats(s, scored_pool, list(specs)) for s in subsets}
+    context = {"eval_set": _eval_info(eval_dataset), "indicator_specs": specs, "labeling_config": config.to_dict()}
+    finished = store.finished_subsets()
+    pending = [s for s in subsets if s.subset_id not in finished]
+    num_gpus = _gpus_per_task(ray, num_gpus)
+    task_config = dataclasses.replace(config, device="cuda" if num_gpus else "cpu", devices=None)
+    task = ray.remote(_label_task).options(num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries)
+    eval_ref = ray.put(eval_dataset)
+    logger.info(
+        "Labelling %d subsets as Ray tasks (%s GPU each); %d already in %s.",
+        len(pending),
+        num_gpus,
+        len(subsets) - len(pending),
+        store.path,
+    )
+    refs = [task.remote(s, stats[s.subset_id], eval_ref, task_config, store.path, context) for s in pending]
+    _wait_all(ray, refs, len(subsets))
+    done = {r["subset_id"]: r for r in store.records("subset_done")}
+    return [done[s.subset_id] for s in subsets if s.subset_id in done]
+
+
+def _label_task(subset, stats: dict, eval_dataset, config, store_path: str, context: dict) -> str:
+    from ..labeling.runner import label_subset
+    from ..labeling.store import LabelStore
+
+    store = LabelStore(store_path)
+    # A retried task whose first attempt finished just before its worker died: nothing left to do.
+    if not store.is_finished(subset.subset_id):
+        label_subset(subset, stats, eval_dataset, config, store, context)
+    return subset.subset_id
+
+
+def search_subset_size_with_ray(
+    scored: Any,
+    *,
+    eval_dataset: Any,
+    labeling_config: Any,
+    store: Any = None,
+    config: Any = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    max_retries: int = 3,
+    **search_options,
+) -> Any:
+    """[`search_subset_size`] with each finetuning trial run as a Ray task on a cluster GPU.
+
+    BlendSearch proposes one size after another, so trials run one at a time; the driver needs no GPU. The search
+    has the same id as the single-process search of the same data and settings, so either resumes the other's
+    trials from `store`.
+
+    Args:
+        scored (`datasets.Dataset`): the scored candidates.
+        eval_dataset (`datasets.Dataset`): the evaluation set of every trial.
+        labeling_config ([`LabelingConfig`]): base model and training settings of every trial.
+        store ([`LabelStore`] or `str`, *optional*): where trials persist; a path every node can reach.
+        config ([`SearchConfig`], *optional*): scale, resolution, seed, score column, search id.
+        num_gpus (`float`, *optional*): GPUs per trial; 1 when the cluster has GPUs, else 0 (CPU).
+        num_cpus (`float`, *optional*, defaults to `1`): CPUs per trial.
+        max_retries (`int`, *optional*, defaults to `3`): retries of a trial whose worker died.
+        **search_options: `low`, `high`, `num_samples`, `time_budget_s`, `random_baseline` (see
+            [`search_subset_size`]).
+
+    Returns:
+        [`SearchResult`]
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining import search_subset_size_with_ray
+    >>> # search_subset_size_with_ray(scored, eval_dataset=eval_ds, labeling_config=config, store="/shared/s.jsonl",
+    >>> #                             low=1000, high=100_000, num_samples=20)
+    ```
+    """
+    from ..search import SearchConfig, _derive_search_id, _fingerprint, _open_store, search_subset_size
+
+    ray = _ray()
+    config = config or SearchConfig()
+    store = _open_store(store)
+    if config.search_id is None:
+        # The id the built-in trial gets, so that local and Ray searches of the same data share their trials.
+        identity = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
+        config = dataclasses.replace(config, search_id=_derive_search_id(scored, config, identity))
+    num_gpus = _gpus_per_task(ray, num_gpus)
+    task_config = dataclasses.replace(labeling_config, device="cuda" if num_gpus else "cpu", devices=None)
+    task = ray.remote(_trial_task).options(num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries)
+    shared = [ray.put(scored), ray.put(eval_dataset), task_config, config, store.path if store is not None else None]
+
+    def objective(k: int, selection: str = "rule") -> float:
+        return ray.get(task.remote(*shared, k, selection))
+
+    return search_subset_size(scored, objective=objective, store=store, config=config, **search_options)
+
+
+def _trial_task(scored, eval_dataset, labeling_config, config, store_path: str | None, k: int, selection: str):
+    from ..labeling.store import LabelStore
+    from ..search import _finetune_trial, _trial_subset_id
+
+    store = LabelStore(store_path) if store_path else None
+    trial = _finetune_trial(scored, eval_dataset, labeling_config, config, store, config.search_id)
+    return trial(k, selection, _trial_subset_id(config.search_id, selection, k))
+
+
+def _ray():
+    require("ray", "the Ray labelling and search")
+    import ray
+
+    if not ray.is_initialized():
+        logger.info("Ray is not initialised: starting a local instance with `ray.init()`.")
+        ray.init()
+    return ray
+
+
+def _gpus_per_task(ray, num_gpus: float | None) -> float:
+    if num_gpus is None:
+        return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    return num_gpus
+
+
+def _eval_info(eval_dataset) -> dict:
+    """The eval set's identity recorded with each label, as the single-process runner records it."""
+    if isinstance(eval_dataset, Mapping):
+        return {
+            "fingerprint": {name: getattr(ds, "_fingerprint", None) for name, ds in eval_dataset.items()},
+            "num_rows": {name: len(ds) for name, ds in eval_dataset.items()},
+        }
+    return {"fingerprint": getattr(eval_dataset, "_fingerprint", None), "num_rows": len(eval_dataset)}
+
+
+def _wait_all(ray, refs: list, total: int) -> None:
+    """Wait for every task, showing subsets done/total; the first task error is raised."""
+    from datasets.utils.tqdm import tqdm
+
+    with tqdm(total=total, initial=total - len(refs), unit="subset", desc="Labelling subsets") as bar:
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            logger.info("Subset %s labelled.", ray.get(ready[0]))
+            bar.update(1)
