@@ -127,25 +127,27 @@ class Perplexity(ModelIndicator):
             with inference():
                 if fast:
                     hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-                    head = model.get_output_embeddings()
-                    states = hidden[row_idx, pos_idx]
+                    nll = _token_nll(hidden[row_idx, pos_idx], targets, model.get_output_embeddings())
                 else:
                     logits = model(input_ids=ids, attention_mask=mask).logits
-                    head, states = None, logits[row_idx, pos_idx]
-                nll = torch.cat(
-                    [
-                        torch.nn.functional.cross_entropy(
-                            (head(chunk) if head is not None else chunk).float(),
-                            targets[i : i + _HEAD_CHUNK],
-                            reduction="none",
-                        )
-                        for i, chunk in zip(range(0, len(states), _HEAD_CHUNK), states.split(_HEAD_CHUNK), strict=True)
-                    ]
-                )
-                totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
-                    0, row_idx, nll.double()
-                )
+                    nll = _token_nll(logits[row_idx, pos_idx], targets, None)
+                totals = torch.zeros(len(batch), dtype=torch.float64, device=device)
+                totals.index_add_(0, row_idx, nll.double())
                 counts = torch.bincount(row_idx, minlength=len(batch))
             return [math.exp(v) for v in (totals / counts).tolist()]
 
         return {self.name: run_in_batches([len(r[0]) for r in rows], self.token_budget(device), score)}
+
+
+def _token_nll(states, targets, head):
+    """Per-token NLL of `targets`, applying the LM `head` (if any) to a chunk of positions at a time."""
+    import torch
+
+    losses = []
+    for start in range(0, len(states), _HEAD_CHUNK):
+        chunk = states[start : start + _HEAD_CHUNK]
+        logits = (head(chunk) if head is not None else chunk).float()
+        losses.append(
+            torch.nn.functional.cross_entropy(logits, targets[start : start + _HEAD_CHUNK], reduction="none")
+        )
+    return torch.cat(losses) if losses else states.new_zeros(0, dtype=torch.float32)
