@@ -16,7 +16,7 @@ def main():
     parser.add_argument("--data", default="examples/data/instructions.jsonl")
     parser.add_argument("--store", default="instructmining-callback-example/labels.jsonl")
     parser.add_argument("--subset-id", default="my-training-run")
-    parser.add_argument("--max-steps", type=int, default=4)
+    parser.add_argument("--max-steps", type=int, default=2)
     args = parser.parse_args()
 
     import datasets
@@ -48,7 +48,7 @@ def main():
             max_length=128,
             learning_rate=1e-3,
             eval_strategy="steps",
-            eval_steps=2,
+            eval_steps=1,
             save_strategy="no",
             report_to="none",
             use_cpu=True,
