@@ -43,6 +43,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
     ],
     "measurements": ["load_measurement"],
     "rules": ["QualityRule"],
+    "scale.multi_gpu": ["score_on_gpus"],
     "scale.ray_labeling": ["run_labeling_with_ray", "search_subset_size_with_ray"],
     "scale.ray_scoring": ["score_with_ray"],
     "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     )
     from .measurements import load_measurement
     from .rules import QualityRule
+    from .scale.multi_gpu import score_on_gpus
     from .scale.ray_labeling import run_labeling_with_ray, search_subset_size_with_ray
     from .scale.ray_scoring import score_with_ray
     from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score

@@ -74,9 +74,15 @@ def embed_batch(knn, batch: Mapping[str, Any], indices: Sequence[int], rank: int
     return embeddings, valid
 
 
-def search(knn, embeddings: np.ndarray, valid: np.ndarray, device: str) -> np.ndarray:
-    """Each valid row's distance to its k-th nearest other valid row (NaN on invalid rows), as in one process."""
+def search(knn, embeddings: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each valid row's distance to its k-th nearest other valid row (NaN on invalid rows), as in one process.
+
+    Runs on the indicator's device: a GPU when this process sees one and the indicator names none.
+    """
     from ..indicators._knn_search import kth_neighbour_distance
+    from ..loading import resolve_device
+
+    device = resolve_device(knn.device)
 
     values = np.full(len(valid), math.nan)
     if valid.any():

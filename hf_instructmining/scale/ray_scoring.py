@@ -196,8 +196,6 @@ class _ScoreWorker:
 
 def _search_all(knn, num_rows: int, row_id_column: str, *blocks) -> np.ndarray:
     """The search step: gather every block's embeddings by row id, then one exact k-NN search over all rows."""
-    from ..loading import resolve_device
-
     column = knn.columns[0]
     width = blocks[0].schema.field(_EMBEDDING.format(column)).type.list_size
     embeddings = np.zeros((num_rows, width), dtype=np.float32)
@@ -207,7 +205,7 @@ def _search_all(knn, num_rows: int, row_id_column: str, *blocks) -> np.ndarray:
         vectors = block[_EMBEDDING.format(column)].combine_chunks().flatten().to_numpy()
         embeddings[ids] = vectors.reshape(len(ids), width)
         valid[ids] = block[_VALID.format(column)].to_numpy(zero_copy_only=False)
-    return search(knn, embeddings, valid, resolve_device(knn.device))
+    return search(knn, embeddings, valid)
 
 
 def _add_distances(table, distances, rule: QualityRule | None, row_id_column: str):
