@@ -164,6 +164,7 @@ class SearchResult:
         # The object-oriented API with the Agg canvas: no pyplot, so the caller's backend and figures are untouched.
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, LogFormatter
 
         figure = Figure(figsize=(6, 4), dpi=120)
         FigureCanvasAgg(figure)
@@ -186,6 +187,10 @@ class SearchResult:
         )
         if self.log_scale:
             ax.set_xscale("log")
+            # Plain numbers ("20", "2,000") rather than "2 x 10^1": the axis is a count of rows.
+            plain = FuncFormatter(lambda value, _: f"{value:,.0f}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
         ax.set_xlabel("training rows kept (k)")
         ax.set_ylabel("eval loss")
         ax.set_title(title or "Eval loss against data size")
