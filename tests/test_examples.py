@@ -50,6 +50,19 @@ def test_train_with_callback(tmp_path, tiny_llama_dir):
     assert evals and evals[-1]["metric"] == "eval_loss" and evals[-1]["subset_id"] == "my-training-run", out
 
 
+def test_train_with_callback_pushes_the_model_with_its_card(tmp_path, tiny_llama_dir, fake_hub):
+    from huggingface_hub import ModelCard
+
+    out = run_example(
+        "train_with_callback.py", "--model", tiny_llama_dir, "--data", str(DATA), "--max-steps", "1",
+        "--store", "labels.jsonl", "--push-to-hub", "me/tiny-selected", "--dataset-repo", "me/selected-data",
+        "--rule", "instructmining-llama2-7b", cwd=tmp_path, env={**fake_hub.env, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_example_token"},
+    )  # fmt: skip
+    assert "pushed the adapter" in out
+    card = ModelCard.load("me/tiny-selected")
+    assert card.data.datasets == ["me/selected-data"] and "instructmining" in card.text
+
+
 def test_fit_rule_end_to_end(tmp_path, tiny_llama_dir):
     args = [
         "--model", tiny_llama_dir, "--data", str(DATA), "--n-subsets", "5", "--subset-size", "8",
