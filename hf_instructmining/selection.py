@@ -149,9 +149,10 @@ def _ranked(
         )
     if ROW_INDEX_COLUMN not in ds.column_names:
         ds = ds.add_column(ROW_INDEX_COLUMN, list(range(len(ds))))
-    columns = ds.select_columns([score_column, ROW_INDEX_COLUMN]).with_format("numpy")
-    scores = np.asarray(columns[score_column], dtype=float)
-    row_index = np.asarray(columns[ROW_INDEX_COLUMN], dtype=np.int64)
+    # Read the two columns as Arrow arrays: the numpy format converts row by row (about a minute per 100k rows).
+    table = ds.select_columns([score_column, ROW_INDEX_COLUMN]).with_format("arrow")[:]
+    scores = table.column(score_column).to_numpy(zero_copy_only=False).astype(float)
+    row_index = table.column(ROW_INDEX_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
     keep = ~np.isnan(scores)
     if not keep.all():
         logger.info("%d row(s) have a NaN `%s` and are never selected.", int((~keep).sum()), score_column)
