@@ -129,7 +129,7 @@ def bench_embeddings(rows: dict, device: str, naive: bool):
 
         slow, naive_s = _timed(loop, device)
         diff = float(abs(fast - slow).max())  # unit vectors: absolute difference
-    tokens = sum(min(len(ids), limit) for ids in tokenizer(texts)["input_ids"])
+    tokens = sum(min(len(ids), limit) for ids in tokenizer(texts, verbose=False)["input_ids"])
     params = sum(p.numel() for p in model.parameters())
     report("embeddings", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
 
