@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from hf_instructmining import QualityRule, compute_indicators
+from hf_instructmining import QualityRule, compute_indicators, score_with_ray
 from hf_instructmining.formats import InstructionPairs
 from hf_instructmining.indicators import Indicator
 
 
 ray = pytest.importorskip("ray")
-
-from hf_instructmining import score_with_ray  # noqa: E402
 
 
 TEXT_RULE = QualityRule(
@@ -79,6 +77,17 @@ def test_text_rule_same_as_one_process_from_dataset_and_parquet(tmp_path):
     assert out["instruct_score"][:] == expected["instruct_score"][:]
 
 
+def test_chat_rows_keep_their_nested_columns():
+    messages = [
+        [{"role": "user", "content": f"Tell me about number {i}"}, {"role": "assistant", "content": "It is " * i}]
+        for i in range(1, 8)
+    ]
+    ds = Dataset.from_dict({"messages": messages})
+    got = score_with_ray(ds, TEXT_RULE, num_workers=2, batch_size=3)
+    expected = compute_indicators(ds, rule=TEXT_RULE)
+    assert got.features == expected.features and got.to_dict() == expected.to_dict()
+
+
 def test_names_and_invalid_rows(tmp_path):
     ds = Dataset.from_dict({"instruction": ["Say hi", "Count", "Empty"], "output": ["Hello there", "one two", ""]})
     got = score_with_ray(ds, ["output_length", "mtld"], on_invalid="nan", batch_size=2, keep_row_id=True)
@@ -88,6 +97,8 @@ def test_names_and_invalid_rows(tmp_path):
         score_with_ray(got, ["mtld"])
     with pytest.raises(TypeError, match="rule"):
         score_with_ray(ds, [3])
+    with pytest.raises(ValueError, match="batch_size"):
+        score_with_ray(ds, ["mtld"], batch_size=0)
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,9 @@ def score_with_ray(
     [2.0, 3.0]
     ```
     """
+    for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be a positive integer, got `{value!r}`.")
     require("ray", "score_with_ray")
     import pyarrow as pa
     import ray
