@@ -84,7 +84,9 @@ def plan_indicators(
             if key is None:
                 raise ValueError(f"`models[{column!r}]` is given, but the `{column}` indicator uses no model.")
             if override != getattr(base, key):
-                replaced.append(f"`{column}`: {getattr(base, key)} -> {override}")
+                # Only the rule's own indicators carry its calibration; extra columns computed alongside do not.
+                if fitted is not None and column in fitted.coefficients:
+                    replaced.append(f"`{column}`: {getattr(base, key)} -> {override}")
                 opts[key] = override
                 opts["revision"] = None  # the rule's revision belongs to the rule's model
         for name in _SHARED_OPTIONS:

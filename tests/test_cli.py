@@ -144,7 +144,7 @@ def test_fit_from_a_label_store(tmp_path):
     output = tmp_path / "rule.json"
     result = cli("fit", "--store", str(store.path), "--output", str(output))
     assert result.returncode == 0, result.stderr
-    assert "R squared" in result.stdout
+    assert "R squared" in result.stdout and "log L_eval = " in result.stdout
     rule = json.loads(output.read_text())
     assert rule["coefficients"]["mtld"] == pytest.approx(-0.01, abs=2e-3)
 
@@ -157,7 +157,10 @@ def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
     eval_set = tmp_path / "eval.jsonl"
     eval_set.write_text("\n".join(json.dumps(r) for r in rows[48:]))
     scored = tmp_path / "scored.parquet"
-    assert cli("score", "--dataset", str(pool), "--indicators", "mtld,output_length", "--output", str(scored)).returncode == 0
+    assert (
+        cli("score", "--dataset", str(pool), "--indicators", "mtld,output_length", "--output", str(scored)).returncode
+        == 0
+    )
     training = [
         "--model_name_or_path", tiny_llama_dir, "--eval_dataset", str(eval_set), "--max_steps", "1",
         "--max_length", "64", "--device", "cpu",

@@ -312,3 +312,13 @@ def test_compute_indicators_with_num_proc_matches_one_process():
     one = compute_indicators(ds, rule=TEXT_RULE, batch_size=5)
     two = compute_indicators(ds, rule=TEXT_RULE, batch_size=5, num_proc=2)
     assert two["instruct_score"][:] == one["instruct_score"][:]
+
+
+def test_extra_columns_with_other_models_do_not_warn_about_the_rule(tiny_tokenizer_dir):
+
+    rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, name="mtld-only")
+    ds = Dataset.from_dict({"instruction": ["Say hi", "Count"], "output": ["Hello there", "one two three"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scored = compute_indicators(ds, ["output_length"], rule=rule, models={"output_length": tiny_tokenizer_dir})
+    assert {"output_length", "mtld", "instruct_score"} <= set(scored.column_names)

@@ -98,8 +98,8 @@ def main():
                 f"{args.n_subsets} random mixtures of {args.subset_size} rows of the example data, sources = `style`"
             ),
             "labeling": {"max_steps": args.max_steps, "max_length": args.max_length, "finetuning": "lora"},
-            "note": "A toy-scale rule for the offline demo: 16 tiny finetuning runs of a 135M model. Fit your own "
-            "for real use (see the README).",
+            "note": f"A toy-scale rule for the offline demo: {args.n_subsets} tiny finetuning runs of a 135M model. "
+            "Fit your own for real use (see the README).",
         },
     )
     report = result.report()

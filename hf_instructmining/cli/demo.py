@@ -66,7 +66,7 @@ def main(args: DemoArguments) -> dict[str, object]:
     rule = QualityRule.from_builtin(DEMO_RULE)
     data = datasets.load_dataset("json", data_files=args.dataset, split="train")
     print(f"Scoring {len(data)} rows with {', '.join(OFFLINE_INDICATORS)} and the rule `{DEMO_RULE}`:")
-    print(f"  {rule.formula}")
+    print(f"  {rule.formula()}")
     # The indicators the rule does not use still run on the same offline models, for the card's statistics.
     others = [name for name in OFFLINE_INDICATORS if name not in rule.columns]
     scored = compute_indicators(data, others, rule=localize_rule(rule), models=models, device=args.device)

@@ -71,6 +71,6 @@ def main(args: FitArguments) -> dict[str, object]:
     return {
         "subsets": fit.get("n_subsets"),
         "R squared": f"{fit['r_squared']:.3f}" if fit.get("r_squared") is not None else "-",
-        "formula": result.rule.formula,
+        "formula": result.rule.formula(),
         "rule": result.rule.save(args.output),
     }
