@@ -42,7 +42,7 @@ def main():
         search_subset_size,
         select_top_k,
     )
-    from hf_instructmining.offline import localize_rule, offline_models, smollm2_path
+    from hf_instructmining.offline import localize_rule, smollm2_path
 
     data = datasets.load_dataset("json", data_files=args.data, split="train")
     # Hold out evaluation rows first: the search must never train on what it evaluates.
@@ -50,7 +50,7 @@ def main():
     pool, eval_set = split["train"], split["test"]
 
     rule = QualityRule.from_builtin("instructmining-smollm2-135m-demo")
-    scored = compute_indicators(pool, rule=localize_rule(rule), models=offline_models())
+    scored = compute_indicators(pool, rule=localize_rule(rule))
 
     config = LabelingConfig(
         model_name_or_path=args.model or smollm2_path(),

@@ -182,13 +182,13 @@ def pictures(scored: "Dataset", rule: "QualityRule | None", search: Any) -> dict
 
 
 def indicator_columns(scored: "Dataset", rule: "QualityRule | None") -> list[str]:
-    """The indicator columns of a scored dataset: the rule's, else those named like a registered indicator."""
-    if rule is not None:
-        return [c for c in rule.columns if c in scored.column_names]
+    """The indicator columns of a scored dataset: the rule's first, then any other column named like an indicator."""
     from .indicators import available_indicators
 
     patterns = [re.escape(name).replace(re.escape("{k}"), r"\d+") for name in available_indicators()]
-    return [c for c in scored.column_names if any(re.fullmatch(p, c) for p in patterns)]
+    known = [c for c in scored.column_names if any(re.fullmatch(p, c) for p in patterns)]
+    ordered = [c for c in rule.columns if c in scored.column_names] if rule is not None else []
+    return ordered + [c for c in known if c not in ordered]
 
 
 def coefficient_table(rule: "QualityRule") -> str:

@@ -163,7 +163,7 @@ def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
     )
     training = [
         "--model_name_or_path", tiny_llama_dir, "--eval_dataset", str(eval_set), "--max_steps", "1",
-        "--max_length", "64", "--device", "cpu",
+        "--max_length", "256", "--device", "cpu",
     ]  # fmt: skip
     store = tmp_path / "labels.jsonl"
     args = ["label", "--dataset", str(scored), "--store", str(store), "--n_subsets", "2", "--subset_size", "8"]

@@ -190,7 +190,8 @@ def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_d
     pool = _alpaca(40).map(lambda r, i: {"mtld": float(i)}, with_indices=True)
     subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=3, subset_size=6, seed=1)
     store = LabelStore(tmp_path / "labels.jsonl")
-    config = _labeling_config(tiny_llama_dir, max_steps=30)
+    # Long enough that the killer always lands mid-finetuning, even on a loaded machine.
+    config = _labeling_config(tiny_llama_dir, max_steps=200)
     killed = []
     killer = threading.Thread(target=lambda: killed.append(_kill_first_label_task(store)), daemon=True)
     killer.start()
