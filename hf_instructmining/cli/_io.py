@@ -68,15 +68,20 @@ class InputArguments:
 
     @property
     def mapping(self) -> dict[str, str] | None:
-        if self.column_mapping is None or isinstance(self.column_mapping, dict):
-            return self.column_mapping
-        try:
-            mapping = json.loads(self.column_mapping)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"`--column_mapping` is not valid JSON ({err}): {self.column_mapping!r}.") from None
-        if not isinstance(mapping, dict):
-            raise ValueError(f"`--column_mapping` must be a JSON object, got {self.column_mapping!r}.")
-        return mapping
+        return json_object(self.column_mapping, "column_mapping")
+
+
+def json_object(value: str | dict | None, flag: str) -> dict | None:
+    """Parse a flag that holds a JSON object (a YAML config may already give it as a mapping)."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"`--{flag}` is not valid JSON ({err}): {value!r}.") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"`--{flag}` must be a JSON object, got {value!r}.")
+    return parsed
 
 
 def load_input(args: InputArguments):

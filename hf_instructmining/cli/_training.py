@@ -1,7 +1,8 @@
 """Finetuning options shared by `instructmining label` and `instructmining search`."""
 
-import json
 from dataclasses import dataclass, field
+
+from ._io import json_object
 
 
 @dataclass
@@ -59,12 +60,7 @@ class FinetuneArguments:
     def labeling_config(self):
         from ..labeling import LabelingConfig
 
-        overrides = self.sft_overrides or {}
-        if isinstance(overrides, str):
-            try:
-                overrides = json.loads(overrides)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"`--sft_overrides` is not valid JSON ({err}): {overrides!r}.") from None
+        overrides = json_object(self.sft_overrides, "sft_overrides") or {}
         return LabelingConfig(
             model_name_or_path=self.model_name_or_path,
             gguf_file=self.gguf_file,

@@ -1,9 +1,8 @@
 """`instructmining score`: add indicator columns and `instruct_score` to every row of a dataset."""
 
-import json
 from dataclasses import dataclass, field
 
-from ._io import InputArguments, load_input, make_command_parser, save_output
+from ._io import InputArguments, json_object, load_input, make_command_parser, save_output
 
 
 EXAMPLES = """\
@@ -59,15 +58,7 @@ class ScoreArguments:
 
     @property
     def model_map(self) -> dict[str, str]:
-        if not self.models:
-            return {}
-        try:
-            models = json.loads(self.models)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"`--models` is not valid JSON ({err}): {self.models!r}.") from None
-        if not isinstance(models, dict):
-            raise ValueError(f"`--models` must be a JSON object of column -> model, got {self.models!r}.")
-        return models
+        return json_object(self.models, "models") or {}
 
 
 def make_parser():
