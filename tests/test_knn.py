@@ -104,3 +104,12 @@ def test_registry_and_options():
     assert indicator.model == "sentence-transformers/all-MiniLM-L6-v2"
     with pytest.raises(ValueError, match="text"):
         KNNDistance(text="everything")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_search_on_gpu_matches_cpu():
+    points = np.random.default_rng(2).standard_normal((300, 32))
+    np.testing.assert_allclose(
+        kth_neighbour_distance(points, k=6, device="cuda"), kth_neighbour_distance(points, k=6), rtol=1e-6
+    )

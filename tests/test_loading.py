@@ -103,13 +103,6 @@ def test_map_batched_and_single_agree_and_cache(indicator, tmp_path):
         assert batched[column] == pytest.approx(single[column], rel=1e-4, abs=1e-5)
 
 
-def test_workers_with_rank_give_the_same_values(tiny_llama_dir):
-    indicator = Perplexity(tiny_llama_dir)
-    ds = Dataset.from_dict({k: v * 2 for k, v in ROWS.items()})
-    parallel = ds.map(indicator, batched=True, batch_size=2, with_rank=True, num_proc=2)
-    assert parallel["perplexity"] == pytest.approx(indicator(ds[:])["perplexity"], rel=1e-5)
-
-
 def test_metadata_records_the_options(indicator):
     assert indicator.metadata()["model"] == indicator.model
 
