@@ -6,6 +6,8 @@ Loading never trusts remote code unless the caller says so explicitly.
 """
 
 import logging
+import os
+import sys
 from functools import lru_cache
 
 
@@ -183,3 +185,15 @@ def load_model(
             "(with `HF_HUB_OFFLINE=1`, it must already be in the cache)."
         ) from err
     return model.to(device).eval().requires_grad_(False)
+
+
+def _torch_single_threaded_after_fork() -> None:
+    # A worker that `Dataset.map(num_proc=n)` forks after the parent ran torch on CPU hangs in its first parallel op
+    # (the OpenMP thread pool does not survive `fork`). Like `DataLoader` workers, forked workers use one thread.
+    # Registered here, where every indicator loads its models, so bare indicators under `num_proc` are covered too.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_torch_single_threaded_after_fork)

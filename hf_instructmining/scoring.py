@@ -16,7 +16,6 @@ from the whole dataset itself, use [`compute_indicators`], which embeds every ro
 
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -319,17 +318,6 @@ class _RulePrediction:
 
 #: The ready scorer for the default rule, built on first access (see [`InstructScorer`]).
 instruct_score: InstructScorer
-
-
-def _torch_single_threaded_after_fork() -> None:
-    # A worker that `Dataset.map(num_proc=n)` forks after the parent ran torch on CPU hangs in its first parallel op
-    # (the OpenMP thread pool does not survive `fork`). Like `DataLoader` workers, forked workers use one thread.
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
-os.register_at_fork(after_in_child=_torch_single_threaded_after_fork)
 
 
 def __getattr__(name: str):

@@ -76,3 +76,14 @@ def test_registry_and_options():
     assert Perplexity().model == "meta-llama/Llama-2-7b-hf"
     with pytest.raises(ValueError, match="template"):
         Perplexity(template="jinja")
+
+
+@pytest.mark.timeout(300)
+def test_num_proc_workers_forked_after_torch_ran_in_the_parent(tiny_llama_dir):
+    from datasets import Dataset
+
+    indicator = Perplexity(tiny_llama_dir)
+    expected = indicator(ROWS)["perplexity"]  # the parent has now run torch on CPU
+    ds = Dataset.from_dict({key: values * 4 for key, values in ROWS.items()})
+    parallel = ds.map(indicator, batched=True, batch_size=4, num_proc=2, with_rank=True)["perplexity"]
+    assert list(parallel) == pytest.approx(expected * 4, rel=1e-5)

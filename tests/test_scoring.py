@@ -196,9 +196,6 @@ def test_summaries_merge_like_the_whole():
     assert merged.predicted_log_eval_loss == pytest.approx(whole.predicted_log_eval_loss)
 
 
-@pytest.mark.xfail(
-    reason="`indicators/reward.py` imports `_oa_reward`, which imports torch at module level", strict=False
-)
 def test_instruct_score_is_lazy_and_light():
     code = (
         "import sys, hf_instructmining as im; s = im.instruct_score; "

@@ -22,7 +22,6 @@ from typing import Any
 from ..formats import InstructionPairs
 from ._batching import inference, pad, run_in_batches, truncate_pair, warn_truncated
 from ._model_base import ModelIndicator, render_chat
-from ._oa_reward import is_oa_reward_checkpoint
 
 
 PROMPT_FORMATS = ("auto", "oasst", "chat", "pair")
@@ -72,6 +71,9 @@ class RewardScore(ModelIndicator):
     def resolved_prompt_format(self, tokenizer) -> str:
         if self.prompt_format != "auto":
             return self.prompt_format
+        # Imported here: the OpenAssistant loader needs torch, and building a scorer must not import it.
+        from ._oa_reward import is_oa_reward_checkpoint
+
         if "<|prompter|>" in tokenizer.get_vocab() or is_oa_reward_checkpoint(self.model, self.revision):
             return "oasst"
         return "chat" if getattr(tokenizer, "chat_template", None) else "pair"
