@@ -190,7 +190,7 @@ def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_d
     pool = _alpaca(40).map(lambda r, i: {"mtld": float(i)}, with_indices=True)
     subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=3, subset_size=6, seed=1)
     store = LabelStore(tmp_path / "labels.jsonl")
-    # Long enough that the killer always lands mid-finetuning, even on a loaded machine.
+    # Long enough that a labelling task is still running when the killer looks for one, even on a loaded machine.
     config = _labeling_config(tiny_llama_dir, max_steps=200)
     killed = []
     killer = threading.Thread(target=lambda: killed.append(_kill_first_label_task(store)), daemon=True)
@@ -200,7 +200,10 @@ def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_d
     assert killed  # a worker died mid-finetuning and Ray ran its subset again
     assert [r["subset_id"] for r in done] == [s.subset_id for s in subsets]
     assert len(store.records("subset_done", include_superseded=True)) == 3  # no subset labelled twice
-    assert len(store.records("train_begin", include_superseded=True)) == 4  # the killed attempt + 3
+    # Two tasks run at once, so the SIGKILL lands on a task either mid-finetuning (its `train_begin` is already
+    # written: 4 records) or still loading its model (3 records); either way Ray retried it and nothing doubled.
+    attempts = len(store.records("train_begin", include_superseded=True))
+    assert attempts in (3, 4)
     assert all(
         r["indicator_means"]["mtld"] == np.mean(pool.select(s.dataset["row_index"])["mtld"])
         for r, s in zip(done, subsets, strict=True)
@@ -208,7 +211,7 @@ def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_d
 
     # The single-process runner sees the same store as finished and trains nothing more.
     again = run_labeling(subsets, _alpaca(4, 100), config, store, scored_pool=pool)
-    assert again == done and len(store.records("train_begin", include_superseded=True)) == 4
+    assert again == done and len(store.records("train_begin", include_superseded=True)) == attempts
 
 
 @pytest.mark.slow

@@ -37,7 +37,12 @@ def _valid_dict(**changes):
 
 
 def test_builtin_names():
-    assert builtin_rules() == ["instructmining-llama-7b", "instructmining-llama2-7b"]
+    # The paper's two rules, and the toy rule this project fitted offline for its demo.
+    assert builtin_rules() == [
+        "instructmining-llama-7b",
+        "instructmining-llama2-7b",
+        "instructmining-smollm2-135m-demo",
+    ]
     assert DEFAULT_RULE == "instructmining-llama2-7b"
     assert QualityRule.from_builtin().name == DEFAULT_RULE
 
