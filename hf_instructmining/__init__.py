@@ -47,7 +47,8 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
     "scale.ray_labeling": ["run_labeling_with_ray", "search_subset_size_with_ray"],
     "scale.ray_scoring": ["score_with_ray"],
     "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
-    "search": ["SearchConfig", "SearchResult", "search_subset_size"],
+    "search": ["SearchConfig", "search_subset_size"],
+    "search_result": ["SearchResult"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
     "summary": ["summarize_dataset"],
 }
@@ -84,7 +85,8 @@ if TYPE_CHECKING:
     from .scale.ray_labeling import run_labeling_with_ray, search_subset_size_with_ray
     from .scale.ray_scoring import score_with_ray
     from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score
-    from .search import SearchConfig, SearchResult, search_subset_size
+    from .search import SearchConfig, search_subset_size
+    from .search_result import SearchResult
     from .selection import select_fraction, select_threshold, select_top_k
     from .summary import summarize_dataset
 

@@ -78,7 +78,7 @@ def make_parser():
 def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dict[str, object]:
     from ..hub import push_to_hub, save_scored
     from ..scoring import resolve_rule
-    from ..search import SearchResult
+    from ..search_result import SearchResult
 
     scored = load_input(inputs)
     rule = resolve_rule(args.rule) if args.rule else None
