@@ -50,6 +50,7 @@ def main():
         run_labeling,
         sample_subsets,
     )
+    from hf_instructmining.labeling import split_by_column
     from hf_instructmining.offline import smollm2_path
 
     start = time.perf_counter()
@@ -62,7 +63,7 @@ def main():
     held_out = set(careful[:: max(1, len(careful) // args.eval_size)][: args.eval_size])
     eval_set = data.select(sorted(held_out)).select_columns(["instruction", "input", "output"])
     pool = data.select([i for i in range(len(data)) if i not in held_out])
-    sources = {style: pool.filter(lambda r, s=style: r["style"] == s) for style in sorted(set(pool["style"]))}
+    sources = split_by_column(pool, "style")
 
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.seed)
     config = LabelingConfig(

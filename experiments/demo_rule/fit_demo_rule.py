@@ -47,20 +47,27 @@ def main():
 
     import datasets
 
-    from hf_instructmining import LabelingConfig, LabelStore, compute_indicators, fit_rule, run_labeling, sample_subsets
-    from hf_instructmining.offline import minilm_path, smollm2_path
+    from hf_instructmining import (
+        LabelingConfig,
+        LabelStore,
+        compute_indicators,
+        fit_rule,
+        run_labeling,
+        sample_subsets,
+    )
+    from hf_instructmining.labeling import split_by_column
+    from hf_instructmining.offline import offline_models, smollm2_path
 
     start = time.perf_counter()
-    smollm2, minilm = smollm2_path(), minilm_path()
+    smollm2 = smollm2_path()
     data = datasets.load_dataset("json", data_files=str(ROOT / "examples/data/instructions.jsonl"), split="train")
-    models = {"input_length": smollm2, "output_length": smollm2, "perplexity": smollm2, "knn": minilm}
-    data = compute_indicators(data, INDICATORS, models=models)
+    data = compute_indicators(data, INDICATORS, models=offline_models())
 
     careful = [i for i, style in enumerate(data["style"]) if style == "careful"]
     held_out = set(careful[:: max(1, len(careful) // args.eval_size)][: args.eval_size])
     eval_set = data.select(sorted(held_out)).select_columns(["instruction", "input", "output"])
     pool = data.select([i for i in range(len(data)) if i not in held_out])
-    sources = {style: pool.filter(lambda r, s=style: r["style"] == s) for style in sorted(set(pool["style"]))}
+    sources = split_by_column(pool, "style")
 
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.seed)
     config = LabelingConfig(

@@ -56,17 +56,11 @@ def make_parser():
 
 
 def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArguments) -> dict[str, object]:
-    from ..labeling import LabelStore, run_labeling, sample_subsets
+    from ..labeling import LabelStore, run_labeling, sample_subsets, split_by_column
 
     pool = load_input(inputs)
     eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split))
-    if args.source_column:
-        if args.source_column not in pool.column_names:
-            raise ValueError(f"No column `{args.source_column}` in the pool; its columns are {pool.column_names}.")
-        groups = sorted(set(pool[args.source_column]))
-        sources = {str(g): pool.filter(lambda r, g=g: r[args.source_column] == g) for g in groups}
-    else:
-        sources = pool
+    sources = split_by_column(pool, args.source_column) if args.source_column else pool
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed)
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
     store = LabelStore(args.store)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 _ATTRS = {
     "Subset": "subsets",
     "sample_subsets": "subsets",
+    "split_by_column": "subsets",
     "EvalLossCallback": "callback",
     "LabelStore": "store",
     "LabelingConfig": "runner",
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .callback import EvalLossCallback
     from .runner import LabelingConfig, finetune_and_evaluate, run_labeling
     from .store import LabelStore
-    from .subsets import Subset, sample_subsets
+    from .subsets import Subset, sample_subsets, split_by_column
 
 
 def __getattr__(name: str):

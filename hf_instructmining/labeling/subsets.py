@@ -56,6 +56,40 @@ class Subset:
         return {"subset_id": self.subset_id, "composition": self.composition, "ratios": self.ratios, "seed": self.seed}
 
 
+def split_by_column(dataset, column: str) -> dict[str, Any]:
+    """Split one dataset into named sources by the values of `column`, for [`sample_subsets`] to mix.
+
+    Args:
+        dataset (`datasets.Dataset`): the pool, e.g. several datasets concatenated with a column naming each.
+        column (`str`): the column whose values name the sources.
+
+    Returns:
+        `dict[str, datasets.Dataset]`: value (as a string) -> that value's rows, in their original order, sorted by
+        name.
+
+    Raises:
+        `ValueError`: when `dataset` has no such column.
+
+    Example:
+
+    ```py
+    >>> import datasets
+    >>> from hf_instructmining.labeling.subsets import split_by_column
+    >>> pool = datasets.Dataset.from_dict({"instruction": ["a", "b", "c"], "output": ["x", "y", "z"],
+    ...                                    "origin": ["dolly", "alpaca", "dolly"]})
+    >>> {name: len(rows) for name, rows in split_by_column(pool, "origin").items()}
+    {'alpaca': 1, 'dolly': 2}
+    ```
+    """
+    if column not in dataset.column_names:
+        raise ValueError(f"No column `{column}` to split sources by; the columns are {dataset.column_names}.")
+    # One pass over the column, then one `select` per source (a `filter` per source would scan every row each time).
+    groups: dict[str, list[int]] = {}
+    for i, value in enumerate(dataset[column]):
+        groups.setdefault(str(value), []).append(i)
+    return {name: dataset.select(groups[name]) for name in sorted(groups)}
+
+
 def sample_subsets(
     sources,
     n_subsets: int,
