@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from ._plan import family, is_knn, load_reference, plan_indicators, resolve_rule
 from .formats import FORMATS
 from .indicators import Indicator
+from .indicators.base import compute_all
 from .rules import DEFAULT_RULE, QualityRule
 
 
@@ -181,9 +182,7 @@ class InstructScorer:
 
     def __call__(self, examples: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
         """Score one example or a batch; returns the indicator columns and `instruct_score`."""
-        values: dict[str, Any] = {}
-        for indicator in self._indicators:
-            values.update(indicator(examples, rank=rank))
+        values = compute_all(self._indicators, examples, rank=rank)
         # Invalid rows (on_invalid="nan") have NaN indicators and so a NaN score, never a number.
         prediction = self.rule.predict({c: values[c] for c in self.rule.columns}, allow_nan=True)
         batched = isinstance(values[self.rule.columns[0]], list)
@@ -300,10 +299,7 @@ class _IndicatorMap:
         self.indicators = indicators
 
     def __call__(self, batch: Mapping[str, Any], indices: list[int], rank: int | None = None) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for indicator in self.indicators:
-            values.update(indicator.process(batch, indices=indices, rank=rank))
-        return values
+        return compute_all(self.indicators, batch, indices=indices, rank=rank)
 
 
 class _RulePrediction:

@@ -88,13 +88,22 @@ class Indicator:
         rank: int | None = None,
     ) -> dict[str, Any]:
         """Like `__call__`, with dataset row `indices` for error messages (used by `compute_indicators`)."""
-        pairs = extract_pairs(
+        return self.process_pairs(self.read_pairs(examples, indices=indices), rank=rank)
+
+    def read_pairs(
+        self, examples: Mapping[str, Any], *, indices: Sequence[int] | int | None = None
+    ) -> InstructionPairs:
+        """Parse one example or a batch with this indicator's input options (layout, mapping, invalid-row policy)."""
+        return extract_pairs(
             examples,
             format=self.format,
             column_mapping=self.column_mapping,
             on_invalid=self.on_invalid,
             indices=indices,
         )
+
+    def process_pairs(self, pairs: InstructionPairs, rank: int | None = None) -> dict[str, Any]:
+        """This indicator's column(s) for pairs already parsed (see [`compute_all`]), NaN on invalid rows."""
         return self._finish(pairs, self._compute_valid(pairs, rank))
 
     def _compute_valid(self, pairs: InstructionPairs, rank: int | None) -> dict[str, list[float]]:
@@ -136,3 +145,26 @@ class Indicator:
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.spec().items())
         return f"{type(self).__name__}({options})"
+
+
+def compute_all(
+    indicators: Sequence[Indicator],
+    examples: Mapping[str, Any],
+    *,
+    indices: Sequence[int] | int | None = None,
+    rank: int | None = None,
+) -> dict[str, Any]:
+    """Run several indicators on one example or batch, parsing it once per distinct set of input options.
+
+    A scorer's indicators share their input options, so the batch is read into pairs once instead of once per
+    indicator (and an invalid row is reported once).
+    """
+    values: dict[str, Any] = {}
+    parsed: dict[tuple, InstructionPairs] = {}
+    for indicator in indicators:
+        mapping = tuple(sorted((indicator.column_mapping or {}).items()))
+        key = (indicator.format, mapping, indicator.on_invalid)
+        if key not in parsed:
+            parsed[key] = indicator.read_pairs(examples, indices=indices)
+        values.update(indicator.process_pairs(parsed[key], rank=rank))
+    return values
