@@ -24,7 +24,7 @@ COMMANDS = {
     "demo": "the offline end-to-end demo on the project's example data",
     "env": "print versions and devices, for bug reports",
 }
-_MODULES = {"select": "select_", "env": "env"}
+_MODULES = {"select": "select_"}  # `select` would shadow the stdlib module name
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
