@@ -6,6 +6,12 @@ and reports everything needed to judge a fit: coefficients, standard errors, p-v
 F-test, AIC/BIC, the variance inflation factor (VIF) of each indicator and a k-fold cross-validated R² (the
 out-of-sample check the paper lacks). Indicators are chosen by `selection`: `"all"`, `"backward"` (drop the
 least significant one until every p-value is at most `alpha`) or `"bic"` (the subset with the lowest BIC).
+
+The response is always an error-like quantity on a log scale, so that a fitted rule keeps the paper's reading,
+"lower is better", and ranks and selects data the same way whatever it was fitted to: `log(target)` for a loss,
+and `log(1 - target)` for a score in [0, 1] where higher is better (ROUGE, exact match, accuracy of generated
+answers; `higher_is_better=True`). `1 - score` is the score's error rate, defined at a score of 0, where `-log(score)`
+would not be.
 """
 
 import datetime
@@ -38,7 +44,8 @@ class FitResult:
 
     Args:
         rule ([`~hf_instructmining.QualityRule`]): the fitted rule; `rule.provenance["fit"]` holds the statistics.
-        target (`str`): the regressed label (its log is the response).
+        target (`str`): the regressed label; the response is `log(target)`, or `log(1 - target)` when
+            `higher_is_better`.
         selection (`str`): how indicators were chosen.
         candidates (`list[str]`): the indicators considered.
         n_subsets (`int`): the rows (labelled subsets) the fit used.
@@ -47,6 +54,7 @@ class FitResult:
         table (`dict[str, dict]`): `"intercept"` and each indicator -> `coef`, `std_err`, `p_value`, `vif`.
         warnings (`list[str]`): what to be careful about (collinearity, too few subsets).
         model (`statsmodels` results): the full regression results, for anything else.
+        higher_is_better (`bool`): whether the target is a score (fitted as `log(1 - target)`) rather than a loss.
     """
 
     rule: Any
@@ -65,6 +73,12 @@ class FitResult:
     table: dict[str, dict[str, float | None]]
     warnings: list[str] = field(default_factory=list)
     model: Any = field(default=None, repr=False)
+    higher_is_better: bool = False
+
+    @property
+    def response(self) -> str:
+        """What the rule predicts: `log(<target>)`, or `log(1 - <target>)` for a score; lower is better."""
+        return f"log(1 - {self.target})" if self.higher_is_better else f"log({self.target})"
 
     @property
     def indicators(self) -> list[str]:
@@ -84,7 +98,9 @@ class FitResult:
             "cv_r_squared": self.cv_r_squared,
             "cv_folds": self.cv_folds,
             "selection": self.selection,
-            "target": f"log({self.target})",
+            "target": self.response,
+            "label": self.target,
+            "higher_is_better": self.higher_is_better,
             "candidates": self.candidates,
             "table": self.table,
             "warnings": self.warnings,
@@ -94,7 +110,7 @@ class FitResult:
         """A readable summary: the formula, the fit statistics and the coefficient table."""
         cv = "n/a" if self.cv_r_squared is None else f"{self.cv_r_squared:.4f}"
         lines = [
-            f"InstructMining rule fit: OLS of log({self.target}) on {len(self.indicators)} mean indicator(s)",
+            f"InstructMining rule fit: OLS of {self.response} on {len(self.indicators)} mean indicator(s)",
             f"  subsets: {self.n_subsets}   selection: {self.selection}   candidates: {', '.join(self.candidates)}",
             f"  R²: {self.r_squared:.4f}   adj. R²: {self.adj_r_squared:.4f}   CV R² ({self.cv_folds}-fold): {cv}",
             f"  F: {_fmt(self.f_statistic)} (p = {_fmt(self.f_pvalue)})   AIC: {self.aic:.3f}   BIC: {self.bic:.3f}",
@@ -117,6 +133,7 @@ def fit_rule(
     indicators: Sequence[str] | None = None,
     selection: str = "all",
     *,
+    higher_is_better: bool | None = None,
     alpha: float = 0.05,
     cv_folds: int = 5,
     seed: int = 0,
@@ -126,15 +143,23 @@ def fit_rule(
 ) -> FitResult:
     """Fit `log(target) ≈ β0 + Σ βi · mean indicator i` by OLS and return the rule with its statistics.
 
+    For a score where higher is better (`higher_is_better=True`), the response is `log(1 - target)` instead, so the
+    rule still predicts an error-like quantity where lower is better and selects data like a loss-fitted rule.
+
     Args:
         records ([`LabelStore`], `list[dict]`, `pandas.DataFrame` or `datasets.Dataset`): one row per labelled
             subset with the target and the mean indicators (a store gives `store.labels()`; `"subset_done"`
             records work too).
-        target (`str`, *optional*, defaults to `"eval_loss"`): the label column; must be positive.
+        target (`str`, *optional*, defaults to `"eval_loss"`): the label column: a loss (must be positive), any
+            named eval loss, or a generated-answer score such as `"eval_rougeL"` (see `higher_is_better`).
         indicators (`list[str]`, *optional*): the candidate indicators; defaults to every known indicator column
             present in the records.
         selection (`str`, *optional*, defaults to `"all"`): `"all"`, `"backward"` (p-value backward elimination)
             or `"bic"` (best subset by BIC, up to 15 candidates).
+        higher_is_better (`bool`, *optional*): `True` fits `log(1 - target)` for a score in [0, 1] where higher
+            is better (ROUGE, exact match); `False` fits `log(target)` (losses, or error rates such as WER). When not
+            given: `False`, except for a score recorded by `run_labeling(metrics=...)`, which must say which way
+            it goes (fitting `log(rougeL)` as if it were a loss would make the rule select the worst data).
         alpha (`float`, *optional*, defaults to `0.05`): the p-value threshold of `"backward"`.
         cv_folds (`int`, *optional*, defaults to `5`): folds of the cross-validated R².
         seed (`int`, *optional*, defaults to `0`): shuffles the cross-validation folds.
@@ -148,8 +173,9 @@ def fit_rule(
         [`FitResult`]: `.rule` is a [`~hf_instructmining.QualityRule`]; `.report()` prints the fit.
 
     Raises:
-        `ValueError`: a missing column, a non-positive or NaN label, a NaN or constant indicator, perfectly
-            collinear indicators, or no more subsets than parameters.
+        `ValueError`: a missing column, a non-positive or NaN label (outside [0, 1) with `higher_is_better`), a
+            generated-answer score without `higher_is_better`, a NaN or constant indicator, perfectly collinear
+            indicators, or no more subsets than parameters.
 
     Example:
 
@@ -182,11 +208,15 @@ def fit_rule(
     if missing:
         raise ValueError(f"The records have no indicator column(s) {missing}; columns: {columns}.")
     ids = [row.get("subset_id", i) for i, row in enumerate(rows)]
-    y = _column(rows, target, ids, what="label")
-    if np.any(y <= 0):
-        bad = [ids[i] for i in np.flatnonzero(y <= 0)]
-        raise ValueError(f"`{target}` must be positive to take its log; subsets {bad[:10]} have values <= 0.")
-    y = np.log(y)
+    if higher_is_better is None:
+        if any(target in (record.get("eval_scores") or {}) for record in meta):
+            raise ValueError(
+                f"`{target}` is a score of generated answers: say which way it goes. Pass `higher_is_better=True` "
+                f"to fit log(1 - {target}) (ROUGE, exact match, accuracy) or `higher_is_better=False` to fit "
+                f"log({target}) (error rates such as WER)."
+            )
+        higher_is_better = False
+    y = _response(_column(rows, target, ids, what="label"), target, ids, higher_is_better)
     X = {c: _column(rows, c, ids, what="indicator") for c in candidates}
     _check_design(X, len(rows))
 
@@ -216,6 +246,7 @@ def fit_rule(
         table=table,
         warnings=notes,
         model=fit,
+        higher_is_better=higher_is_better,
     )
     result.rule = _make_rule(result, meta, indicator_specs, name, provenance)
     return result
@@ -236,13 +267,30 @@ def _rows(records) -> tuple[list[dict], list[dict]]:
     for record in records:
         if record.get("kind") not in (None, "subset_done"):
             continue
-        row = {k: v for k, v in record.items() if k not in ("indicator_means", "eval_losses")}
+        row = {k: v for k, v in record.items() if k not in ("indicator_means", "eval_losses", "eval_scores")}
         row.update(record.get("eval_losses") or {})
+        row.update(record.get("eval_scores") or {})
         row.update(record.get("indicator_means") or {})
         rows.append(row)
     if not rows:
         raise ValueError("`records` holds no `subset_done` rows: label some subsets first.")
     return rows, [r for r in records if r.get("kind") == "subset_done"]
+
+
+def _response(values: np.ndarray, target: str, ids: list, higher_is_better: bool) -> np.ndarray:
+    """log(loss), or log(1 - score): an error-like response where lower is better either way."""
+    if higher_is_better:
+        bad = [ids[i] for i in np.flatnonzero((values < 0) | (values >= 1))]
+        if bad:
+            raise ValueError(
+                f"`higher_is_better=True` fits log(1 - {target}), so `{target}` must be in [0, 1); subsets {bad[:10]} "
+                "are outside (a perfect score of 1 has no log error; rescale scores given in percent by 1/100)."
+            )
+        return np.log1p(-values)
+    if np.any(values <= 0):
+        bad = [ids[i] for i in np.flatnonzero(values <= 0)]
+        raise ValueError(f"`{target}` must be positive to take its log; subsets {bad[:10]} have values <= 0.")
+    return np.log(values)
 
 
 def _column(rows: list[dict], column: str, ids: list, what: str) -> np.ndarray:

@@ -7,7 +7,9 @@ from ._io import make_command_parser
 
 EXAMPLES = """\
   instructmining fit --store labels.jsonl --output my_rule.json
-  instructmining fit --store labels.jsonl --selection bic --name llama2-7b-selfinstruct --output my_rule.json"""
+  instructmining fit --store labels.jsonl --selection bic --name llama2-7b-selfinstruct --output my_rule.json
+  # a rule for ROUGE-L of generated answers (label with --metrics): fits log(1 - eval_rougeL)
+  instructmining fit --store labels.jsonl --target eval_rougeL --higher_is_better true --output rouge_rule.json"""
 
 
 @dataclass
@@ -19,6 +21,11 @@ class FitArguments:
             The label store written by `instructmining label` (or by `EvalLossCallback`).
         output (`str`):
             Where to write the rule JSON.
+        target (`str`, *optional*, defaults to `"eval_loss"`):
+            The label to fit: `eval_loss`, a named eval loss, or a generated-answer score such as `eval_rougeL`.
+        higher_is_better (`bool`, *optional*):
+            `true` fits log(1 - target) for a score in [0, 1] where higher is better; `false` fits log(target).
+            Required for a generated-answer score.
         indicators (`str`, *optional*):
             Comma-separated candidate indicator columns; every one in the store by default.
         selection (`str`, *optional*, defaults to `"all"`):
@@ -33,6 +40,10 @@ class FitArguments:
 
     store: str = field(default=None, metadata={"help": "Label store written by `instructmining label`."})
     output: str = field(default=None, metadata={"help": "Where to write the rule JSON."})
+    target: str = field(default="eval_loss", metadata={"help": "The label to fit, e.g. eval_loss or eval_rougeL."})
+    higher_is_better: bool | None = field(
+        default=None, metadata={"help": "true: fit log(1 - target) for a score where higher is better."}
+    )
     indicators: str | None = field(default=None, metadata={"help": "Comma-separated candidate indicator columns."})
     selection: str = field(
         default="all", metadata={"help": "Indicator selection.", "choices": ["all", "backward", "bic"]}
@@ -60,6 +71,8 @@ def main(args: FitArguments) -> dict[str, object]:
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
     result = fit_rule(
         LabelStore(args.store),
+        target=args.target,
+        higher_is_better=args.higher_is_better,
         indicators=indicators,
         selection=args.selection,
         alpha=args.alpha,

@@ -11,7 +11,9 @@ EXAMPLES = """\
   instructmining label --dataset scored.parquet --source_column source --n_subsets 40 --subset_size 1000 \\
       --model_name_or_path meta-llama/Llama-2-7b-hf --eval_dataset eval.jsonl --store labels.jsonl
   # interrupted? run the same command again: finished subsets are skipped
-  instructmining label --config label.yaml"""
+  instructmining label --config label.yaml
+  # also label with ROUGE-L of greedy answers to 32 eval prompts (a local copy of evaluate's rouge module):
+  instructmining label --config label.yaml --metrics ./metrics/rouge --generation_num_samples 32"""
 
 
 @dataclass
@@ -32,6 +34,13 @@ class LabelArguments:
             Comma-separated indicator columns to average per subset; every known indicator column by default.
         subset_seed (`int`, *optional*, defaults to `0`):
             Seed of the subset sampling.
+        metrics (`str`, *optional*):
+            Comma-separated `evaluate` metric modules (local folders `<name>/<name>.py`, or Hub names when online)
+            that also score greedy answers to a sample of eval prompts, e.g. `./metrics/rouge`.
+        generation_num_samples (`int`, *optional*, defaults to `16`):
+            Eval prompts answered per eval set for `--metrics`.
+        generation_max_new_tokens (`int`, *optional*, defaults to `64`):
+            Tokens generated per answer.
     """
 
     store: str = field(default=None, metadata={"help": "Label store (JSON Lines); re-running resumes it."})
@@ -40,6 +49,11 @@ class LabelArguments:
     source_column: str | None = field(default=None, metadata={"help": "Mix the pool's groups by this column."})
     indicators: str | None = field(default=None, metadata={"help": "Comma-separated indicator columns to average."})
     subset_seed: int = field(default=0, metadata={"help": "Seed of the subset sampling."})
+    metrics: str | None = field(
+        default=None, metadata={"help": "Comma-separated evaluate metric modules scoring generated answers."}
+    )
+    generation_num_samples: int = field(default=16, metadata={"help": "Eval prompts answered per eval set."})
+    generation_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer."})
 
     def __post_init__(self):
         if not self.store:
@@ -56,6 +70,8 @@ def make_parser():
 
 
 def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArguments) -> dict[str, object]:
+    import dataclasses
+
     from ..labeling import LabelStore, run_labeling, sample_subsets, split_by_column
 
     pool = load_input(inputs)
@@ -63,13 +79,24 @@ def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArgumen
     sources = split_by_column(pool, args.source_column) if args.source_column else pool
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed)
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    config = dataclasses.replace(
+        training.labeling_config(),
+        generation_num_samples=args.generation_num_samples,
+        generation_max_new_tokens=args.generation_max_new_tokens,
+    )
     store = LabelStore(args.store)
     labels = run_labeling(
-        subsets, eval_set, training.labeling_config(), store, scored_pool=sources, indicators=indicators
+        subsets, eval_set, config, store, scored_pool=sources, indicators=indicators, metrics=metrics
     )
-    losses = [record["eval_loss"] for record in labels]
-    return {
-        "subsets labelled": len(labels),
-        "eval loss range": f"{min(losses):.4f} .. {max(losses):.4f}" if losses else "-",
-        "store": args.store,
-    }
+    summary = {"subsets labelled": len(labels), "eval loss range": _range([r["eval_loss"] for r in labels])}
+    for key in dict.fromkeys(k for r in labels for k in r.get("eval_scores") or {}):
+        summary[f"{key} range"] = _range(
+            [r["eval_scores"][key] for r in labels if key in (r.get("eval_scores") or {})]
+        )
+    summary["store"] = args.store
+    return summary
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):.4f} .. {max(values):.4f}" if values else "-"

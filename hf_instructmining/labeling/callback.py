@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .metrics import AnswerScorer, load_metrics
 from .store import LabelStore, library_versions
 
 
@@ -22,12 +23,28 @@ class EvalLossCallback(TrainerCallback):
     process writes, and a metric already recorded at a step is not written twice. The callback never changes
     training.
 
+    With `metrics`, each evaluation also answers the prompts of `generation_dataset` greedily (batched, under
+    `torch.inference_mode`) and scores the answers against the completions with every metric. The scores go into
+    the record, next to the loss, as `scores` (e.g. `{"eval_rougeL": 0.31}`, or `eval_<name>_rougeL` for a named
+    eval set, the keys `Seq2SeqTrainer` would use) with the `generation` settings, and into the evaluation's metrics,
+    so `trainer.evaluate()` returns them and `metric_for_best_model="eval_rougeL"` works. Only the main process
+    generates, so this suits single-process and DDP training, not sharded models (FSDP, DeepSpeed ZeRO-3).
+
     Args:
         store (`LabelStore` or `str`): the store, or the path of its JSONL file.
         subset_id (`str`): the id of the training subset this run labels.
         metadata (`Mapping[str, Any]`, *optional*): extra JSON-safe fields added to every record (e.g. the eval
             set's fingerprint, the subset's composition).
         run_id (`str`, *optional*): identifies this attempt at the subset; a fresh one is made when omitted.
+        metrics (`str`, `evaluate.EvaluationModule` or a list of them, *optional*): metrics on generated answers,
+            as local module paths (a folder `<name>/<name>.py`; offline-safe), Hub names (`"rouge"`, which needs the
+            Hub or evaluate's cache) or loaded modules.
+        generation_dataset (`datasets.Dataset` or `dict[str, datasets.Dataset]`, *optional*): the prompts to answer
+            and their reference completions, as TRL prompt/completion rows (strings, or chat messages) formatted like
+            the training data; keep it small, it is answered at every evaluation. A dict scores each named eval set
+            on its own rows. Required with `metrics`.
+        max_new_tokens (`int`, *optional*, defaults to `64`): tokens generated per answer.
+        generation_batch_size (`int`, *optional*, defaults to `8`): prompts per `generate` call.
 
     Example:
 
@@ -38,6 +55,8 @@ class EvalLossCallback(TrainerCallback):
     >>> callback = EvalLossCallback(store, "subset-0001")
     >>> # trainer = SFTTrainer(model=..., args=..., train_dataset=..., eval_dataset=...,
     >>> #                      callbacks=[EvalLossCallback(store, "subset-0001")])
+    >>> # with ROUGE-L of greedy answers to 16 eval prompts, from a local copy of evaluate's `rouge` module:
+    >>> # EvalLossCallback(store, "subset-0001", metrics=["metrics/rouge"], generation_dataset=eval_ds.select(range(16)))
     ```
     """
 
@@ -47,6 +66,11 @@ class EvalLossCallback(TrainerCallback):
         subset_id: str,
         metadata: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        *,
+        metrics: Any = None,
+        generation_dataset: Any = None,
+        max_new_tokens: int = 64,
+        generation_batch_size: int = 8,
     ):
         if isinstance(store, str):
             store = LabelStore(store)
@@ -61,6 +85,20 @@ class EvalLossCallback(TrainerCallback):
         self.metadata = dict(metadata or {})
         self.run_id = run_id or uuid.uuid4().hex
         self._recorded: set[tuple[int, str]] = set()
+        self.scorer = None
+        if metrics is not None or generation_dataset is not None:
+            if metrics is None or generation_dataset is None:
+                raise ValueError(
+                    "Generated-answer metrics need both `metrics=` and `generation_dataset=` (the prompts to answer)."
+                )
+            self.scorer = AnswerScorer(
+                load_metrics(metrics),
+                generation_dataset,
+                max_new_tokens=max_new_tokens,
+                batch_size=generation_batch_size,
+            )
+        # (step, loss key) -> its scores, so that a repeated evaluation gets them back without generating again.
+        self._scores: dict[tuple[int, str], dict[str, float]] = {}
 
     def _record(self, kind: str, **fields: Any) -> None:
         self.store.append(
@@ -80,23 +118,32 @@ class EvalLossCallback(TrainerCallback):
             max_steps=state.max_steps,
         )
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        for key, value in metrics.items():
-            if not (key.startswith("eval") and key.endswith("_loss")) or (state.global_step, key) in self._recorded:
+        losses = [key for key in metrics if key.startswith("eval") and key.endswith("_loss")]
+        for key in losses:
+            eval_name = key[len("eval_") : -len("_loss")] or None
+            if (state.global_step, key) in self._recorded:
+                metrics.update(self._scores.get((state.global_step, key), {}))
                 continue
             self._recorded.add((state.global_step, key))
-            eval_name = key[len("eval_") : -len("_loss")] or None
             runtime = metrics.get(f"eval_{eval_name}_runtime" if eval_name else "eval_runtime")
+            extra = {}
+            if self.scorer is not None and self.scorer.rows(eval_name) is not None:
+                scores = self.scorer.score(model, processing_class, eval_name)
+                self._scores[(state.global_step, key)] = scores
+                metrics.update(scores)
+                extra = {"scores": scores, "generation": self.scorer.settings(eval_name)}
             self._record(
                 "eval",
                 metric=key,
                 eval_name=eval_name,
-                loss=float(value),
+                loss=float(metrics[key]),
                 step=state.global_step,
                 epoch=state.epoch,
                 eval_runtime_s=runtime,
+                **extra,
             )
 
 

@@ -61,6 +61,14 @@ class LabelingConfig:
         sft_overrides (`dict`, *optional*): any other `trl.SFTConfig` fields, e.g. `{"warmup_ratio": 0.1}`.
         output_dir (`str`, *optional*): where the trainer writes; a temporary folder by default (nothing is saved).
 
+        > Generated-answer metrics (used only when `metrics=` is passed to [`run_labeling`] or
+        > [`finetune_and_evaluate`])
+
+        generation_num_samples (`int`, *optional*, defaults to `16`): eval prompts answered per eval set: a sample
+            drawn with `seed`, the same for every subset, so that scores compare across subsets.
+        generation_max_new_tokens (`int`, *optional*, defaults to `64`): tokens generated per answer (greedy).
+        generation_batch_size (`int`, *optional*, defaults to `8`): prompts per `generate` call.
+
     Example:
 
     ```py
@@ -104,6 +112,13 @@ class LabelingConfig:
     sft_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Other trl.SFTConfig fields."})
     output_dir: str | None = field(default=None, metadata={"help": "Trainer output folder; temporary by default."})
 
+    # Generated-answer metrics
+    generation_num_samples: int = field(
+        default=16, metadata={"help": "Eval prompts answered per eval set for metrics (a seeded sample)."}
+    )
+    generation_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer (greedy)."})
+    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
+
     def __post_init__(self):
         if self.finetuning not in ("lora", "full"):
             raise ValueError(f"`finetuning` must be `'lora'` or `'full'`, got `{self.finetuning!r}`.")
@@ -113,6 +128,9 @@ class LabelingConfig:
             self.learning_rate = 2e-4 if self.finetuning == "lora" else 2e-5
         if not isinstance(self.sft_overrides, Mapping):
             raise TypeError("`sft_overrides` must be a dict of `trl.SFTConfig` field -> value.")
+        for name in ("generation_num_samples", "generation_max_new_tokens", "generation_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON values (recorded with every label)."""
@@ -127,6 +145,7 @@ def finetune_and_evaluate(
     store: LabelStore | None = None,
     subset_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    metrics: Any = None,
 ) -> dict[str, Any]:
     """Finetune `config.model_name_or_path` on `train_dataset` with `SFTTrainer` and evaluate it.
 
@@ -140,11 +159,15 @@ def finetune_and_evaluate(
         store ([`LabelStore`], *optional*): when given, an [`EvalLossCallback`] records every evaluation.
         subset_id (`str`, *optional*): the id recorded with the evaluations; required with `store`.
         metadata (`Mapping[str, Any]`, *optional*): extra fields for the callback's records.
+        metrics (`str`, `evaluate.EvaluationModule` or a list of them, *optional*): also score greedy answers to
+            `config.generation_num_samples` prompts of each eval set against their responses, e.g. the path of a
+            local copy of evaluate's `rouge` module; see [`EvalLossCallback`].
 
     Returns:
         `dict`: `eval_loss` (with named eval sets, their mean), `eval_losses` (every `eval*_loss`), `train_loss`,
         `train_runtime_s`, `eval_runtime_s`, `num_train_rows`, `global_step`, `run_id`, `base_model`,
-        `sft_config` and `peft_config` (plain JSON).
+        `sft_config` and `peft_config` (plain JSON); with `metrics`, also `eval_scores` (e.g.
+        `{"eval_rougeL": 0.31}`; `eval_<name>_rougeL` for named eval sets) and their `generation` settings.
 
     Example:
 
@@ -171,6 +194,9 @@ def finetune_and_evaluate(
     from trl import SFTTrainer
 
     from .callback import EvalLossCallback
+    from .metrics import AnswerScorer, load_metrics
+
+    metrics = (load_metrics(metrics) or None) if metrics is not None else None  # before any model loads
 
     device = _resolve_device(config.device)
     tokenizer = _load_tokenizer(config.model_name_or_path, config.revision, config.gguf_file)
@@ -194,7 +220,22 @@ def finetune_and_evaluate(
         )
         model = get_peft_model(model, lora)
         peft_config = to_jsonable(lora.to_dict())
-    callback = EvalLossCallback(store, subset_id, metadata=metadata) if store is not None else None
+    samples = {name: _generation_sample(ds, config) for name, ds in evals.items()} if metrics else None
+    generation = {"max_new_tokens": config.generation_max_new_tokens, "batch_size": config.generation_batch_size}
+    callback = scorer = None
+    if store is not None:
+        callback = EvalLossCallback(
+            store,
+            subset_id,
+            metadata=metadata,
+            metrics=metrics,
+            generation_dataset=samples,
+            max_new_tokens=generation["max_new_tokens"],
+            generation_batch_size=generation["batch_size"],
+        )
+        scorer = callback.scorer
+    elif metrics:
+        scorer = AnswerScorer(metrics, samples, **generation)
     with tempfile.TemporaryDirectory(prefix="instructmining-sft-") as tmp:
         args = build_sft_config(config, output_dir=config.output_dir or tmp, device=device)
         trainer = SFTTrainer(
@@ -214,9 +255,12 @@ def finetune_and_evaluate(
         train_output = trainer.train()
         train_runtime = time.perf_counter() - start
         start = time.perf_counter()
-        metrics = trainer.evaluate()
+        eval_metrics = trainer.evaluate()
+        if scorer is not None and callback is None:  # with a store, the callback scored the answers
+            for name in evals:
+                scorer.score(trainer.model, tokenizer, name or None)
         eval_runtime = time.perf_counter() - start
-    losses = {k: float(v) for k, v in metrics.items() if k.startswith("eval") and k.endswith("_loss")}
+    losses = {k: float(v) for k, v in eval_metrics.items() if k.startswith("eval") and k.endswith("_loss")}
     result = {
         "eval_loss": losses.get("eval_loss", math.fsum(losses.values()) / len(losses)),
         "eval_losses": losses,
@@ -230,6 +274,9 @@ def finetune_and_evaluate(
         "sft_config": to_jsonable(args.to_dict()),
         "peft_config": peft_config,
     }
+    if scorer is not None:
+        result["eval_scores"] = dict(scorer.latest)
+        result["generation"] = scorer.settings()
     del trainer, model
     gc.collect()
     return result
@@ -322,6 +369,13 @@ def _load_model(config: LabelingConfig, device: str):
     return model
 
 
+def _generation_sample(dataset, config: LabelingConfig):
+    """The eval rows answered for generated-answer metrics: a seeded sample, identical for every subset."""
+    if len(dataset) <= config.generation_num_samples:
+        return dataset
+    return dataset.shuffle(seed=config.seed).select(range(config.generation_num_samples))
+
+
 def _to_prompt_completion(dataset, conversational: bool):
     """Rows in any layout -> TRL prompt/completion rows (chat messages, or text in an Alpaca-style template)."""
 
@@ -348,6 +402,7 @@ def run_labeling(
     *,
     scored_pool=None,
     indicators: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    metrics: Any = None,
 ) -> list[dict]:
     """Label every subset: finetune on it, evaluate, and record its eval loss with its mean indicators.
 
@@ -365,6 +420,12 @@ def run_labeling(
         indicators (`list[str]` or `dict[str, dict]`, *optional*): the indicator columns to average, or column ->
             indicator options (recorded so a fitted rule can rebuild them); defaults to every known indicator column
             found.
+        metrics (`str`, `evaluate.EvaluationModule` or a list of them, *optional*): also label each subset with
+            metrics of greedy answers to `config.generation_num_samples` eval prompts (the same prompts for every
+            subset), e.g. the path of a local copy of evaluate's `rouge` or `exact_match` module. The scores are
+            recorded next to the eval loss (`eval_scores` in `"subset_done"`, `scores` in `"eval"` records), so
+            `store.labels()` has a column per score (e.g. `eval_rougeL`) and `fit_rule(store, target="eval_rougeL",
+            higher_is_better=True)` fits a rule to it. Metrics are loaded before any training.
 
     Returns:
         `list[dict]`: the `"subset_done"` record of every subset, in the order given.
@@ -377,10 +438,12 @@ def run_labeling(
     >>> # run_labeling(subsets, eval_ds, LabelingConfig(model_name_or_path="..."), LabelStore("labels.jsonl"))
     ```
     """
+    from .metrics import load_metrics, metric_sources
     from .stats import indicator_stats, resolve_indicators
 
     store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
     subsets = _as_subsets(subsets)
+    metrics = (load_metrics(metrics) or None) if metrics is not None else None
     specs = resolve_indicators(indicators, scored_pool, subsets)
     # Check every subset's indicators before any training starts.
     stats = {s.subset_id: indicator_stats(s, scored_pool, list(specs)) for s in subsets}
@@ -403,6 +466,18 @@ def run_labeling(
             store.path,
         )
     context = {"eval_set": eval_info, "indicator_specs": specs, "labeling_config": config.to_dict()}
+    if metrics:
+        # Recorded with each label, and how worker processes reload the modules.
+        context["metrics"] = metric_sources(metrics)
+        unscored = [r["subset_id"] for r in store.records("subset_done") if not r.get("eval_scores")]
+        if unscored:
+            logger.warning(
+                "%d finished subset(s) in %s have no generated-answer scores and are not redone (e.g. %s); a fit "
+                "on a score needs every subset scored.",
+                len(unscored),
+                store.path,
+                unscored[:3],
+            )
     jobs = [(s, stats[s.subset_id]) for s in pending]
     from datasets.utils.tqdm import tqdm
 
@@ -414,17 +489,37 @@ def run_labeling(
             label_in_parallel(jobs, eval_dataset, config, store.path, context, devices, on_done=lambda: bar.update(1))
         else:
             for subset, subset_stats in jobs:
-                label_subset(subset, subset_stats, eval_dataset, config, store, context)
+                label_subset(subset, subset_stats, eval_dataset, config, store, context, metrics=metrics)
                 bar.update(1)
     done = {r["subset_id"]: r for r in store.records("subset_done")}
     return [done[s.subset_id] for s in subsets if s.subset_id in done]
 
 
-def label_subset(subset: Subset, stats: dict, eval_dataset, config: LabelingConfig, store: LabelStore, context: dict):
-    """Finetune and evaluate on one subset, then write its `"subset_done"` record (the label)."""
+def label_subset(
+    subset: Subset,
+    stats: dict,
+    eval_dataset,
+    config: LabelingConfig,
+    store: LabelStore,
+    context: dict,
+    metrics: Any = None,
+):
+    """Finetune and evaluate on one subset, then write its `"subset_done"` record (the label).
+
+    Without loaded `metrics`, the metric modules named in `context["metrics"]` are loaded from their script paths
+    (how a worker process gets them).
+    """
+    if metrics is None and context.get("metrics"):
+        metrics = [source["path"] for source in context["metrics"]]
     metadata = {"eval_set": context["eval_set"]}
     result = finetune_and_evaluate(
-        subset.dataset, eval_dataset, config, store=store, subset_id=subset.subset_id, metadata=metadata
+        subset.dataset,
+        eval_dataset,
+        config,
+        store=store,
+        subset_id=subset.subset_id,
+        metadata=metadata,
+        metrics=metrics,
     )
     return store.append(
         {

@@ -200,12 +200,14 @@ class LabelStore:
         """One flat row per finished subset, sorted by `subset_id`: its eval loss(es) and mean indicators.
 
         This is the table [`~hf_instructmining.fit_rule`] regresses: `subset_id`, `eval_loss`, every named eval
-        loss, `num_train_rows` and one column per indicator mean.
+        loss, every generated-answer score (e.g. `eval_rougeL`, when labelled with `metrics=`), `num_train_rows`
+        and one column per indicator mean.
         """
         rows = []
         for record in self.records("subset_done"):
             row = {"subset_id": record["subset_id"], "eval_loss": record.get("eval_loss")}
             row.update(record.get("eval_losses") or {})
+            row.update(record.get("eval_scores") or {})
             row["num_train_rows"] = record.get("num_train_rows")
             row.update(record.get("indicator_means") or {})
             rows.append(row)
