@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 from datasets import Dataset
 
@@ -70,3 +71,19 @@ def test_default_rule_with_tiny_models(tmp_path, tiny_oa_reward_dir, tiny_t5_dir
         0.0274 - 0.0078 * means[0] + 0.4421 * means[1] - 0.3212 * means[2] - 0.1520 * means[3]
     )
     assert result["num_invalid"] == 1
+
+
+def test_measurement_equals_compute_indicators_and_the_rule_on_the_means(tmp_path):
+    # Independent of the summary code: indicators per row, NaN rows dropped, means, then the rule.
+    scored = compute_indicators(
+        Dataset.from_dict({"instruction": INSTRUCTIONS, "output": RESPONSES}), rule=RULE, on_invalid="nan"
+    )
+    values = {c: np.asarray(scored[c], dtype=float) for c in RULE.columns}
+    valid = ~np.any([np.isnan(v) for v in values.values()], axis=0)
+    means = {c: float(v[valid].mean()) for c, v in values.items()}
+    result = load_measurement(rule=RULE, cache_dir=str(tmp_path)).compute(
+        instructions=INSTRUCTIONS, responses=RESPONSES
+    )
+    assert {c: result[f"mean_{c}"] for c in RULE.columns} == pytest.approx(means)
+    assert result["predicted_log_eval_loss"] == pytest.approx(RULE.predict({c: [m] for c, m in means.items()})[0])
+    assert result["num_invalid"] == int((~valid).sum())
