@@ -40,6 +40,9 @@ TRIAL_KIND = "search_trial"
 # a row ends the search.
 _MAX_EMPTY_SUGGESTIONS = 20_000
 _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
+# `LabelingConfig` settings of generated-answer metrics: trials are ranked by eval loss and never generate, so these
+# settings do not change a trial, and leaving them out keeps the ids of searches stored before they existed.
+_GENERATION_PREFIX = "generation_"
 
 
 @dataclass
@@ -262,8 +265,12 @@ def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -
 
     if dataclasses.is_dataclass(identity.get("labeling")):
         # Where a run happens does not change its loss: moving to another device resumes the same search.
-        labeling = dataclasses.asdict(identity["labeling"])
-        identity = {**identity, "labeling": {k: v for k, v in labeling.items() if k not in _PLACEMENT_FIELDS}}
+        labeling = {
+            name: value
+            for name, value in dataclasses.asdict(identity["labeling"]).items()
+            if name not in _PLACEMENT_FIELDS and not name.startswith(_GENERATION_PREFIX)
+        }
+        identity = {**identity, "labeling": labeling}
     key = {
         "data": _fingerprint(scored),
         "score_column": config.score_column,

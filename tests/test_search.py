@@ -122,6 +122,40 @@ def test_searches_on_different_data_do_not_share_trials(scored, tmp_path):
     assert len(calls.calls) == 4 and len(result.trace) == 4
 
 
+# The id this search got before `LabelingConfig` had its generation settings: stores written then must resume.
+STORED_SEARCH_ID = "search-ba3de325754c"
+
+
+@pytest.mark.parametrize("generation", [{}, {"generation_num_samples": 4, "generation_max_new_tokens": 9}])
+def test_built_in_trial_resumes_a_search_stored_before_the_generation_settings(tmp_path, generation):
+    from hf_instructmining import LabelingConfig
+
+    rows = {"instruction": [f"q{i}" for i in range(8)], "output": ["a"] * 8}
+    scored = Dataset.from_dict(rows).add_column(
+        "instruct_score", [float(i) for i in range(8)], new_fingerprint="pinned-scored"
+    )
+    eval_ds = Dataset.from_dict({"instruction": ["q"], "output": ["a"]}).select_columns(
+        ["instruction", "output"], new_fingerprint="pinned-eval"
+    )
+    store = LabelStore(tmp_path / "search.jsonl")
+    for trial, (k, loss) in enumerate([(2, 1.5), (4, 1.2)], start=1):
+        subset_id = f"{STORED_SEARCH_ID}/rule/k={k}"
+        store.append(
+            {"kind": "search_trial", "subset_id": subset_id, "search_id": STORED_SEARCH_ID, "trial": trial, "k": k}
+            | {"loss": loss, "time_s": 1.0, "selection": "rule", "low": 2, "high": 8}
+        )
+    # Generation settings and placement do not change a trial; "org/base-model" is never loaded when it resumes.
+    labeling = LabelingConfig(
+        model_name_or_path="org/base-model", max_steps=2, text_format="text", device="cpu", **generation
+    )
+    result = search_subset_size(
+        scored, low=2, high=8, num_samples=2, store=store, eval_dataset=eval_ds, labeling_config=labeling
+    )
+    assert result.search_id == STORED_SEARCH_ID
+    assert (result.best_k, result.best_loss) == (4, 1.2)
+    assert len(store.records("search_trial")) == 2
+
+
 def test_random_baseline_runs_the_same_sizes_and_is_recorded(scored, tmp_path):
     store = LabelStore(tmp_path / "search.jsonl")
     objective = Counting()
