@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .rules import EVAL_LOSS_RESPONSE
+
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -81,7 +83,7 @@ def build_dataset_card(
     block = {
         "package_version": __version__,
         "score_column": column,
-        "target": "log_eval_loss",
+        "target": "log_eval_loss" if rule is None or rule.response == EVAL_LOSS_RESPONSE else rule.response,
         "lower_is_better": True,
         "rule": rule_block(rule),
         "indicators": None if rule is None else rule.indicators,
@@ -109,6 +111,7 @@ def build_dataset_card(
         "summary": _summary(scored, rule, selection, config),
         "score_column": column,
         "formula": f"`{rule.formula()}`" if rule is not None else None,
+        **response_kwargs(rule),
         "coefficient_table": coefficient_table(rule) if rule is not None else None,
         "fit_summary": fit_summary(rule) if rule is not None else None,
         "data_summary": _data_summary(scored, selection, rule, column),
@@ -210,14 +213,32 @@ def coefficient_table(rule: "QualityRule") -> str:
     return _table(header, rows)
 
 
+def response_kwargs(rule: "QualityRule | None") -> dict[str, str | None]:
+    """What a card says a rule predicts when it is not the log eval loss: `response`, the fitted response in
+    backticks, and `response_note`, a sentence on its label; both `None` for an eval-loss rule (or no rule)."""
+    if rule is None or rule.response == EVAL_LOSS_RESPONSE:
+        return {"response": None, "response_note": None}
+    fit = rule.provenance.get("fit") or {}
+    label = fit.get("label")
+    if fit.get("higher_is_better") and label:
+        note = (
+            f"The rule was fitted to `{label}`, a score where higher is better, rather than to the evaluation loss: "
+            f"it predicts the log of one minus the score, so that lower is better as for a loss."
+        )
+    else:
+        note = f"The rule was fitted to `{rule.response}` rather than to the log evaluation loss."
+    return {"response": f"`{rule.response}`", "response_note": note}
+
+
 def fit_summary(rule: "QualityRule") -> str | None:
     """One paragraph of the fit's statistics, or `None` for a rule that was not fitted here."""
     fit = rule.provenance.get("fit")
     if not fit:
         return None
     parts = [f"{label} = {fmt(fit.get(key))}" for key, label in zip(_FIT_KEYS[1:], _FIT_LABELS, strict=True)]
+    response = "log eval loss" if rule.response == EVAL_LOSS_RESPONSE else f"`{rule.response}`"
     return (
-        f"Fitted by ordinary least squares of log eval loss on the mean indicator values of "
+        f"Fitted by ordinary least squares of {response} on the mean indicator values of "
         f"{fmt(fit.get('n_subsets'))} finetuned subsets (indicator selection: `{fit.get('selection', 'all')}`): "
         + ", ".join(parts)
         + "."
@@ -294,6 +315,7 @@ def rule_block(rule) -> dict | None:
         "coefficients": dict(rule.coefficients),
         "source": rule.provenance.get("source"),
         "fit": {k: fit[k] for k in (*_FIT_KEYS, "selection") if k in fit} or None,
+        "target": None if rule.response == EVAL_LOSS_RESPONSE else rule.response,
     }
     return {k: v for k, v in block.items() if v is not None}
 

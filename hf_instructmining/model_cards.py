@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from .cards import TAGS, coefficient_table, fit_summary, fmt, json_safe, render, rule_block
+from .cards import TAGS, coefficient_table, fit_summary, fmt, json_safe, render, response_kwargs, rule_block
 
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCa
         "rule_name": rule.name,
         "repo_id": repo_id or "<repo_id>",
         "formula": f"`{rule.formula()}`",
+        **response_kwargs(rule),
         "coefficient_table": coefficient_table(rule),
         "fit_summary": fit_summary(rule),
         "provenance": _provenance(rule),
@@ -98,6 +99,7 @@ def build_model_card(
         "rule_name": None if rule is None else rule.name,
         "rule_repo_id": rule_repo_id or dataset_repo_id,
         "formula": None if rule is None else f"`{rule.formula()}`",
+        **response_kwargs(rule),
         "num_train_rows": num_train_rows,
         "eval_loss": None if eval_loss is None else fmt(eval_loss),
         "training": training,

@@ -14,6 +14,7 @@ raises [`~hf_instructmining.errors.RuleFormatError`] naming the field and what i
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -30,6 +31,7 @@ SCHEMA_VERSION = 1
 RULE_FILENAME = "instructmining_rule.json"
 DEFAULT_RULE = "instructmining-llama2-7b"
 TARGET = "log_eval_loss"
+EVAL_LOSS_RESPONSE = "log L_eval"
 _FIELDS = ("schema_version", "name", "target", "intercept", "coefficients", "indicators", "provenance")
 
 
@@ -104,15 +106,40 @@ class QualityRule:
         """The indicator columns the rule reads, in coefficient order."""
         return list(self.coefficients)
 
+    @property
+    def response(self) -> str:
+        """What the rule predicts, lower is better: `"log L_eval"`, the log eval loss (of one eval set or the mean
+        of several), unless [`~hf_instructmining.fit_rule`] fitted it to another label, whose response its
+        `provenance["fit"]` records, e.g. `"log(1 - eval_rougeL)"` for a score where higher is better.
+
+        Example:
+
+        ```py
+        >>> from hf_instructmining import QualityRule
+        >>> QualityRule.from_builtin().response
+        'log L_eval'
+        >>> QualityRule(0.1, {"mtld": -0.01}, {"mtld": {}}, {"fit": {"target": "log(1 - eval_rougeL)"}}).response
+        'log(1 - eval_rougeL)'
+        ```
+        """
+        fit = self.provenance.get("fit")
+        fitted = fit.get("target") if isinstance(fit, dict) else None
+        # `fit_rule` records `log(eval_loss)`, `log(eval_<name>_loss)`, `log(1 - <score>)` or `log(<other label>)`.
+        if not isinstance(fitted, str) or re.fullmatch(r"log\(eval(_.+)?_loss\)", fitted):
+            return EVAL_LOSS_RESPONSE
+        return fitted
+
     def formula(self) -> str:
-        """The rule as a readable formula, e.g. `log L_eval = 0.0274 - 0.0078·reward + ...`."""
-        terms = [f"log L_eval = {self.intercept:g}"]
+        """The rule as a readable formula, e.g. `log L_eval = 0.0274 - 0.0078·reward + ...` (the left side is
+        [`QualityRule.response`])."""
+        terms = [f"{self.response} = {self.intercept:g}"]
         for column, coefficient in self.coefficients.items():
             terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{column}")
         return " ".join(terms)
 
     def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
-        """Predict the log eval loss of each row from its indicator values.
+        """Predict the log eval loss of each row from its indicator values ([`QualityRule.response`] for a rule
+        fitted to another label).
 
         Args:
             columns (`Mapping[str, Sequence[float]]`, `pandas.DataFrame` or `datasets.Dataset`): the indicator

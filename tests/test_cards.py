@@ -174,6 +174,31 @@ def test_rule_card_round_trips_and_shows_the_fit():
     assert "fitted in tests" in card.text and "adjusted R² = 0.78" in card.text
 
 
+def test_cards_of_a_rule_fitted_to_a_score_name_its_response():
+    fit = {**FIT, "target": "log(1 - eval_rougeL)", "label": "eval_rougeL", "higher_is_better": True}
+    rule = make_rule()
+    rule.provenance["fit"] = fit
+    formula = "`log(1 - eval_rougeL) = 0.9 - 0.004·mtld + 0.0008·output_length`"
+    note = "fitted to `eval_rougeL`, a score where higher is better, rather than to the evaluation loss"
+
+    dataset_card = build_dataset_card(make_scored(rule=rule), rule=rule)
+    rule_card = build_rule_card(rule, "me/rougeL-rule")
+    model_card = build_model_card("me/m", "base", "me/scored", rule=rule)
+    for card in (dataset_card, rule_card, model_card):
+        assert formula in card.text and note in card.text and "{{" not in str(card)
+        assert "log evaluation loss" not in card.text and "log L_eval" not in card.text
+    assert "the **predicted `log(1 - eval_rougeL)`** of a model" in dataset_card.text
+    assert "Fitted by ordinary least squares of `log(1 - eval_rougeL)` on" in dataset_card.text
+    assert "predicts the **`log(1 - eval_rougeL)`** of a model" in rule_card.text
+    assert "chosen by the lowest\npredicted `log(1 - eval_rougeL)` (lower is better)" in model_card.text
+    block = DatasetCard(str(dataset_card)).data.instructmining
+    assert block["target"] == "log(1 - eval_rougeL)" and block["rule"]["target"] == "log(1 - eval_rougeL)"
+    assert ModelCard(str(rule_card)).data.instructmining["rule"]["target"] == "log(1 - eval_rougeL)"
+    # An eval-loss rule's block keeps the paper's target and no per-rule one.
+    block = build_dataset_card(make_scored(), rule=make_rule()).data.instructmining
+    assert block["target"] == "log_eval_loss" and "target" not in block["rule"]
+
+
 def test_model_card_links_dataset_and_rule():
     card = build_model_card(
         "me/smol-selected",

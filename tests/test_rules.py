@@ -236,6 +236,41 @@ def test_formula_is_readable():
     )
 
 
+def _fitted_rows(label, values):
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(0, 1, 20)
+    return [
+        {"kind": "subset_done", "subset_id": f"s{i}", label: v, "indicator_means": {"reward": float(r)}}
+        for i, (r, v) in enumerate(zip(rewards, values(rewards, rng), strict=True))
+    ]
+
+
+def test_formula_names_the_response_a_rule_was_fitted_to(tmp_path):
+    from hf_instructmining import fit_rule
+
+    score = fit_rule(
+        _fitted_rows("eval_rougeL", lambda r, rng: 1 - np.exp(-1.0 - 0.3 * r + rng.normal(0, 0.01, r.size))),
+        target="eval_rougeL",
+        higher_is_better=True,
+    ).rule
+    assert score.response == "log(1 - eval_rougeL)"
+    intercept, coefficient = score.intercept, score.coefficients["reward"]
+    assert intercept < 0 and coefficient < 0
+    assert score.formula() == f"log(1 - eval_rougeL) = {intercept:g} - {-coefficient:g}·reward"
+    assert QualityRule.load(score.save(tmp_path)).formula() == score.formula()
+
+    losses = lambda r, rng: np.exp(0.5 + 0.2 * r + rng.normal(0, 0.01, r.size))  # noqa: E731
+    other = fit_rule(_fitted_rows("train_loss", losses), target="train_loss").rule
+    assert other.formula().startswith("log(train_loss) = 0.")
+    # Any evaluation loss, of the eval set or of a named one, keeps the paper's `log L_eval`.
+    for label in ("eval_loss", "eval_alpaca_loss"):
+        rule = fit_rule(_fitted_rows(label, losses), target=label).rule
+        assert rule.response == "log L_eval" and rule.formula().startswith("log L_eval = 0.")
+    # A rule fitted before scores could be targets records only `log(<label>)`.
+    old = QualityRule(0.5, {"reward": 0.2}, {"reward": {}}, {"fit": {"target": "log(eval_loss)"}})
+    assert old.formula() == "log L_eval = 0.5 + 0.2·reward"
+
+
 def test_from_pretrained_finds_the_rule_of_a_dataset_repo(fake_hub, tmp_path):
     from huggingface_hub import HfApi
 
