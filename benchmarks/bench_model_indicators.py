@@ -27,6 +27,7 @@ import torch
 
 from hf_instructmining.formats import extract_pairs
 from hf_instructmining.indicators import KNNDistance, Perplexity, RewardScore
+from hf_instructmining.indicators.perplexity import _shared_prefix_length
 from hf_instructmining.offline import minilm_path, smollm2_path
 
 
@@ -105,6 +106,31 @@ def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool):
         f"perplexity: {tokens / len(fast):.0f} tokens per row on average, template {indicator.metadata()['template']}"
     )
     report("perplexity", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
+    print_work_ratio(model, prompts, responses, fast_s, naive_s)
+
+
+def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | None):
+    """Matmul work of each side: how much of the speed-up is work not done, and how fast each side computes.
+
+    The naive loop runs the body and the LM head at every position; this project skips the head at instruction
+    positions and the body over the prefix every row shares. The ratio of the two works bounds the speed-up when
+    both sides compute at the same FLOP/s: on a CPU, where even one example keeps the matrix multiplies at the
+    processor's peak, it is the speed-up there is to get at float32 with unchanged values.
+    """
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.base_model.parameters()) - model.get_input_embeddings().weight.numel()
+    shared = _shared_prefix_length([(p + r, max(len(p), 1)) for p, r in zip(prompts, responses, strict=True)])
+    naive_work = sum(2 * (body + head) * (len(p) + len(r)) for p, r in zip(prompts, responses, strict=True))
+    work = 2 * body * shared + sum(
+        2 * body * (len(p) + len(r) - shared) + 2 * head * len(r) for p, r in zip(prompts, responses, strict=True)
+    )
+    line = (
+        f"work        naive/project matmul FLOPs {naive_work / work:.2f}x (shared prefix {shared} tokens) | "
+        f"project {work / fast_s / 1e9:.0f} GFLOP/s"
+    )
+    if naive_s is not None:
+        line += f" | naive {naive_work / naive_s / 1e9:.0f} GFLOP/s"
+    print(line, flush=True)
 
 
 def bench_embeddings(rows: dict, device: str, naive: bool):

@@ -8,6 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_instructmining.formats import extract_pairs
 from hf_instructmining.indicators import Perplexity, get_indicator
+from hf_instructmining.indicators.perplexity import _shared_prefix_length
+from tests.fixtures.models import build_tiny_llama
 
 
 ROWS = {
@@ -87,3 +89,30 @@ def test_num_proc_workers_forked_after_torch_ran_in_the_parent(tiny_llama_dir):
     ds = Dataset.from_dict({key: values * 4 for key, values in ROWS.items()})
     parallel = ds.map(indicator, batched=True, batch_size=4, num_proc=2, with_rank=True)["perplexity"]
     assert list(parallel) == pytest.approx(expected * 4, rel=1e-5)
+
+
+SYSTEM_TEMPLATE = (
+    "<|system|>\nYou are a careful assistant. Answer the question that follows as well as you can.</s>\n"
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_system_prompt_llama_dir(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-system-llama"), chat_template=SYSTEM_TEMPLATE)
+
+
+def test_a_prefix_shared_by_every_row_is_computed_once_with_the_same_values(tiny_system_prompt_llama_dir):
+    indicator = Perplexity(tiny_system_prompt_llama_dir)
+    tokenizer = indicator.load_tokenizer()
+    prompts, _ = indicator.encode(extract_pairs(ROWS), tokenizer)
+    shared = len(tokenizer("<|system|>\nYou are a careful assistant.")["input_ids"])
+    assert _shared_prefix_length([(p, len(p)) for p in prompts]) >= shared  # the rows do share a long prefix
+    naive = naive_perplexities(indicator, tiny_system_prompt_llama_dir)
+    assert indicator(ROWS)["perplexity"] == pytest.approx(naive, rel=1e-4)
+    # Alone, a row has nothing to share with; in small batches, every batch reuses the one prefix cache.
+    assert [indicator({k: [v[i]] for k, v in ROWS.items()})["perplexity"][0] for i in range(4)] == pytest.approx(
+        naive, rel=1e-4
+    )
+    assert Perplexity(tiny_system_prompt_llama_dir, max_tokens=1)(ROWS)["perplexity"] == pytest.approx(naive, rel=1e-4)
