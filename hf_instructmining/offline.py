@@ -126,6 +126,15 @@ _LOCAL_COPIES = {
     "sentence-transformers/all-MiniLM-L6-v2": minilm_path,
 }
 OFFLINE_INDICATORS = ["input_length", "output_length", "mtld", "knn_6", "perplexity"]
+# The options a rule fitted on the offline copies records for each indicator: the public ids of those checkpoints,
+# so that the rule names models anyone can get (`localize_rule` maps them back to the copies).
+OFFLINE_INDICATOR_SPECS = {
+    "input_length": {"tokenizer": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "output_length": {"tokenizer": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "mtld": {},
+    "knn_6": {"model": "sentence-transformers/all-MiniLM-L6-v2"},
+    "perplexity": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+}
 
 
 def offline_models() -> dict[str, str]:

@@ -28,9 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RULE_NAME = "instructmining-smollm2-135m-demo"
 INDICATORS = ["input_length", "output_length", "mtld", "knn_6", "perplexity"]
-# The public ids of the offline copies, recorded in the rule so it names models anyone can get.
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def main():
@@ -56,7 +54,7 @@ def main():
         sample_subsets,
     )
     from hf_instructmining.labeling import split_by_column
-    from hf_instructmining.offline import offline_models, smollm2_path
+    from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS, offline_models, smollm2_path
 
     start = time.perf_counter()
     smollm2 = smollm2_path()
@@ -81,13 +79,7 @@ def main():
         device="cpu",
         sft_overrides={"logging_steps": 100, "disable_tqdm": True},
     )
-    specs = {
-        "input_length": {"tokenizer": SMOLLM2_ID},
-        "output_length": {"tokenizer": SMOLLM2_ID},
-        "mtld": {},
-        "knn_6": {"model": MINILM_ID},
-        "perplexity": {"model": SMOLLM2_ID},
-    }
+    specs = {name: OFFLINE_INDICATOR_SPECS[name] for name in INDICATORS}
     store = LabelStore(args.store)
     labels = run_labeling(subsets, eval_set, config, store, scored_pool=sources, indicators=INDICATORS)
 
