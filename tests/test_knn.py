@@ -7,7 +7,7 @@ from datasets import Dataset
 from transformers import AutoModel, AutoTokenizer
 
 from hf_instructmining.import_utils import is_faiss_available
-from hf_instructmining.indicators import KNNDistance, get_indicator
+from hf_instructmining.indicators import KNNDistance, _knn_search, get_indicator
 from hf_instructmining.indicators._knn_search import kth_neighbour_distance
 
 
@@ -34,6 +34,20 @@ def test_search_is_exact(backend, k):
     np.testing.assert_allclose(found, brute_force(points, points, k, True), rtol=1e-6)
     found = kth_neighbour_distance(points, reference, k=k, backend=backend)
     np.testing.assert_allclose(found, brute_force(points, reference, k, False), rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_tiles_of_queries_and_references_give_the_same_neighbours(monkeypatch, k):
+    """Millions of references do not fit one tile: the search splits them and merges each tile's k best."""
+    rng = np.random.default_rng(2)
+    points = np.concatenate([rng.standard_normal((37, 6)), rng.standard_normal((3, 6)).repeat(2, axis=0)])
+    reference = rng.standard_normal((29, 6))
+    monkeypatch.setattr(_knn_search, "_QUERY_BLOCK", 8)
+    monkeypatch.setattr(_knn_search, "_BLOCK_BYTES", 4 * 8 * 5)  # 8 queries x 5 references per tile
+    np.testing.assert_allclose(kth_neighbour_distance(points, k=k), brute_force(points, points, k, True), rtol=1e-6)
+    np.testing.assert_allclose(
+        kth_neighbour_distance(points, reference, k=k), brute_force(points, reference, k, False), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

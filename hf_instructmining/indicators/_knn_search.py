@@ -1,6 +1,7 @@
-"""Exact k-th nearest neighbour L2 distances, chunked so that memory stays bounded.
+"""Exact k-th nearest neighbour L2 distances, tiled so that memory stays bounded at any size.
 
-Squared distances come from one matrix multiply per chunk of queries (`|q|^2 + |r|^2 - 2 q.r`), then `topk`;
+Squared distances come from one matrix multiply per tile of queries x references (`|q|^2 + |r|^2 - 2 q.r`), then
+`topk` within the tile, merged into each query's running k best;
 faiss's `IndexFlatL2` does the same search when it is installed and chosen. Either way the k neighbours found are
 then measured again directly (`|q - r|`), so that exact duplicates give exactly 0 and no float32 cancellation
 is left in the values.
@@ -14,8 +15,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "faiss")
-# Bytes of the (queries x references) distance block computed at once.
+# Bytes of the (queries x references) distance tile computed at once.
 _BLOCK_BYTES = 2**28
+# Queries per tile. Every tile of queries reads all the references once, so a tile needs many queries to stay
+# compute-bound: with 4,096 queries that is 2,048 FLOP per byte of references read, enough for a CPU or a GPU.
+# With many references (millions), the references are split instead, so the tile still fits in `_BLOCK_BYTES`.
+_QUERY_BLOCK = 4096
 
 
 def kth_neighbour_distance(
@@ -87,16 +92,32 @@ def _search_torch(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: b
     with torch.inference_mode():
         key_t = torch.from_numpy(keys).to(device)
         key_norms = key_t.square().sum(1)
-        chunk = max(1, _BLOCK_BYTES // (4 * len(keys)))
+        rows_per_tile = min(len(queries), _QUERY_BLOCK)
+        keys_per_tile = max(k + 1, _BLOCK_BYTES // (4 * rows_per_tile))
         found = []
-        for start in range(0, len(queries), chunk):
-            q = torch.from_numpy(queries[start : start + chunk]).to(device)
-            # |q - r|^2 up to the per-row constant |q|^2, which does not change the order within a row.
-            scores = torch.addmm(key_norms, q, key_t.T, beta=1.0, alpha=-2.0)
-            if exclude_self:
-                rows = torch.arange(len(q), device=device)
-                scores[rows, rows + start] = float("inf")
-            found.append(scores.topk(k, dim=1, largest=False).indices.cpu())
+        for start in range(0, len(queries), rows_per_tile):
+            q = torch.from_numpy(queries[start : start + rows_per_tile]).to(device)
+            best_scores = best_ids = None
+            for first in range(0, len(keys), keys_per_tile):
+                tile = slice(first, first + keys_per_tile)
+                # |q - r|^2 up to the per-row constant |q|^2, which does not change the order within a row.
+                scores = torch.addmm(key_norms[tile], q, key_t[tile].T, beta=1.0, alpha=-2.0)
+                if exclude_self:
+                    own = torch.arange(start, start + len(q), device=device) - first
+                    inside = (own >= 0) & (own < scores.shape[1])
+                    scores[inside.nonzero(as_tuple=True)[0], own[inside]] = float("inf")
+                tile_scores, tile_ids = scores.topk(min(k, scores.shape[1]), dim=1, largest=False)
+                tile_ids += first
+                if best_scores is not None:
+                    tile_scores, tile_ids = (
+                        torch.cat([best_scores, tile_scores], 1),
+                        torch.cat([best_ids, tile_ids], 1),
+                    )
+                    if tile_scores.shape[1] > k:
+                        tile_scores, keep = tile_scores.topk(k, dim=1, largest=False)
+                        tile_ids = tile_ids.gather(1, keep)
+                best_scores, best_ids = tile_scores, tile_ids
+            found.append(best_ids.cpu())
         return torch.cat(found).numpy()
 
 
