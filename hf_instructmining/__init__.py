@@ -41,7 +41,7 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
         "run_labeling",
         "sample_subsets",
     ],
-    "measurements": ["load_measurement"],
+    "measurements": ["load_indicator_measurement", "load_measurement"],
     "rules": ["QualityRule"],
     "scale.multi_gpu": ["score_on_gpus"],
     "scale.ray_labeling": ["run_labeling_with_ray", "search_subset_size_with_ray"],
@@ -79,7 +79,7 @@ if TYPE_CHECKING:
         run_labeling,
         sample_subsets,
     )
-    from .measurements import load_measurement
+    from .measurements import load_indicator_measurement, load_measurement
     from .rules import QualityRule
     from .scale.multi_gpu import score_on_gpus
     from .scale.ray_labeling import run_labeling_with_ray, search_subset_size_with_ray

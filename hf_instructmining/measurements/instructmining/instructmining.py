@@ -1,9 +1,15 @@
 """InstructMining: how good a set of instruction data is for finetuning, as the rule's predicted log eval loss."""
 
-import warnings
-
-import datasets
 import evaluate
+
+from hf_instructmining.measurements._measure import (
+    COUNTS_DESCRIPTION,
+    INPUTS_DESCRIPTION,
+    check_indicators,
+    counts_and_means,
+    measurement_info,
+    summarize_pairs,
+)
 
 
 _DESCRIPTION = """\
@@ -17,18 +23,15 @@ over the whole set) and returns their means, the predicted log eval loss, and ho
 Pick the rule and replace its models with `hf_instructmining.load_measurement(rule=..., models=...)`.
 """
 
-_KWARGS_DESCRIPTION = """
-Args:
-    instructions (`list[str]`): the instruction of each example (for Alpaca data, instruction and input joined by a
-        blank line).
-    responses (`list[str]`): the response of each example.
-
+_KWARGS_DESCRIPTION = (
+    INPUTS_DESCRIPTION
+    + """
 Returns:
     predicted_log_eval_loss (`float`): the rule applied to the mean indicator values; lower is better.
     predicted_eval_loss (`float`): its exponential.
-    num_rows (`int`): how many examples were given.
-    num_invalid (`int`): how many could not be scored (e.g. an empty response); they count in no mean.
-    mean_<indicator> (`float`): the mean of each indicator the rule uses, e.g. `mean_reward`.
+"""
+    + COUNTS_DESCRIPTION
+    + """    mean_<indicator> (`float`): the mean of each indicator the rule uses, e.g. `mean_reward`.
 
 Examples:
     >>> import hf_instructmining as im
@@ -38,16 +41,7 @@ Examples:
     >>> round(results["predicted_log_eval_loss"], 4), results["num_rows"], results["num_invalid"], results["mean_mtld"]
     (0.97, 2, 0, 3.0)
 """
-
-_CITATION = """\
-@inproceedings{cao2024instruction,
-  title     = {Instruction Mining: Instruction Data Selection for Tuning Large Language Models},
-  author    = {Cao, Yihan and Kang, Yanbin and Wang, Chi and Sun, Lichao},
-  booktitle = {First Conference on Language Modeling (COLM)},
-  year      = {2024},
-  url       = {https://arxiv.org/abs/2307.06290}
-}
-"""
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -56,46 +50,24 @@ class InstructMining(evaluate.Measurement):
 
     def __init__(self, rule=None, models=None, device=None, on_invalid="nan", **kwargs):
         # Imported here as in every entry point: the rule is resolved before evaluate builds the module info.
-        from hf_instructmining.scoring import ScoreConfig, plan_indicators, resolve_rule
+        from hf_instructmining.scoring import ScoreConfig, resolve_rule
 
         self.rule = resolve_rule(rule if rule is not None else ScoreConfig().rule)
         self.models = dict(models or {})
         self.device = device
         self.on_invalid = on_invalid
-        # Check the options now, and warn here, once, when `models` replaces a model the rule was fitted with.
-        config = ScoreConfig(models=self.models, device=device, on_invalid=on_invalid)
-        plan_indicators(self.rule.indicators, config, fitted=self.rule)
+        check_indicators(self.rule, self.models, device, on_invalid)
         super().__init__(**kwargs)
 
     def _info(self):
-        return evaluate.MeasurementInfo(
-            module_type="measurement",
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"instructions": datasets.Value("string"), "responses": datasets.Value("string")}
-            ),
-            reference_urls=["https://arxiv.org/abs/2307.06290"],
-        )
+        return measurement_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, instructions, responses):
-        from hf_instructmining.scoring import compute_indicators
-        from hf_instructmining.summary import summarize_dataset
-
-        pairs = datasets.Dataset.from_dict({"instruction": list(instructions), "output": list(responses)})
-        with warnings.catch_warnings():
-            # Already said once, when the measurement was loaded.
-            warnings.filterwarnings("ignore", message="The coefficients of the rule", category=UserWarning)
-            scored = compute_indicators(
-                pairs, rule=self.rule, models=self.models, device=self.device, on_invalid=self.on_invalid
-            )
-        summary = summarize_dataset(scored, rule=self.rule)
-        result = {
+        summary = summarize_pairs(
+            instructions, responses, self.rule, models=self.models, device=self.device, on_invalid=self.on_invalid
+        )
+        return {
             "predicted_log_eval_loss": summary.predicted_log_eval_loss,
             "predicted_eval_loss": summary.predicted_eval_loss,
-            "num_rows": summary.num_rows,
-            "num_invalid": summary.num_invalid,
+            **counts_and_means(summary),
         }
-        result.update({f"mean_{column}": mean for column, mean in summary.means.items()})
-        return result
