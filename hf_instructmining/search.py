@@ -4,9 +4,12 @@ The paper (Section 5.2) found that the eval loss of a model finetuned on the top
 (a "double descent") and used BlendSearch to pick k. Each trial here keeps the top k rows by `instruct_score`,
 finetunes the base model with the labelling runner and measures its eval loss; a user objective can replace that
 trial. Trials are written to a [`~hf_instructmining.LabelStore`] as they finish, so a search that is killed
-resumes where it stopped and a later search over the same data warm-starts from every finished trial.
+resumes where it stopped and a later search over the same data warm-starts from every finished trial. Several
+trials can run at once (`SearchConfig.max_concurrent_trials`): BlendSearch proposes sizes while others are still
+running, as it does under Ray Tune.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import inspect
@@ -69,6 +72,13 @@ class SearchConfig:
             Names the search in the store. By default it is derived from the data, the score column, the seed and
             the trial (the labelling config and eval set, or the objective's name), so re-running the same search
             resumes it. Set it to share or separate trials explicitly.
+        max_concurrent_trials (`int`, *optional*):
+            How many trials run at once: BlendSearch proposes the next sizes while earlier ones are still running.
+            By default one at a time in [`search_subset_size`], and as many as the cluster has room for in
+            [`search_subset_size_with_ray`]. More than one needs an `objective` (called from several threads, so
+            it must be thread-safe) or Ray: the built-in trial finetunes in this process, on one device. With one
+            at a time a seed gives the same search every time; with more, the sizes proposed depend on which
+            trials finish first. It does not enter the search id: any concurrency resumes the same search.
     """
 
     log_scale: bool = field(default=True, metadata={"help": "Search k on a log scale."})
@@ -93,12 +103,23 @@ class SearchConfig:
     search_id: str | None = field(
         default=None, metadata={"help": "Names the search in the store (derived from the data and trial by default)."}
     )
+    max_concurrent_trials: int | None = field(
+        default=None,
+        metadata={
+            "help": "How many trials run at once: 1 by default, as many as the cluster holds with Ray. More than one "
+            "needs a thread-safe objective or Ray; the built-in trial runs one finetuning at a time."
+        },
+    )
 
     def __post_init__(self):
         if not 0 <= self.resolution < 1:
             raise ValueError(f"`resolution` must be in [0, 1), got `{self.resolution!r}`.")
         if self.initial_sizes < 0:
             raise ValueError(f"`initial_sizes` must be at least 0, got `{self.initial_sizes!r}`.")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise ValueError(
+                f"`max_concurrent_trials` must be at least 1 (or `None`), got `{self.max_concurrent_trials!r}`."
+            )
 
 
 def search_subset_size(
@@ -122,22 +143,26 @@ def search_subset_size(
     first from `low` (`SearchConfig.initial_sizes`), then BlendSearch blends a local search around the best sizes
     with a global one, cheap sizes first (`low_cost_partial_config`). Every finished trial is recorded in `store`
     (kind `"search_trial"`): running the same search again resumes it, and every finished trial in range seeds
-    the next search (`points_to_evaluate` with `evaluated_rewards`); no finished size is ever run twice.
+    the next search (`points_to_evaluate` with `evaluated_rewards`); no finished size is ever run twice. With
+    `SearchConfig(max_concurrent_trials=n)` up to n trials run at once, each in a thread of this process (with
+    [`search_subset_size_with_ray`], each thread waits on a Ray task): BlendSearch proposes a new size whenever
+    one finishes, and results are recorded and reported to it as they come in.
 
     Args:
         scored (`Dataset`): the scored candidates (e.g. `ds.map(instruct_score)`).
         low (`int`, *optional*, defaults to `1`): the smallest size tried.
         high (`int`, *optional*): the largest size tried; defaults to every row with a score.
         num_samples (`int`, *optional*, defaults to `10`): how many sizes the search evaluates in all, counting
-            finished trials from the store; `None` for no limit (then set `time_budget_s`).
-        time_budget_s (`float`, *optional*): wall-clock seconds for this call; the trial running when it runs out
-            finishes.
+            finished trials from the store and trials still running; `None` for no limit (then set `time_budget_s`).
+        time_budget_s (`float`, *optional*): wall-clock seconds for this call: no trial starts after it runs out,
+            and the trials running then finish.
         objective (`Callable[[int], float]`, *optional*): `objective(k) -> loss`, used in place of finetuning.
-            With `random_baseline=True` it is also called as `objective(k, selection="random")`.
+            With `random_baseline=True` it is also called as `objective(k, selection="random")`. With
+            `max_concurrent_trials` above 1 it is called from several threads at once.
         store (`LabelStore`, `str` or `os.PathLike`, *optional*): where trials persist (a store or its path).
         random_baseline (`bool`, *optional*, defaults to `False`): also evaluate k random rows (seeded) at every
             size the search tries, to see whether the rule beats random at that size.
-        config (`SearchConfig`, *optional*): scale, resolution, seed, score column, search id.
+        config (`SearchConfig`, *optional*): scale, resolution, seed, score column, search id, concurrency.
         eval_dataset (`Dataset`, *optional*): the evaluation set of the built-in trial.
         labeling_config (`LabelingConfig`, *optional*): base model and training settings of the built-in trial.
 
@@ -145,7 +170,9 @@ def search_subset_size(
         `SearchResult`: the best size, its loss and the trace of every trial in range.
 
     Raises:
-        `ValueError`: bad bounds, no score column, no budget, or a trial that returned a non-finite loss.
+        `ValueError`: bad bounds, no score column, no budget, several concurrent trials of the built-in trial, or a
+            trial that returned a non-finite loss. A trial's own error is raised once the trials running beside it
+            have finished and been recorded.
 
     Example:
 
@@ -170,6 +197,12 @@ def search_subset_size(
                 "The built-in trial finetunes on the top k rows: pass `eval_dataset=` and `labeling_config=` (a "
                 "`LabelingConfig`), or pass `objective=` to evaluate sizes your own way."
             )
+        if (config.max_concurrent_trials or 1) > 1:
+            raise ValueError(
+                f"`max_concurrent_trials={config.max_concurrent_trials}` would run that many finetunings in this "
+                "process, on one device. Use `search_subset_size_with_ray` (one finetuning per GPU of a Ray "
+                "cluster), or pass an `objective=` that runs trials elsewhere."
+            )
         identity: Any = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
     else:
         identity = {"objective": f"{getattr(objective, '__module__', '')}.{getattr(objective, '__qualname__', '')}"}
@@ -192,35 +225,8 @@ def search_subset_size(
         )
 
     deadline = math.inf if time_budget_s is None else time.monotonic() + time_budget_s
-    done_rule = len(history.finished("rule"))
-    empty, suggestion = 0, 0
-    while not (num_samples is not None and done_rule >= num_samples) and time.monotonic() < deadline:
-        if done_rule >= sizes.count:
-            logger.info("Search %s: every candidate size in [%d, %d] has been tried.", search_id, low, high)
-            break
-        trial_id = f"{search_id}-{suggestion}"
-        suggestion += 1
-        point = searcher.suggest(trial_id)
-        if point is None:
-            empty += 1
-            if empty >= _MAX_EMPTY_SUGGESTIONS:
-                logger.info("Search %s: BlendSearch has nothing new to propose; stopping.", search_id)
-                break
-            continue
-        empty = 0
-        k = sizes.to_k(point)
-        record = history.get(k, "rule") or history.run(k, "rule", trial)
-        done_rule = len(history.finished("rule"))
-        searcher.on_trial_complete(
-            trial_id, {"loss": record["loss"], "time_total_s": record["time_s"], "config": point}
-        )
-        if random_baseline and history.get(k, "random") is None and time.monotonic() < deadline:
-            history.run(k, "random", trial)
-    if random_baseline:
-        # Sizes whose random twin is missing: found in the store from a search run without the baseline.
-        for k in sorted(history.finished("rule")):
-            if history.get(k, "random") is None and time.monotonic() < deadline:
-                history.run(k, "random", trial)
+    loop = _TrialLoop(searcher, sizes, history, trial, random_baseline, config.max_concurrent_trials or 1)
+    loop.run(num_samples, deadline)
     return history.result(config.log_scale)
 
 
@@ -391,6 +397,118 @@ def _blendsearch(sizes: _SizeSpace, finished: dict[int, dict], num_samples, time
         optuna.logging.set_verbosity(verbosity)
 
 
+class _TrialLoop:
+    """Keeps up to `workers` trials running: sizes from BlendSearch and their random twins, each recorded as it ends.
+
+    Trials run in worker threads; the store, the history and BlendSearch are touched only by the calling thread,
+    between completions. With one worker this is the sequential search: propose, run, report, run the twin.
+    """
+
+    def __init__(self, searcher, sizes: _SizeSpace, history: "_History", trial, random_baseline: bool, workers: int):
+        self.searcher, self.sizes, self.history, self.trial = searcher, sizes, history, trial
+        self.random_baseline, self.workers = random_baseline, workers
+        self.running: dict[concurrent.futures.Future, tuple[int, str]] = {}
+        # A rule size in flight -> the BlendSearch trials waiting for its loss: a size is never run twice at once,
+        # so a second proposal of a running size waits for the first one's result.
+        self.waiting: dict[int, list[tuple[str, dict]]] = {}
+        self.twins: list[int] = []  # sizes whose random twin is due, first come first started
+        self.twinned: set[int] = set()
+        self.proposing = True
+        self.empty = self.suggestions = 0
+
+    def run(self, num_samples: int | None, deadline: float) -> None:
+        failure = None
+        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="search-trial") as pool:
+            while True:
+                while failure is None and len(self.running) < self.workers and time.monotonic() < deadline:
+                    if not self._start_next(pool, num_samples):
+                        break
+                if not self.running:
+                    break
+                done, _ = concurrent.futures.wait(self.running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in [f for f in self.running if f in done]:  # submission order: reproducible records
+                    error = self._finish(future)
+                    failure = failure or error
+                # A finished trial can open sizes that BlendSearch could not propose while it was running.
+                self.empty = 0
+        if failure is not None:
+            raise failure
+
+    def _start_next(self, pool, num_samples: int | None) -> bool:
+        """Start a due random twin, or ask BlendSearch for a size; `False` when nothing can start for now."""
+        if self.twins:
+            self._submit(pool, self.twins.pop(0), "random")
+            return True
+        if not self.proposing:
+            return False
+        planned = len(self.history.finished("rule")) + len(self.waiting)
+        if num_samples is not None and planned >= num_samples:
+            return self._stop_proposing()
+        if planned >= self.sizes.count:
+            logger.info(
+                "Search %s: every candidate size in [%d, %d] has been tried.",
+                self.history.search_id,
+                self.history.low,
+                self.history.high,
+            )
+            return self._stop_proposing()
+        if self.empty >= _MAX_EMPTY_SUGGESTIONS:
+            if self.running:
+                return False
+            logger.info("Search %s: BlendSearch has nothing new to propose; stopping.", self.history.search_id)
+            return self._stop_proposing()
+        trial_id = f"{self.history.search_id}-{self.suggestions}"
+        self.suggestions += 1
+        point = self.searcher.suggest(trial_id)
+        if point is None:
+            self.empty += 1
+            return True
+        self.empty = 0
+        k = self.sizes.to_k(point)
+        record = self.history.get(k, "rule")
+        if record is not None:
+            self.searcher.on_trial_complete(trial_id, _report(record, point))
+            self._due_twin(k)
+        elif k in self.waiting:
+            self.waiting[k].append((trial_id, point))
+        else:
+            self.waiting[k] = [(trial_id, point)]
+            self._submit(pool, k, "rule")
+        return True
+
+    def _stop_proposing(self) -> bool:
+        # Sizes whose random twin is missing: found in the store from a search run without the baseline.
+        self.proposing = False
+        for k in sorted(self.history.finished("rule")):
+            self._due_twin(k)
+        return bool(self.twins)
+
+    def _due_twin(self, k: int) -> None:
+        if self.random_baseline and k not in self.twinned and self.history.get(k, "random") is None:
+            self.twinned.add(k)
+            self.twins.append(k)
+
+    def _submit(self, pool, k: int, selection: str) -> None:
+        self.running[pool.submit(self.history.evaluate, k, selection, self.trial)] = (k, selection)
+
+    def _finish(self, future: concurrent.futures.Future) -> Exception | None:
+        k, selection = self.running.pop(future)
+        try:
+            loss, elapsed = future.result()
+        except Exception as error:  # raised once the trials still running are recorded: they are paid for
+            return error
+        record = self.history.record(k, selection, loss, elapsed)
+        if selection == "rule":
+            for trial_id, point in self.waiting.pop(k):
+                self.searcher.on_trial_complete(trial_id, _report(record, point))
+            self._due_twin(k)
+        return None
+
+
+def _report(record: dict, point: dict) -> dict:
+    return {"loss": record["loss"], "time_total_s": record["time_s"], "config": point}
+
+
 class _History:
     """The trials of one search in [low, high]: loaded from the store, extended and persisted as they finish."""
 
@@ -418,11 +536,11 @@ class _History:
     def finished(self, selection: str) -> dict[int, dict]:
         return {k: r for (k, s), r in self._by_key.items() if s == selection}
 
-    def run(self, k: int, selection: str, trial: Callable[[int, str, str], float]) -> dict:
-        logger.info("Search %s: trial %d, %s selection of k=%d.", self.search_id, self._next_trial, selection, k)
+    def evaluate(self, k: int, selection: str, trial: Callable[[int, str, str], float]) -> tuple[float, float]:
+        """Run one trial, in a worker thread: its loss and seconds. The caller's thread records it."""
+        logger.info("Search %s: %s selection of k=%d.", self.search_id, selection, k)
         start = time.perf_counter()
-        subset_id = _trial_subset_id(self.search_id, selection, k)
-        loss = trial(k, selection, subset_id)
+        loss = trial(k, selection, _trial_subset_id(self.search_id, selection, k))
         elapsed = time.perf_counter() - start
         try:
             loss = float(loss)
@@ -433,9 +551,13 @@ class _History:
                 f"The {selection} trial at k={k} returned a loss of `{loss}`. A search needs finite losses: check "
                 "the objective (or lower the learning rate if finetuning diverged)."
             )
+        return loss, elapsed
+
+    def record(self, k: int, selection: str, loss: float, elapsed: float) -> dict:
+        """Number a finished trial in the order trials finish and persist it."""
         record = {
             "kind": TRIAL_KIND,
-            "subset_id": subset_id,
+            "subset_id": _trial_subset_id(self.search_id, selection, k),
             "search_id": self.search_id,
             "trial": self._next_trial,
             "k": k,
@@ -446,6 +568,14 @@ class _History:
             "high": self.high,
             "search_config": self.config,
         }
+        logger.info(
+            "Search %s: trial %d, %s selection of k=%d: loss %.4g.",
+            self.search_id,
+            record["trial"],
+            selection,
+            k,
+            loss,
+        )
         self._next_trial += 1
         if self.store is not None:
             record = self.store.append(record)
