@@ -214,6 +214,34 @@ def test_labeling_as_ray_tasks_survives_a_killed_worker_and_resumes(tiny_llama_d
     assert again == done and len(store.records("train_begin", include_superseded=True)) == attempts
 
 
+class _MostRunning:
+    """Counts, every 20 ms, the Ray workers running a task of the function `name`; keeps the largest count seen."""
+
+    def __init__(self, name: str):
+        import threading
+
+        self.name, self.most = name, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self):
+        import psutil
+
+        while not self._stop.wait(0.02):
+            running = 0
+            for process in psutil.process_iter(["cmdline"]):
+                running += any(f"ray::{self.name}" in part for part in process.info["cmdline"] or [])
+            self.most = max(self.most, running)
+
+
 @pytest.mark.slow
 def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_dir, tmp_path):
     from hf_instructmining import LabelStore, search_subset_size, search_subset_size_with_ray
@@ -222,7 +250,9 @@ def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_d
     config = _labeling_config(tiny_llama_dir, max_steps=2)
     store = LabelStore(tmp_path / "search.jsonl")
     options = {"low": 4, "high": 30, "eval_dataset": _alpaca(4, 100), "labeling_config": config, "store": store}
-    result = search_subset_size_with_ray(scored, num_samples=2, **options)
+    with _MostRunning("_trial_task") as trials:
+        result = search_subset_size_with_ray(scored, num_samples=2, **options)
+    assert trials.most == 2  # a 2-CPU Ray runs two trials at once by default
     assert len(result.trace) == 2 and all(t["loss"] > 0 for t in result.trace)
     assert {r["subset_id"] for r in store.records("eval")} == {
         f"{result.search_id}/rule/k={t['k']}" for t in result.trace

@@ -112,18 +112,21 @@ def search_subset_size_with_ray(
     max_retries: int = 3,
     **search_options,
 ) -> Any:
-    """[`search_subset_size`] with each finetuning trial run as a Ray task on a cluster GPU.
+    """[`search_subset_size`] with each finetuning trial run as a Ray task on a cluster GPU, several at once.
 
-    BlendSearch proposes one size after another, so trials run one at a time; the driver needs no GPU. The search
-    has the same id as the single-process search of the same data and settings, so either resumes the other's
-    trials from `store`.
+    As many trials run at once as the cluster has room for when the search starts (its GPUs divided by
+    `num_gpus`, or its CPUs by `num_cpus` on a CPU cluster), unless `config.max_concurrent_trials` says otherwise:
+    BlendSearch proposes a new size whenever a trial finishes. The driver needs no GPU. The search has the same id
+    as the single-process search of the same data and settings, whatever the concurrency, so either resumes the
+    other's trials from `store`.
 
     Args:
         scored (`datasets.Dataset`): the scored candidates.
         eval_dataset (`datasets.Dataset`): the evaluation set of every trial.
         labeling_config ([`LabelingConfig`]): base model and training settings of every trial.
         store ([`LabelStore`] or `str`, *optional*): where trials persist; a path every node can reach.
-        config ([`SearchConfig`], *optional*): scale, resolution, seed, score column, search id.
+        config ([`SearchConfig`], *optional*): scale, resolution, seed, score column, search id, and
+            `max_concurrent_trials` (by default what the cluster holds).
         num_gpus (`float`, *optional*): GPUs per trial; 1 when the cluster has GPUs, else 0 (CPU).
         num_cpus (`float`, *optional*, defaults to `1`): CPUs per trial.
         max_retries (`int`, *optional*, defaults to `3`): retries of a trial whose worker died.
@@ -151,11 +154,15 @@ def search_subset_size_with_ray(
         identity = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
         config = dataclasses.replace(config, search_id=_derive_search_id(scored, config, identity))
     num_gpus = _gpus_per_task(ray, num_gpus)
+    if config.max_concurrent_trials is None:
+        config = dataclasses.replace(config, max_concurrent_trials=_cluster_slots(ray, num_gpus, num_cpus))
+    logger.info("Search %s: up to %d trials at once as Ray tasks.", config.search_id, config.max_concurrent_trials)
     task_config = dataclasses.replace(labeling_config, device="cuda" if num_gpus else "cpu", devices=None)
     task = ray.remote(_trial_task).options(num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries)
     shared = [ray.put(scored), ray.put(eval_dataset), task_config, config, store.path if store is not None else None]
 
     def objective(k: int, selection: str = "rule") -> float:
+        # Each of the search's trial threads waits here on its own task: n threads, n tasks on n GPUs.
         return ray.get(task.remote(*shared, k, selection))
 
     return search_subset_size(scored, objective=objective, store=store, config=config, **search_options)
@@ -184,6 +191,14 @@ def _gpus_per_task(ray, num_gpus: float | None) -> float:
     if num_gpus is None:
         return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     return num_gpus
+
+
+def _cluster_slots(ray, num_gpus: float, num_cpus: float) -> int:
+    """How many tasks of `num_gpus` GPUs (or, without GPUs, `num_cpus` CPUs) the cluster runs at once now."""
+    resource, per_task = ("GPU", num_gpus) if num_gpus else ("CPU", num_cpus)
+    if not per_task:
+        return 1
+    return max(1, int(ray.cluster_resources().get(resource, 0) // per_task))
 
 
 def _eval_info(eval_dataset) -> dict:
