@@ -43,6 +43,7 @@ TRIAL_KIND = "search_trial"
 # a row ends the search.
 _MAX_EMPTY_SUGGESTIONS = 20_000
 _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
+_OPTUNA_WRAPPERS = ("flaml.tune.searcher.suggestion", "ray.tune.search.optuna.optuna_search")
 # `LabelingConfig` settings of generated-answer metrics: trials are ranked by eval loss and never generate, so these
 # settings do not change a trial, and leaving them out keeps the ids of searches stored before they existed.
 _GENERATION_PREFIX = "generation_"
@@ -354,9 +355,11 @@ def _flaml():
         warnings.filterwarnings("ignore", message=".*flaml.automl is not available.*")
         import flaml
 
-    optuna_wrapper = logging.getLogger("flaml.tune.searcher.suggestion")
-    if _quiet_repeats not in optuna_wrapper.filters:
-        optuna_wrapper.addFilter(_quiet_repeats)
+    # BlendSearch's global search is FLAML's Optuna wrapper, or Ray Tune's when Ray is installed.
+    for name in _OPTUNA_WRAPPERS:
+        wrapper = logging.getLogger(name)
+        if _quiet_repeats not in wrapper.filters:
+            wrapper.addFilter(_quiet_repeats)
     return flaml
 
 
