@@ -15,6 +15,7 @@ work not done: the head at instruction positions, and a token prefix that every 
 system prompt, a fixed preamble), which is run once per call and reused from its key/value cache.
 """
 
+import inspect
 import logging
 import math
 from typing import Any
@@ -120,7 +121,8 @@ class Perplexity(ModelIndicator):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         fast = not any(getattr(model.config, name, None) for name in _LOGIT_TRANSFORMS)
         shared = _shared_prefix_length(rows)
-        prefix_cache = _prefix_cache(model, rows[0][0][:shared], device) if shared else None
+        cache_kwarg = _cache_kwarg(model.base_model)
+        prefix_cache = _prefix_cache(model, rows[0][0][:shared], device, cache_kwarg) if shared else None
 
         def score(batch: list[int]) -> list[float]:
             # Rows without the shared prefix (its keys and values come from `prefix_cache`); positions count from it.
@@ -135,7 +137,7 @@ class Perplexity(ModelIndicator):
             inputs = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
             if prefix_cache is not None:
                 inputs["attention_mask"] = torch.cat([mask.new_ones(len(batch), shared), mask], dim=1)
-                inputs.update(past_key_values=_repeat_cache(prefix_cache, len(batch)), use_cache=True)
+                inputs.update({cache_kwarg: _repeat_cache(prefix_cache, len(batch)), "use_cache": True})
             with inference():
                 if fast:
                     hidden = model.base_model(**inputs).last_hidden_state
@@ -180,13 +182,20 @@ def _shared_prefix_length(rows: list[tuple[list[int], int]]) -> int:
     return shared
 
 
-def _prefix_cache(model, prefix: list[int], device):
+def _cache_kwarg(module) -> str:
+    """The name under which `module.forward` takes and returns the key/value cache: transformers 5.24 renamed
+    `past_key_values` to `cache` (the old name warns, and goes in 5.40); earlier releases know only the old one."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def _prefix_cache(model, prefix: list[int], device, cache_kwarg: str):
     """The key/value cache of `prefix` (batch of one), computed once per call."""
     import torch
 
     with inference():
         ids = torch.tensor([prefix], device=device)
-        return model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+        outputs = model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        return outputs[cache_kwarg]
 
 
 def _repeat_cache(cache, rows: int):
