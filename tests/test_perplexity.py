@@ -116,3 +116,23 @@ def test_a_prefix_shared_by_every_row_is_computed_once_with_the_same_values(tiny
         naive, rel=1e-4
     )
     assert Perplexity(tiny_system_prompt_llama_dir, max_tokens=1)(ROWS)["perplexity"] == pytest.approx(naive, rel=1e-4)
+
+
+def test_the_token_budget_counts_the_shared_prefix(tiny_system_prompt_llama_dir):
+    indicator = Perplexity(tiny_system_prompt_llama_dir, max_tokens=64)
+    model, _, _ = indicator.load()
+    seen = []
+
+    def record(module, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        prefix = cache.get_seq_length() if cache is not None else 0
+        seen.append((kwargs["input_ids"].shape[0], prefix + kwargs["input_ids"].shape[1]))
+
+    handle = model.base_model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        indicator(ROWS)
+    finally:
+        handle.remove()
+    batches = seen[1:]  # the first call computes the prefix cache itself
+    assert seen[0][0] == 1 and len(batches) > 1
+    assert all(rows == 1 or rows * width <= 64 for rows, width in batches)

@@ -150,7 +150,9 @@ class Perplexity(ModelIndicator):
                 counts = torch.bincount(row_idx, minlength=len(batch))
             return [math.exp(v) for v in (totals / counts).tolist()]
 
-        lengths = [len(r[0]) - shared for r in rows]
+        # The budget counts the shared prefix too: every row of a batch holds its own copy of the prefix's keys and
+        # values and attends over them, so a budget on the suffixes alone would grow batches past the memory it sets.
+        lengths = [len(r[0]) for r in rows]
         return {self.name: run_in_batches(lengths, self.token_budget(device), score)}
 
 
