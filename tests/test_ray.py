@@ -3,6 +3,7 @@
 Everything runs on a local `ray.init(num_cpus=2)` with the tiny models of `tests/fixtures/models.py`.
 """
 
+import logging
 import math
 import os
 import sys
@@ -243,7 +244,7 @@ class _MostRunning:
 
 
 @pytest.mark.slow
-def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_dir, tmp_path):
+def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_dir, tmp_path, caplog):
     from hf_instructmining import LabelStore, search_subset_size, search_subset_size_with_ray
 
     scored = _alpaca(30).map(lambda r, i: {"instruct_score": float(i)}, with_indices=True)
@@ -251,12 +252,16 @@ def test_search_trials_as_ray_tasks_share_the_single_process_search(tiny_llama_d
     store = LabelStore(tmp_path / "search.jsonl")
     options = {"low": 4, "high": 30, "eval_dataset": _alpaca(4, 100), "labeling_config": config, "store": store}
     with _MostRunning("_trial_task") as trials:
-        result = search_subset_size_with_ray(scored, num_samples=2, **options)
-    assert trials.most == 2  # a 2-CPU Ray runs two trials at once by default
-    assert len(result.trace) == 2 and all(t["loss"] > 0 for t in result.trace)
+        result = search_subset_size_with_ray(scored, num_samples=6, **options)
+    assert trials.most == 2  # a 2-CPU Ray runs two trials at once by default (6 trials allow two)
+    assert len(result.trace) == 6 and all(t["loss"] > 0 for t in result.trace)
     assert {r["subset_id"] for r in store.records("eval")} == {
         f"{result.search_id}/rule/k={t['k']}" for t in result.trace
     }
+    # At most a third of the trials run at once by default: 2 trials, one at a time (all answered from the store).
+    with caplog.at_level(logging.INFO, logger="hf_instructmining.scale.ray_labeling"):
+        search_subset_size_with_ray(scored, num_samples=2, **options)
+    assert "up to 1 trials at once" in caplog.text
     # The single-process search of the same data and settings resumes these trials and adds one more.
-    local = search_subset_size(scored, num_samples=3, **options)
-    assert local.search_id == result.search_id and local.trace[:2] == result.trace and len(local.trace) == 3
+    local = search_subset_size(scored, num_samples=7, **options)
+    assert local.search_id == result.search_id and local.trace[:6] == result.trace and len(local.trace) == 7

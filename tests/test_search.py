@@ -1,6 +1,8 @@
 """Tests for `search_subset_size`: the BlendSearch over subset size, its store, resume, warm start and result."""
 
 import math
+import os
+import signal
 import threading
 import time
 
@@ -427,3 +429,35 @@ def test_built_in_trial_runs_one_finetuning_at_a_time(scored):
         search_subset_size(
             scored, low=LOW, high=HIGH, eval_dataset=scored, labeling_config=object(), config=_concurrent(2)
         )
+
+
+def test_one_trial_at_a_time_runs_in_the_calling_thread(scored):
+    # So that Ctrl-C stops the trial itself (a finetuning can take hours), not a wait for it.
+    threads = []
+
+    def objective(k):
+        threads.append(threading.current_thread())
+        return double_descent(k)
+
+    search_subset_size(scored, low=LOW, high=HIGH, num_samples=3, objective=objective)
+    assert threads == [threading.main_thread()] * 3
+
+
+def test_ctrl_c_stops_a_concurrent_search_without_waiting_for_the_trials_in_flight(scored):
+    started, release = [], threading.Event()
+
+    def objective(k):
+        started.append(k)
+        if len(started) == 2:  # both workers busy: the calling thread waits on them when Ctrl-C comes
+            os.kill(os.getpid(), signal.SIGINT)
+        release.wait(10)
+        return double_descent(k)
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search_subset_size(scored, low=LOW, high=HIGH, num_samples=10, objective=objective, config=_concurrent(2))
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+    assert len(started) == 2  # nothing new started after the interrupt

@@ -8,6 +8,7 @@ the store, so a subset is never labelled twice and an interrupted attempt's part
 """
 
 import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -115,10 +116,10 @@ def search_subset_size_with_ray(
     """[`search_subset_size`] with each finetuning trial run as a Ray task on a cluster GPU, several at once.
 
     As many trials run at once as the cluster has room for when the search starts (its GPUs divided by
-    `num_gpus`, or its CPUs by `num_cpus` on a CPU cluster), unless `config.max_concurrent_trials` says otherwise:
-    BlendSearch proposes a new size whenever a trial finishes. The driver needs no GPU. The search has the same id
-    as the single-process search of the same data and settings, whatever the concurrency, so either resumes the
-    other's trials from `store`.
+    `num_gpus`, or its CPUs by `num_cpus` on a CPU cluster), but no more than a third of `num_samples`, unless
+    `config.max_concurrent_trials` says otherwise: BlendSearch proposes a new size whenever a trial finishes. The
+    driver needs no GPU. The search has the same id as the single-process search of the same data and settings,
+    whatever the concurrency, so either resumes the other's trials from `store`. Ctrl-C cancels the trials in flight.
 
     Args:
         scored (`datasets.Dataset`): the scored candidates.
@@ -126,7 +127,7 @@ def search_subset_size_with_ray(
         labeling_config ([`LabelingConfig`]): base model and training settings of every trial.
         store ([`LabelStore`] or `str`, *optional*): where trials persist; a path every node can reach.
         config ([`SearchConfig`], *optional*): scale, resolution, seed, score column, search id, and
-            `max_concurrent_trials` (by default what the cluster holds).
+            `max_concurrent_trials` (by default what the cluster holds, at most a third of `num_samples`).
         num_gpus (`float`, *optional*): GPUs per trial; 1 when the cluster has GPUs, else 0 (CPU).
         num_cpus (`float`, *optional*, defaults to `1`): CPUs per trial.
         max_retries (`int`, *optional*, defaults to `3`): retries of a trial whose worker died.
@@ -155,26 +156,47 @@ def search_subset_size_with_ray(
         config = dataclasses.replace(config, search_id=_derive_search_id(scored, config, identity))
     num_gpus = _gpus_per_task(ray, num_gpus)
     if config.max_concurrent_trials is None:
-        config = dataclasses.replace(config, max_concurrent_trials=_cluster_slots(ray, num_gpus, num_cpus))
+        slots = _cluster_slots(ray, num_gpus, num_cpus)
+        # Sizes proposed while n trials run are chosen without their results: past about a third of the budget at
+        # once, the search loses its guidance (docs/scaling.md), so the rest of the cluster is better left idle.
+        default = inspect.signature(search_subset_size).parameters["num_samples"].default
+        num_samples = search_options.get("num_samples", default)
+        if num_samples is not None:
+            slots = min(slots, max(1, num_samples // 3))
+        config = dataclasses.replace(config, max_concurrent_trials=slots)
     logger.info("Search %s: up to %d trials at once as Ray tasks.", config.search_id, config.max_concurrent_trials)
     task_config = dataclasses.replace(labeling_config, device="cuda" if num_gpus else "cpu", devices=None)
     task = ray.remote(_trial_task).options(num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries)
     shared = [ray.put(scored), ray.put(eval_dataset), task_config, config, store.path if store is not None else None]
 
+    in_flight = set()
+
     def objective(k: int, selection: str = "rule") -> float:
         # Each of the search's trial threads waits here on its own task: n threads, n tasks on n GPUs.
-        return ray.get(task.remote(*shared, k, selection))
+        ref = task.remote(*shared, k, selection)
+        in_flight.add(ref)
+        try:
+            return ray.get(ref)
+        finally:
+            in_flight.discard(ref)
 
-    return search_subset_size(scored, objective=objective, store=store, config=config, **search_options)
+    try:
+        return search_subset_size(scored, objective=objective, store=store, config=config, **search_options)
+    except KeyboardInterrupt:
+        # The search returned at once; without this its tasks would run on, and the driver would wait for them.
+        for ref in list(in_flight):
+            ray.cancel(ref)
+        raise
 
 
 def _trial_task(scored, eval_dataset, labeling_config, config, store_path: str | None, k: int, selection: str):
+    from .._search_trials import trial_subset_id
     from ..labeling.store import LabelStore
-    from ..search import _finetune_trial, _trial_subset_id
+    from ..search import _finetune_trial
 
     store = LabelStore(store_path) if store_path else None
     trial = _finetune_trial(scored, eval_dataset, labeling_config, config, store, config.search_id)
-    return trial(k, selection, _trial_subset_id(config.search_id, selection, k))
+    return trial(k, selection, trial_subset_id(config.search_id, selection, k))
 
 
 def _ray():
