@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hf_instructmining import LabelingConfig, LabelStore, run_labeling, sample_subsets
-from hf_instructmining.labeling.runner import build_sft_config, finetune_and_evaluate
+from hf_instructmining.labeling.finetune import build_sft_config, finetune_and_evaluate
 
 
 def _alpaca(n, offset=0):

@@ -16,15 +16,17 @@ _ATTRS = {
     "split_by_column": "subsets",
     "EvalLossCallback": "callback",
     "LabelStore": "store",
-    "LabelingConfig": "runner",
-    "finetune_and_evaluate": "runner",
+    "LabelingConfig": "config",
+    "finetune_and_evaluate": "finetune",
     "run_labeling": "runner",
 }
 __all__ = sorted(_ATTRS)
 
 if TYPE_CHECKING:
     from .callback import EvalLossCallback
-    from .runner import LabelingConfig, finetune_and_evaluate, run_labeling
+    from .config import LabelingConfig
+    from .finetune import finetune_and_evaluate
+    from .runner import run_labeling
     from .store import LabelStore
     from .subsets import Subset, sample_subsets, split_by_column
 
