@@ -158,8 +158,8 @@ def fit_rule(
             or `"bic"` (best subset by BIC, up to 15 candidates).
         higher_is_better (`bool`, *optional*): `True` fits `log(1 - target)` for a score in [0, 1] where higher
             is better (ROUGE, exact match); `False` fits `log(target)` (losses, or error rates such as WER). When not
-            given: `False`, except for a score recorded by `run_labeling(metrics=...)`, which must say which way
-            it goes (fitting `log(rougeL)` as if it were a loss would make the rule select the worst data).
+            given: `False` for a loss (a target whose name ends in `loss`); any other target must say which way it
+            goes (fitting `log(rougeL)` as if it were a loss would make the rule select the worst data).
         alpha (`float`, *optional*, defaults to `0.05`): the p-value threshold of `"backward"`.
         cv_folds (`int`, *optional*, defaults to `5`): folds of the cross-validated R².
         seed (`int`, *optional*, defaults to `0`): shuffles the cross-validation folds.
@@ -209,11 +209,13 @@ def fit_rule(
         raise ValueError(f"The records have no indicator column(s) {missing}; columns: {columns}.")
     ids = [row.get("subset_id", i) for i, row in enumerate(rows)]
     if higher_is_better is None:
-        if any(target in (record.get("eval_scores") or {}) for record in meta):
+        # Only a loss goes one way by name. Flat rows (`store.labels()`, a DataFrame) no longer say which columns
+        # were generated-answer scores, so any other target must say its direction.
+        if not target.lower().endswith("loss"):
             raise ValueError(
-                f"`{target}` is a score of generated answers: say which way it goes. Pass `higher_is_better=True` "
-                f"to fit log(1 - {target}) (ROUGE, exact match, accuracy) or `higher_is_better=False` to fit "
-                f"log({target}) (error rates such as WER)."
+                f"`{target}` is not a loss (its name does not end in `loss`): say which way it goes. Pass "
+                f"`higher_is_better=True` to fit log(1 - {target}) (ROUGE, exact match, accuracy) or "
+                f"`higher_is_better=False` to fit log({target}) (error rates such as WER)."
             )
         higher_is_better = False
     y = _response(_column(rows, target, ids, what="label"), target, ids, higher_is_better)

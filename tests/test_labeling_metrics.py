@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hf_instructmining import EvalLossCallback, LabelingConfig, LabelStore, fit_rule, run_labeling, sample_subsets
-from hf_instructmining.labeling.metrics import generate_answers, load_metrics
-from hf_instructmining.labeling.runner import build_sft_config
+from hf_instructmining.labeling.finetune import build_sft_config
+from hf_instructmining.labeling.metrics import AnswerScorer, generate_answers, load_metrics
 from hf_instructmining.labeling.subsets import split_by_column
 
 
@@ -62,6 +62,39 @@ def test_greedy_answers_do_not_depend_on_the_batch(tiny_llama_dir):
     batched = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
     assert one == batched and all(isinstance(a, str) for a in one)
     assert model.training is False  # left as it was (from_pretrained returns eval mode)
+
+
+class _LossyMetric:
+    """A metric that also returns keys the labelling loop reads as eval losses."""
+
+    name = "lossy"
+
+    def compute(self, predictions, references):
+        return {"loss": 0.0, "token_loss": 0.0, "exact": 1.0}
+
+
+def test_a_metric_key_read_as_a_loss_is_not_recorded(tiny_llama_dir, caplog):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    rows = datasets.Dataset.from_dict({"prompt": ["Hi", "Say sea"], "completion": ["sea", "sea"]})
+    scorer = AnswerScorer(load_metrics([_LossyMetric()]), rows, max_new_tokens=2, batch_size=2)
+    with caplog.at_level("WARNING"):
+        assert scorer.score(model, tokenizer, None) == {"eval_exact": 1.0}
+    assert "would be read as an eval loss" in caplog.text
+
+
+def test_labelling_on_several_devices_refuses_a_metric_its_workers_cannot_reload(tmp_path):
+    pool = _pool()
+    subsets = sample_subsets(pool, n_subsets=2, subset_size=4)
+    config = LabelingConfig(model_name_or_path=str(tmp_path / "no-model"), devices=["cpu", "cpu"])
+    with pytest.raises(ValueError, match="`lossy` .*not an `evaluate` module"):
+        run_labeling(subsets, pool, config, tmp_path / "l.jsonl", indicators=["mtld"], metrics=[_LossyMetric()])
+    assert LabelStore(tmp_path / "l.jsonl").records() == []
+    from hf_instructmining.labeling.runner import _check_reloadable
+
+    _check_reloadable(load_metrics(ROUGE_L))  # a module loaded from its script reloads anywhere
 
 
 @pytest.mark.slow
@@ -177,6 +210,10 @@ def test_fit_rule_on_a_score_regresses_its_log_error_rate():
     # Without a direction the score is refused; a score outside [0, 1) cannot be fitted as an error rate.
     with pytest.raises(ValueError, match="say which way it goes"):
         fit_rule(records, target="eval_rougeL")
+    # Flat rows (as `store.labels()` gives them) no longer say the column is a score: still refused.
+    flat = [{"eval_rougeL": r["eval_scores"]["eval_rougeL"], **r["indicator_means"]} for r in records]
+    with pytest.raises(ValueError, match="say which way it goes"):
+        fit_rule(flat, target="eval_rougeL")
     records[3]["eval_scores"]["eval_rougeL"] = 1.0
     with pytest.raises(ValueError, match=r"must be in \[0, 1\).*s03"):
         fit_rule(records, target="eval_rougeL", higher_is_better=True)

@@ -35,6 +35,14 @@ def test_measurement_matches_the_dataset_summary(tmp_path):
     assert result["predicted_eval_loss"] == pytest.approx(math.exp(result["predicted_log_eval_loss"]))
 
 
+def test_measurement_of_a_rule_fitted_to_a_score_names_what_it_predicts(tmp_path):
+    rule = QualityRule(-1.0, {"mtld": -0.01}, {"mtld": {}}, {"fit": {"target": "log(1 - eval_rougeL)"}})
+    result = load_measurement(rule=rule, cache_dir=str(tmp_path)).compute(
+        instructions=INSTRUCTIONS, responses=RESPONSES
+    )
+    assert result["response"] == "log(1 - eval_rougeL)"
+
+
 def test_measurement_accumulates_batches(tmp_path):
     measurement = load_measurement(rule=RULE, cache_dir=str(tmp_path))
     whole = measurement.compute(instructions=INSTRUCTIONS[:3], responses=RESPONSES[:3])
@@ -70,8 +78,16 @@ def test_default_rule_with_tiny_models(tmp_path, tiny_oa_reward_dir, tiny_t5_dir
     result = measurement.compute(instructions=INSTRUCTIONS, responses=RESPONSES)
     columns = ["reward", "unieval_understandability", "unieval_naturalness", "unieval_coherence"]
     assert sorted(result) == sorted(
-        ["predicted_log_eval_loss", "predicted_eval_loss", "num_rows", "num_invalid", *(f"mean_{c}" for c in columns)]
+        [
+            "predicted_log_eval_loss",
+            "predicted_eval_loss",
+            "response",
+            "num_rows",
+            "num_invalid",
+            *(f"mean_{c}" for c in columns),
+        ]
     )
+    assert result["response"] == "log L_eval"
     means = [result[f"mean_{c}"] for c in columns]
     assert result["predicted_log_eval_loss"] == pytest.approx(
         0.0274 - 0.0078 * means[0] + 0.4421 * means[1] - 0.3212 * means[2] - 0.1520 * means[3]

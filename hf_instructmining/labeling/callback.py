@@ -27,8 +27,9 @@ class EvalLossCallback(TrainerCallback):
     `torch.inference_mode`) and scores the answers against the completions with every metric. The scores go into
     the record, next to the loss, as `scores` (e.g. `{"eval_rougeL": 0.31}`, or `eval_<name>_rougeL` for a named
     eval set, the keys `Seq2SeqTrainer` would use) with the `generation` settings, and into the evaluation's metrics,
-    so `trainer.evaluate()` returns them and `metric_for_best_model="eval_rougeL"` works. Only the main process
-    generates, so this suits single-process and DDP training, not sharded models (FSDP, DeepSpeed ZeRO-3).
+    so `trainer.evaluate()` returns them and, in a single process, `metric_for_best_model="eval_rougeL"` works.
+    Only the main process generates: under DDP the scores are recorded, but only the main process's metrics carry
+    them, so keep `metric_for_best_model` on a loss there. Sharded models (FSDP, DeepSpeed ZeRO-3) are not supported.
 
     Args:
         store (`LabelStore` or `str`): the store, or the path of its JSONL file.
@@ -129,6 +130,7 @@ class EvalLossCallback(TrainerCallback):
                 continue
             self._recorded.add((state.global_step, key))
             runtime = metrics.get(f"eval_{eval_name}_runtime" if eval_name else "eval_runtime")
+            loss = float(metrics[key])
             extra = {}
             if self.scorer is not None and self.scorer.rows(eval_name) is not None:
                 scores = self.scorer.score(model, processing_class, eval_name)
@@ -139,7 +141,7 @@ class EvalLossCallback(TrainerCallback):
                 "eval",
                 metric=key,
                 eval_name=eval_name,
-                loss=float(metrics[key]),
+                loss=loss,
                 step=state.global_step,
                 epoch=state.epoch,
                 eval_runtime_s=runtime,

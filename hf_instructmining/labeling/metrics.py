@@ -22,9 +22,9 @@ def load_metrics(metrics: Any) -> dict[str, Any]:
     """Load `evaluate` metric modules by local path (or Hub name), keeping already loaded ones as they are.
 
     Args:
-        metrics (`str`, `evaluate.EvaluationModule`, a list of them, or a dict name -> one): a module folder (`<name>/<name>.py`) or
-            script path, a Hub name such as `"rouge"` (needs the Hub, or evaluate's cache), or a loaded module; any
-            object with `compute(predictions=..., references=...)` returning a dict works.
+        metrics (`str`, `evaluate.EvaluationModule`, a list of them, or a dict name -> one): a module folder
+            (`<name>/<name>.py`) or script path, a Hub name such as `"rouge"` (needs the Hub, or evaluate's cache),
+            or a loaded module; any object with `compute(predictions=..., references=...)` returning a dict works.
 
     Returns:
         `dict[str, Any]`: the module's name -> the module, in the order given.
@@ -33,6 +33,19 @@ def load_metrics(metrics: Any) -> dict[str, Any]:
         `FileNotFoundError`: a path with no module script, or a Hub name that cannot be fetched (e.g. offline with
             `HF_HUB_OFFLINE=1`); the message says to pass a local module path.
         `ValueError`: two modules with the same name.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.labeling.metrics import load_metrics
+    >>> class ExactMatch:
+    ...     def compute(self, predictions, references):
+    ...         return {"exact_match": sum(p == r for p, r in zip(predictions, references)) / len(references)}
+    >>> metrics = load_metrics({"em": ExactMatch()})
+    >>> list(metrics), metrics["em"].compute(predictions=["a", "b"], references=["a", "c"])
+    (['em'], {'exact_match': 0.5})
+    >>> # load_metrics(["metrics/rouge"])  # a local copy of evaluate's `rouge` module: works offline
+    ```
     """
     if isinstance(metrics, Mapping):
         specs = list(metrics.items())
@@ -208,6 +221,10 @@ class AnswerScorer:
                     isinstance(value, int | float) or getattr(value, "ndim", None) == 0
                 ):
                     logger.debug("Metric %s: skipping the non-scalar result `%s`.", name, key)
+                    continue
+                if key == "loss" or key.endswith("_loss"):
+                    # `eval*_loss` is the label: a metric's own `loss` must not replace the model's eval loss.
+                    logger.warning("Metric %s: not recording `%s`, which would be read as an eval loss.", name, key)
                     continue
                 if prefix + key in scores:
                     raise ValueError(f"Two metrics return `{key}`; pass only one of them.")

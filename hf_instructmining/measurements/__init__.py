@@ -40,7 +40,8 @@ def load_measurement(
 
     Returns:
         `evaluate.Measurement`: `compute(instructions=[...], responses=[...])` returns `predicted_log_eval_loss`,
-        `predicted_eval_loss`, `num_rows`, `num_invalid` and `mean_<indicator>` for each indicator of the rule.
+        `predicted_eval_loss`, `response` (what the rule predicts: `log L_eval`, or e.g. `log(1 - eval_rougeL)` for a
+        rule fitted to a score), `num_rows`, `num_invalid` and `mean_<indicator>` for each indicator of the rule.
 
     Example:
 

@@ -29,6 +29,9 @@ _KWARGS_DESCRIPTION = (
 Returns:
     predicted_log_eval_loss (`float`): the rule applied to the mean indicator values; lower is better.
     predicted_eval_loss (`float`): its exponential.
+    response (`str`): what the rule predicts: `log L_eval` for a rule fitted to eval loss (the paper's); for a rule
+        fitted to a score where higher is better, e.g. `log(1 - eval_rougeL)`, and then the two values above are
+        that log error rate and the error rate `1 - score`, not a loss.
 """
     + COUNTS_DESCRIPTION
     + """    mean_<indicator> (`float`): the mean of each indicator the rule uses, e.g. `mean_reward`.
@@ -69,5 +72,6 @@ class InstructMining(evaluate.Measurement):
         return {
             "predicted_log_eval_loss": summary.predicted_log_eval_loss,
             "predicted_eval_loss": summary.predicted_eval_loss,
+            "response": self.rule.response,
             **counts_and_means(summary),
         }
