@@ -106,16 +106,16 @@ def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool):
         f"perplexity: {tokens / len(fast):.0f} tokens per row on average, template {indicator.metadata()['template']}"
     )
     report("perplexity", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
-    print_work_ratio(model, prompts, responses, fast_s, naive_s)
+    print_work_ratio(model, prompts, responses, fast_s, naive_s, device)
 
 
-def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | None):
+def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | None, device: str):
     """Matmul work of each side: how much of the speed-up is work not done, and how fast each side computes.
 
     The naive loop runs the body and the LM head at every position; this project skips the head at instruction
     positions and the body over the prefix every row shares. The ratio of the two works bounds the speed-up when
-    both sides compute at the same FLOP/s: on a CPU, where even one example keeps the matrix multiplies at the
-    processor's peak, it is the speed-up there is to get at float32 with unchanged values.
+    both sides compute at the same FLOP/s; on a CPU, where even one example keeps the matrix multiplies near the
+    processor's peak, `print_ceiling` turns it into the most there is to get at float32 with unchanged values.
     """
     head = model.get_output_embeddings().weight.numel()
     body = sum(p.numel() for p in model.base_model.parameters()) - model.get_input_embeddings().weight.numel()
@@ -131,6 +131,32 @@ def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | 
     if naive_s is not None:
         line += f" | naive {naive_work / naive_s / 1e9:.0f} GFLOP/s"
     print(line, flush=True)
+    if naive_s is not None and device == "cpu":
+        print_ceiling(work / fast_s, naive_work / naive_s, naive_work / work)
+
+
+def matmul_peak() -> float:
+    """FLOP/s of a large square float32 matrix multiply on the CPU (best of 5): a rate no forward pass beats."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = min(_timed(lambda: a @ b, "cpu")[1] for _ in range(5))
+    return 2 * 2048**3 / best
+
+
+def print_ceiling(project_rate: float, naive_rate: float, work_ratio: float):
+    """The largest ratio the project could reach at float32 on this CPU: its work ratio times how far the naive
+    loop runs below the matmul peak, and how much of that peak each side reaches."""
+    peak = matmul_peak()
+    print(
+        f"ceiling     float32 matmul peak {peak / 1e9:.0f} GFLOP/s | naive at {naive_rate / peak:.0%}, project at "
+        f"{project_rate / peak:.0%} | at most {work_ratio * peak / naive_rate:.2f}x the naive loop even at 100% "
+        "of the peak",
+        flush=True,
+    )
+
+
+def linear_work(model, tokens: int) -> float:
+    """Matmul FLOPs of an encoder over `tokens` tokens: every linear layer once per token (attention scores aside)."""
+    return 2 * tokens * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def bench_embeddings(rows: dict, device: str, naive: bool):
@@ -158,6 +184,11 @@ def bench_embeddings(rows: dict, device: str, naive: bool):
     tokens = sum(min(len(ids), limit) for ids in tokenizer(texts, verbose=False)["input_ids"])
     params = sum(p.numel() for p in model.parameters())
     report("embeddings", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
+    if naive_s is not None and device == "cpu":
+        work = linear_work(model, tokens)
+        rates = f"project {work / fast_s / 1e9:.0f} GFLOP/s | naive {work / naive_s / 1e9:.0f} GFLOP/s"
+        print(f"work        same matmuls on both sides | {rates}", flush=True)
+        print_ceiling(work / fast_s, work / naive_s, 1.0)
 
 
 def bench_reward(rows: dict, device: str, dtype: str | None):

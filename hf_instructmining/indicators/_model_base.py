@@ -11,8 +11,10 @@ from ..loading import load_model, load_tokenizer, resolve_device
 from .base import Indicator
 
 
-# Token budget per batch (rows x padded length). CPUs gain little beyond a few thousand tokens; GPUs want more.
-CPU_MAX_TOKENS = 4096
+# Token budget per batch (rows x padded length). On a CPU a batch only has to keep the matrix multiplies busy, and
+# small batches keep each layer's activations in cache: 1,024 tokens ran SmolLM2 perplexity 1.04x and MiniLM
+# embeddings 1.1-1.2x faster than 4,096 (benchmarks/RESULTS.md). GPUs want far more.
+CPU_MAX_TOKENS = 1024
 GPU_MAX_TOKENS = 32768
 # `model_max_length` of tokenizers that set none.
 _NO_LIMIT = 10**8
