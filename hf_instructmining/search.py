@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_NUM_SAMPLES = 10
 _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
 # `LabelingConfig` settings of generated-answer metrics: trials are ranked by eval loss and never generate, so these
 # settings do not change a trial, and leaving them out keeps the ids of searches stored before they existed.
@@ -120,7 +121,7 @@ def search_subset_size(
     *,
     low: int = 1,
     high: int | None = None,
-    num_samples: int | None = 10,
+    num_samples: int | None = DEFAULT_NUM_SAMPLES,
     time_budget_s: float | None = None,
     objective: Callable[..., float] | None = None,
     store: "LabelStore | str | os.PathLike | None" = None,

@@ -129,14 +129,15 @@ def comparison_table(comparison) -> str:
 
 def composition_table(runs, scored) -> str:
     """Which sources the rule's top k rows come from, against their share of the pool."""
-    generators = scored["generator"]
-    pool = Counter(generators)
+    from hf_instructmining import select_top_k
+
+    pool = Counter(scored["generator"])
     sizes = sorted({r["k"] for r in runs if r["selection"] == "rule"})
     columns = " | ".join(f"top {k}" for k in sizes)
     lines = [f"| source | pool share | {columns} |", "|---|---|" + "---|" * len(sizes)]
-    ranked = sorted(range(len(scored)), key=lambda i: scored[i]["instruct_score"])
-    for name in sorted(pool, key=lambda n: -sum(generators[i] == n for i in ranked[: sizes[0]])):
-        shares = " | ".join(f"{sum(generators[i] == name for i in ranked[:k]) / k:.0%}" for k in sizes)
+    top = {k: Counter(select_top_k(scored, k)["generator"]) for k in sizes}
+    for name in sorted(pool, key=lambda n: -top[sizes[0]][n]):
+        shares = " | ".join(f"{top[k][name] / k:.0%}" for k in sizes)
         lines.append(f"| {name} | {pool[name] / len(scored):.0%} | {shares} |")
     return "Where the rule's top rows come from:\n\n" + "\n".join(lines)
 

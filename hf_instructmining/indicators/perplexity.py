@@ -121,7 +121,7 @@ class Perplexity(ModelIndicator):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         fast = not any(getattr(model.config, name, None) for name in _LOGIT_TRANSFORMS)
         shared = _shared_prefix_length(rows)
-        cache_kwarg = _cache_kwarg(model.base_model)
+        cache_kwarg = _cache_kwarg(model.base_model) if shared else None
         prefix_cache = _prefix_cache(model, rows[0][0][:shared], device, cache_kwarg) if shared else None
 
         def score(batch: list[int]) -> list[float]:

@@ -8,7 +8,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .metrics import AnswerScorer, load_metrics
-from .store import LabelStore, library_versions
+from .store import LabelStore, is_eval_loss, library_versions
 
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class EvalLossCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        losses = [key for key in metrics if key.startswith("eval") and key.endswith("_loss")]
+        losses = [key for key in metrics if is_eval_loss(key)]
         for key in losses:
             eval_name = key[len("eval_") : -len("_loss")] or None
             if (state.global_step, key) in self._recorded:

@@ -19,7 +19,7 @@ from typing import Any
 from ..formats import extract_pairs
 from ..import_utils import require
 from .config import LabelingConfig
-from .store import LabelStore, to_jsonable
+from .store import LabelStore, is_eval_loss, to_jsonable
 
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def finetune_and_evaluate(
             for name in evals:
                 scorer.score(trainer.model, tokenizer, name or None)
         eval_runtime = time.perf_counter() - start
-    losses = {k: float(v) for k, v in eval_metrics.items() if k.startswith("eval") and k.endswith("_loss")}
+    losses = {k: float(v) for k, v in eval_metrics.items() if is_eval_loss(k)}
     result = {
         "eval_loss": losses.get("eval_loss", math.fsum(losses.values()) / len(losses)),
         "eval_losses": losses,

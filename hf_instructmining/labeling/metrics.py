@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..import_utils import require
+from .store import is_eval_loss
 
 
 logger = logging.getLogger(__name__)
@@ -222,8 +223,8 @@ class AnswerScorer:
                 ):
                     logger.debug("Metric %s: skipping the non-scalar result `%s`.", name, key)
                     continue
-                if key == "loss" or key.endswith("_loss"):
-                    # `eval*_loss` is the label: a metric's own `loss` must not replace the model's eval loss.
+                if is_eval_loss(prefix + key):
+                    # The eval loss is the label: a metric's own `loss` must not replace or join it.
                     logger.warning("Metric %s: not recording `%s`, which would be read as an eval loss.", name, key)
                     continue
                 if prefix + key in scores:

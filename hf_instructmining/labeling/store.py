@@ -28,6 +28,12 @@ _KINDS_WITH_ATTEMPTS = ("train_begin", "eval", "subset_done")
 _VERSIONED_LIBRARIES = ("hf-instructmining", "torch", "transformers", "trl", "peft", "datasets", "statsmodels")
 
 
+def is_eval_loss(metric: str) -> bool:
+    """Whether a Trainer metric is an eval loss the labelling loop records: `eval_loss`, or `eval_<name>_loss` for
+    a named eval set."""
+    return metric.startswith("eval") and metric.endswith("_loss")
+
+
 def library_versions() -> dict[str, str | None]:
     """Versions of Python and of the libraries that shape a label or a fit (`None` when not installed)."""
     import importlib.metadata

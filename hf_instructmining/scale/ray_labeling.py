@@ -8,7 +8,6 @@ the store, so a subset is never labelled twice and an interrupted attempt's part
 """
 
 import dataclasses
-import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -145,7 +144,14 @@ def search_subset_size_with_ray(
     >>> #                             low=1000, high=100_000, num_samples=20)
     ```
     """
-    from ..search import SearchConfig, _derive_search_id, _fingerprint, _open_store, search_subset_size
+    from ..search import (
+        DEFAULT_NUM_SAMPLES,
+        SearchConfig,
+        _derive_search_id,
+        _fingerprint,
+        _open_store,
+        search_subset_size,
+    )
 
     ray = _ray()
     config = config or SearchConfig()
@@ -159,8 +165,7 @@ def search_subset_size_with_ray(
         slots = _cluster_slots(ray, num_gpus, num_cpus)
         # Sizes proposed while n trials run are chosen without their results: past about a third of the budget at
         # once, the search loses its guidance (docs/scaling.md), so the rest of the cluster is better left idle.
-        default = inspect.signature(search_subset_size).parameters["num_samples"].default
-        num_samples = search_options.get("num_samples", default)
+        num_samples = search_options.get("num_samples", DEFAULT_NUM_SAMPLES)
         if num_samples is not None:
             slots = min(slots, max(1, num_samples // 3))
         config = dataclasses.replace(config, max_concurrent_trials=slots)
