@@ -90,20 +90,59 @@ def resolve_device(device: str | None = None, rank: int | None = None) -> str:
     return f"cuda:{rank % count}" if rank is not None else "cuda"
 
 
-def default_dtype(device: str) -> str:
-    """The dtype models run in on `device`: `float32` on CPU (bf16 is much slower there), `bfloat16` on GPUs
-    that support it, else `float16`.
+# CPU features that run bf16 matrix multiplies in hardware (`torch.cpu.get_capabilities()` names). Elsewhere torch
+# emulates bf16 through float32 and pays for the conversions: on a 2-core AMD EPYC (AVX2) a bf16 matmul ran about 12x
+# slower than float32 (benchmarks/RESULTS.md), while AMX-BF16 Xeons ran it about 7x faster.
+_NATIVE_BF16_FEATURES = ("amx_bf16", "avx512_bf16")
+CPU_BF16_ENV = "INSTRUCTMINING_CPU_BF16"
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX-BF16 or AVX512-BF16), as torch detects it.
+
+    The environment variable `INSTRUCTMINING_CPU_BF16` (`1` or `0`) overrides the detection, e.g. to keep
+    `dtype="auto"` at float32 on a bf16 CPU. Arm CPUs are not counted yet: their bf16 speed under torch was never
+    measured by this project.
 
     Example:
 
     ```py
-    >>> from hf_instructmining.loading import default_dtype
-    >>> default_dtype("cpu")
-    'float32'
+    >>> from hf_instructmining.loading import cpu_supports_bf16
+    >>> isinstance(cpu_supports_bf16(), bool)
+    True
+    ```
+    """
+    override = os.environ.get(CPU_BF16_ENV)
+    if override is not None:
+        if override not in ("0", "1"):
+            raise ValueError(f"`{CPU_BF16_ENV}` must be `1` or `0` (or unset to detect), got `{override}`.")
+        return override == "1"
+    import torch
+
+    # Older torch releases have no public feature query: float32 there, exact and never slow.
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return False
+    capabilities = get_capabilities()
+    return any(bool(capabilities.get(name)) for name in _NATIVE_BF16_FEATURES)
+
+
+def default_dtype(device: str) -> str:
+    """The dtype models run in on `device` when none is asked for (`dtype="auto"`).
+
+    `bfloat16` on GPUs that support it (else `float16`) and on CPUs that multiply bf16 in hardware (see
+    [`cpu_supports_bf16`]); `float32` on other CPUs, where bf16 is emulated and slower than float32.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.loading import cpu_supports_bf16, default_dtype
+    >>> default_dtype("cpu") == ("bfloat16" if cpu_supports_bf16() else "float32")
+    True
     ```
     """
     if not device.startswith("cuda"):
-        return "float32"
+        return "bfloat16" if cpu_supports_bf16() else "float32"
     import torch
 
     with torch.cuda.device(device):
@@ -171,6 +210,8 @@ def load_model(
 
             if is_oa_reward_checkpoint(name_or_path, revision):
                 model = load_oa_reward_model(name_or_path, revision, torch_dtype)
+                if torch_dtype.itemsize < 4:
+                    _float32_head(model)
                 return model.to(device).eval().requires_grad_(False)
             task = "sequence_classification"
         if task not in _TASKS:
@@ -184,7 +225,21 @@ def load_model(
             f"Could not load the model `{name_or_path}`: {err}. Pass a local folder or a Hub id that exists "
             "(with `HF_HUB_OFFLINE=1`, it must already be in the cache)."
         ) from err
+    if task == "sequence_classification" and torch_dtype.itemsize < 4:
+        _float32_head(model)
     return model.to(device).eval().requires_grad_(False)
+
+
+def _float32_head(model) -> None:
+    """Run a classifier's output layer in float32, on its input upcast: a reward is one number per text, which bf16
+    would round to 3 significant digits (ties between rows), and the layer is one small matrix product."""
+    import torch
+
+    head = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+    head.float()
+    head.register_forward_pre_hook(
+        lambda module, args: tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    )
 
 
 def _torch_single_threaded_after_fork() -> None:

@@ -16,6 +16,9 @@ def _offline_and_isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("WANDB_DISABLED", "true")
+    # The same dtypes on every machine: `dtype="auto"` stays float32 on CPUs with native bf16 too, so that values
+    # compare exactly across machines (tests/test_precision.py simulates both answers of the detection).
+    monkeypatch.setenv("INSTRUCTMINING_CPU_BF16", "0")
     # huggingface_hub and datasets read these at import time, before this fixture runs: patch the constants too,
     # so that no test can reach the network (the `fake_hub` fixture turns them back off for its loopback server).
     import datasets.config

@@ -54,7 +54,7 @@ def indicator(request):
 def test_resolve_device_and_dtype():
     assert resolve_device("cpu", rank=2) == "cpu"
     assert resolve_device(None) == ("cuda" if torch.cuda.device_count() else "cpu")
-    assert default_dtype("cpu") == "float32"
+    assert default_dtype("cpu") == "float32"  # the tests keep native CPU bf16 off (conftest)
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     with pytest.raises(ValueError, match="Unknown dtype"):
         resolve_dtype("float13", "cpu")

@@ -7,7 +7,7 @@ device, so two indicators naming the same model share one load and fingerprints 
 
 from typing import Any, ClassVar
 
-from ..loading import load_model, load_tokenizer, resolve_device
+from ..loading import load_model, load_tokenizer, resolve_device, resolve_dtype
 from .base import Indicator
 
 
@@ -28,7 +28,10 @@ class ModelIndicator(Indicator):
         revision (`str`, *optional*): a branch, tag or commit on the Hub.
         device (`str`, *optional*): `"cpu"`, `"cuda"`, `"cuda:1"`, or `None` for a GPU when one is visible. With
             `Dataset.map(..., with_rank=True, num_proc=n)`, worker `rank` uses GPU `rank % n_gpus`.
-        dtype (`str`, *optional*): `"float32"`, `"bfloat16"`, `"float16"`; `None` for float32 on CPU and bf16 on GPU.
+        dtype (`str`, *optional*): `"float32"`, `"bfloat16"`, `"float16"`, or `None`/`"auto"` for bf16 where the
+            hardware computes it natively (GPUs, CPUs with AMX-BF16 or AVX512-BF16) and float32 elsewhere. Losses,
+            log-probabilities and embedding norms are computed in float32 from upcast outputs either way;
+            `"float32"` keeps values exact.
         max_tokens (`int`, *optional*): token budget per batch (rows x padded length).
         max_length (`int`, *optional*): truncate inputs to this many tokens; the model's context by default.
         trust_remote_code (`bool`, *optional*, defaults to `False`): run code from the model repository.
@@ -99,8 +102,12 @@ class ModelIndicator(Indicator):
         return {"model": self.model, "revision": self.revision}
 
     def metadata(self) -> dict[str, Any]:
-        """How the column was made, for dataset cards: `spec()` plus choices resolved from the model's files."""
-        return self.spec()
+        """How the column was made, for provenance and dataset cards: `spec()`, the kind of device the model runs on
+        and the dtype it runs in (resolved from `"auto"` for that device), and choices resolved from the model's
+        files (subclasses add those)."""
+        device = self._device or resolve_device(self.device)
+        dtype = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
+        return {**self.spec(), "device": device.split(":")[0], "dtype": dtype}
 
 
 def render_chat(tokenizer, prompts: list[list[dict]], responses: list[str]) -> tuple[list[str], list[str]]:

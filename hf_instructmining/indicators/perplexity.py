@@ -75,8 +75,9 @@ class Perplexity(ModelIndicator):
         return {**super().spec(), "template": self.template}
 
     def metadata(self) -> dict[str, Any]:
-        """How the column was made, for dataset cards: the resolved template (loads the tokenizer only)."""
-        return {**self.spec(), "template": self.resolved_template(self.load_tokenizer())}
+        """How the column was made (see [`ModelIndicator.metadata`]), with the resolved template (loads the tokenizer
+        only)."""
+        return {**super().metadata(), "template": self.resolved_template(self.load_tokenizer())}
 
     def resolved_template(self, tokenizer) -> str:
         has_template = bool(getattr(tokenizer, "chat_template", None))

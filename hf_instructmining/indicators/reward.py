@@ -65,8 +65,9 @@ class RewardScore(ModelIndicator):
         return {**super().spec(), "prompt_format": self.prompt_format}
 
     def metadata(self) -> dict[str, Any]:
-        """How the column was made, for dataset cards: the resolved prompt format (loads the tokenizer only)."""
-        return {**self.spec(), "prompt_format": self.resolved_prompt_format(self.load_tokenizer())}
+        """How the column was made (see [`ModelIndicator.metadata`]), with the resolved prompt format (loads the
+        tokenizer only)."""
+        return {**super().metadata(), "prompt_format": self.resolved_prompt_format(self.load_tokenizer())}
 
     def resolved_prompt_format(self, tokenizer) -> str:
         if self.prompt_format != "auto":

@@ -109,7 +109,8 @@ class UniEval(ModelIndicator):
             with inference():
                 logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits[:, 0]
             # P(Yes) / (P(Yes) + P(No)) of the softmax over the vocabulary = sigmoid of the logit difference.
-            return torch.sigmoid((logits[:, yes] - logits[:, no]).float()).tolist()
+            # Upcast before subtracting: two close bf16 logits would lose their difference.
+            return torch.sigmoid(logits[:, yes].float() - logits[:, no].float()).tolist()
 
         values = run_in_batches([len(r) for r in rows], self.token_budget(device), score)
         n = len(pairs)

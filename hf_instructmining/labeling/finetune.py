@@ -192,8 +192,7 @@ def build_sft_config(config: LabelingConfig, *, output_dir: str, device: str):
         "eval_strategy": "no",  # one evaluation after training, the label
         "logging_steps": 10,
         "use_cpu": on_cpu,
-        "bf16": (not on_cpu) and _bf16_supported(),
-        "fp16": False,
+        **_mixed_precision(config.dtype, device),
         "dataloader_pin_memory": not on_cpu,
     }
     names = {f.name for f in dataclasses.fields(SFTConfig)}
@@ -216,10 +215,17 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
-def _bf16_supported() -> bool:
-    import torch
+def _mixed_precision(dtype: str, device: str) -> dict[str, bool]:
+    """`SFTConfig`'s `bf16`/`fp16` flags for `LabelingConfig.dtype` on `device`: `"auto"` is bf16 where the device
+    computes it natively (see `default_dtype`) and float32 elsewhere, never float16 (it needs loss scaling)."""
+    from ..loading import default_dtype
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    name = dtype
+    if dtype == "auto":
+        name = "bfloat16" if default_dtype(device) == "bfloat16" else "float32"
+    if name == "float16" and not device.startswith("cuda"):
+        raise ValueError("`dtype='float16'` trains with CUDA mixed precision only; use `'bfloat16'` or `'float32'`.")
+    return {"bf16": name == "bfloat16", "fp16": name == "float16"}
 
 
 @lru_cache(maxsize=4)
