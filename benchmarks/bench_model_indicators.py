@@ -27,7 +27,7 @@ import torch
 
 from hf_instructmining.formats import extract_pairs
 from hf_instructmining.indicators import KNNDistance, Perplexity, RewardScore
-from hf_instructmining.indicators.perplexity import _shared_prefix_length
+from hf_instructmining.indicators._lm_nll import ScoredRow, shared_prefix_length
 from hf_instructmining.offline import minilm_path, smollm2_path
 
 
@@ -119,7 +119,9 @@ def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | 
     """
     head = model.get_output_embeddings().weight.numel()
     body = sum(p.numel() for p in model.base_model.parameters()) - model.get_input_embeddings().weight.numel()
-    shared = _shared_prefix_length([(p + r, max(len(p), 1)) for p, r in zip(prompts, responses, strict=True)])
+    shared = shared_prefix_length(
+        [ScoredRow(p + r, max(len(p), 1), len(p + r)) for p, r in zip(prompts, responses, strict=True)]
+    )
     naive_work = sum(2 * (body + head) * (len(p) + len(r)) for p, r in zip(prompts, responses, strict=True))
     work = 2 * body * shared + sum(
         2 * body * (len(p) + len(r) - shared) + 2 * head * len(r) for p, r in zip(prompts, responses, strict=True)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .indicators import Indicator, get_indicator
+from .indicators.registry import SHARED_PASS_FAMILIES, indicator_family
 from .rules import QualityRule, builtin_rules
 
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_FAMILY_PREFIXES = ("unieval", "knn")
 # The option naming an indicator's model, in order of preference (the length indicators take a tokenizer).
 _MODEL_OPTIONS = ("model", "tokenizer")
 # Options every indicator of a scorer shares, applied where the indicator takes them.
@@ -52,7 +52,8 @@ def plan_indicators(
     reference: Any = None,
     stacklevel: int = 2,
 ) -> list[Indicator]:
-    """Build the indicators that write `specs`' columns, one per model where a family shares one (UniEval).
+    """Build the indicators that write `specs`' columns, one per model where a family shares one pass (UniEval,
+    the perplexity family).
 
     Args:
         specs (`Mapping[str, Mapping]`): indicator column -> options (a rule's `indicators`).
@@ -66,7 +67,7 @@ def plan_indicators(
     Returns:
         `list[Indicator]`: together they write exactly the columns of `specs`.
     """
-    families = {c: family(c) for c in specs}
+    families = {c: indicator_family(c) for c in specs}
     unknown = sorted(set(config.models) - set(specs) - set(families.values()))
     if unknown:
         raise ValueError(
@@ -108,19 +109,23 @@ def plan_indicators(
 
 
 def _group(options: dict[str, dict[str, Any]], families: dict[str, str]) -> list[Indicator]:
-    """One indicator per column, except UniEval columns with the same options: one indicator for all aspects."""
+    """One indicator per column, except the columns of a family that one model pass writes (UniEval's aspects, the
+    perplexity family's outputs) with the same options: one indicator for all of them."""
     indicators: list[Indicator] = []
-    unieval: dict[str, list[str]] = {}
+    groups: dict[tuple[str, str], list[str]] = {}
     for column, opts in options.items():
-        if families[column] == "unieval":
-            # `aspects` (in specs taken from `UniEval.spec()`) is set per group below, so it does not split groups.
-            shared = {k: v for k, v in opts.items() if k != "aspects"}
-            unieval.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(column)
+        if families[column] in SHARED_PASS_FAMILIES:
+            # The option listing the columns (`aspects`, `outputs`) is set per group below: it does not split groups.
+            listing, _ = SHARED_PASS_FAMILIES[families[column]]
+            shared = {k: v for k, v in opts.items() if k != listing}
+            key = (families[column], json.dumps(shared, sort_keys=True, default=str))
+            groups.setdefault(key, []).append(column)
         else:
             indicators.append(_build(column, opts))
-    for columns in unieval.values():
-        aspects = [c.removeprefix("unieval_") for c in columns]
-        indicators.append(_build(columns[0], {**options[columns[0]], "aspects": aspects}))
+    for (name, _), columns in groups.items():
+        listing, prefix = SHARED_PASS_FAMILIES[name]
+        values = [c.removeprefix(prefix) for c in columns]
+        indicators.append(_build(columns[0], {**options[columns[0]], listing: values}))
     written = [c for indicator in indicators for c in indicator.columns]
     if sorted(written) != sorted(options):
         raise RuntimeError(f"The indicators write {written}, expected {list(options)}.")
@@ -134,11 +139,6 @@ def _build(column: str, options: dict[str, Any]) -> Indicator:
         raise ValueError(f"The options {options} do not build the `{column}` indicator: {err}") from None
 
 
-def family(column: str) -> str:
-    prefix = column.split("_", 1)[0]
-    return prefix if prefix in _FAMILY_PREFIXES and column != prefix else column
-
-
 def _accepts(cls: type, option: str) -> bool:
     """Whether the indicator class (or a base its `**kwargs` reach) takes `option`."""
     return any(
@@ -147,7 +147,7 @@ def _accepts(cls: type, option: str) -> bool:
 
 
 def is_knn(indicator: Indicator) -> bool:
-    return any(family(c) == "knn" for c in indicator.columns)
+    return any(indicator_family(c) == "knn" for c in indicator.columns)
 
 
 def load_reference(reference: Any) -> Any:

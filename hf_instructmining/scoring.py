@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from ._plan import family, is_knn, load_reference, plan_indicators, resolve_rule
+from ._plan import is_knn, load_reference, plan_indicators, resolve_rule
 from .formats import FORMATS
 from .indicators import Indicator
 from .indicators.base import compute_all
+from .indicators.registry import indicator_family
 from .rules import DEFAULT_RULE, QualityRule
 
 
@@ -159,7 +160,7 @@ class InstructScorer:
 
     def _build(self, *, warn: bool) -> list[Indicator]:
         specs = {c: self.rule.indicators[c] for c in self.rule.columns}
-        knn = [c for c in specs if family(c) == "knn"]
+        knn = [c for c in specs if indicator_family(c) == "knn"]
         if knn and self.reference is None:
             raise ValueError(
                 f"The rule {self.rule.name or ''} needs {knn}, the distance to the k-th nearest neighbour within a "

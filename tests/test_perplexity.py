@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_instructmining.formats import extract_pairs
 from hf_instructmining.indicators import Perplexity, get_indicator
-from hf_instructmining.indicators.perplexity import _shared_prefix_length
+from hf_instructmining.indicators._lm_nll import ScoredRow, shared_prefix_length
+from hf_instructmining.indicators.perplexity import OUTPUTS
 from tests.fixtures.models import build_tiny_llama
 
 
@@ -108,7 +109,9 @@ def test_a_prefix_shared_by_every_row_is_computed_once_with_the_same_values(tiny
     tokenizer = indicator.load_tokenizer()
     prompts, _ = indicator.encode(extract_pairs(ROWS), tokenizer)
     shared = len(tokenizer("<|system|>\nYou are a careful assistant.")["input_ids"])
-    assert _shared_prefix_length([(p, len(p)) for p in prompts]) >= shared  # the rows do share a long prefix
+    assert (
+        shared_prefix_length([ScoredRow(p, len(p), len(p)) for p in prompts]) >= shared
+    )  # the rows do share a long prefix
     naive = naive_perplexities(indicator, tiny_system_prompt_llama_dir)
     assert indicator(ROWS)["perplexity"] == pytest.approx(naive, rel=1e-4)
     # Alone, a row has nothing to share with; in small batches, every batch reuses the one prefix cache.
@@ -136,3 +139,80 @@ def test_the_token_budget_counts_the_shared_prefix(tiny_system_prompt_llama_dir)
     batches = seen[1:]  # the first call computes the prefix cache itself
     assert seen[0][0] == 1 and len(batches) > 1
     assert all(rows == 1 or rows * width <= 64 for rows, width in batches)
+
+
+def _log_probs(path: str, ids: list[int]) -> torch.Tensor:
+    """Hand computation: log-probabilities of every next token, from one plain forward pass."""
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def _mean_nll(log_probs: torch.Tensor, ids: list[int], start: int, end: int) -> float:
+    return -sum(log_probs[t - 1, ids[t]].item() for t in range(start, end)) / (end - start)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_chat_llama_dir", "tiny_system_prompt_llama_dir"])
+def test_the_family_matches_hand_computations(fixture, request):
+    path = request.getfixturevalue(fixture)
+    indicator = Perplexity(path, outputs=list(OUTPUTS))
+    assert indicator.columns == OUTPUTS
+    values = indicator(ROWS)
+    tokenizer = indicator.load_tokenizer()
+    pairs = extract_pairs(ROWS)
+    prompts, responses = indicator.encode(pairs, tokenizer)
+    empty_prompts, empty_responses = indicator.encode(pairs, tokenizer, conditional=False)
+    chat = fixture != "tiny_llama_dir"
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        # The end of turn: `</s>` right after the content in the chat templates; plain text appends the EOS token.
+        end = [t for t, token in enumerate(response) if token == tokenizer.eos_token_id][0] if chat else len(response)
+        ids = prompt + response + ([] if chat else [tokenizer.eos_token_id])
+        log_probs = _log_probs(path, ids)
+        start = max(len(prompt), 1)
+        conditional = _mean_nll(log_probs, ids, start, len(prompt) + len(response))
+        uncond_ids = empty_prompts[i] + empty_responses[i]
+        unconditional = _mean_nll(
+            _log_probs(path, uncond_ids), uncond_ids, max(len(empty_prompts[i]), 1), len(uncond_ids)
+        )
+        assert empty_responses[i] == response or not chat  # the same response tokens, without the instruction
+        assert values["perplexity"][i] == pytest.approx(math.exp(conditional), rel=1e-4)
+        assert values["unconditional_perplexity"][i] == pytest.approx(math.exp(unconditional), rel=1e-4)
+        assert values["ifd"][i] == pytest.approx(conditional / unconditional, rel=1e-4)
+        eos_position = len(prompt) + end
+        assert ids[eos_position] == tokenizer.eos_token_id
+        assert values["end_of_turn_logprob"][i] == pytest.approx(
+            log_probs[eos_position - 1, ids[eos_position]].item(), abs=1e-4
+        )
+    # The extra columns do not change `perplexity` itself.
+    assert values["perplexity"] == pytest.approx(Perplexity(path)(ROWS)["perplexity"], rel=1e-5)
+
+
+def test_a_response_cut_by_the_context_has_no_end_of_turn(tiny_llama_dir, caplog):
+    rows = {"instruction": ["Say it"], "output": ["word " * 40]}
+    with caplog.at_level("WARNING"):
+        value = Perplexity(tiny_llama_dir, max_length=16, outputs=["end_of_turn_logprob"])(rows)
+    assert math.isnan(value["end_of_turn_logprob"][0])
+    assert "no end_of_turn_logprob" in caplog.text
+
+
+def test_the_family_is_one_indicator_and_one_pass_when_scored_together(tiny_chat_llama_dir):
+    from datasets import Dataset
+    from datasets.fingerprint import Hasher
+
+    from hf_instructmining import ScoreConfig
+    from hf_instructmining._plan import plan_indicators
+
+    specs = {c: {"model": tiny_chat_llama_dir} for c in ("perplexity", "ifd", "end_of_turn_logprob")}
+    specs["mtld"] = {}
+    planned = plan_indicators(specs, ScoreConfig())
+    lm = [i for i in planned if isinstance(i, Perplexity)]
+    assert len(lm) == 1 and lm[0].columns == ("perplexity", "ifd", "end_of_turn_logprob")
+    # Each column also stands alone, from its registry name, as a `map` function.
+    ds = Dataset.from_dict(ROWS).map(get_indicator("ifd", model=tiny_chat_llama_dir), batched=True)
+    assert ds["ifd"] == pytest.approx(lm[0](ROWS)["ifd"], rel=1e-5)
+    assert get_indicator("ifd", **lm[0].spec()).columns == lm[0].columns  # the spec rebuilds it
+    # A plain `Perplexity` keeps the spec and fingerprint it always had; another set of outputs changes both.
+    assert "outputs" not in Perplexity(tiny_chat_llama_dir).spec()
+    assert Hasher.hash(Perplexity(tiny_chat_llama_dir)) != Hasher.hash(Perplexity(tiny_chat_llama_dir, outputs="ifd"))
+    with pytest.raises(ValueError, match="perplexity output"):
+        Perplexity(outputs=["ppl"])

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hf_instructmining.errors import InvalidExampleError
 from hf_instructmining.indicators import (
     MTLD,
+    CompressionRatio,
     InputLength,
     OutputLength,
     available_indicators,
@@ -171,3 +172,16 @@ def test_registry_builds_by_name_and_lists_known_names():
         register_indicator("mtld", MTLD)
     register_indicator("mtld_strict", lambda **options: MTLD(threshold=0.8, **options))
     assert get_indicator("mtld_strict").threshold == 0.8
+
+
+def test_compression_ratio_is_the_compressed_share_of_the_response():
+    import zlib
+
+    loop = "A dictionary is a dict and a dict is a dictionary. " * 10
+    rows = {"instruction": ["Explain dicts", "Explain dicts", "Greet"], "output": [loop, ROWS[0]["output"], "Héllo!"]}
+    values = Dataset.from_dict(rows).map(get_indicator("compression_ratio"), batched=True)["compression_ratio"]
+    empty = len(zlib.compress(b"", 9))
+    expected = [(len(zlib.compress(r.encode(), 9)) - empty) / len(r.encode()) for r in rows["output"]]
+    assert values == pytest.approx(expected, rel=1e-12)
+    assert values[0] < 0.15 < values[1]  # the loop compresses to a fraction of a varied answer
+    assert CompressionRatio()({"instruction": "Greet", "output": "Héllo!"}) == {"compression_ratio": values[2]}

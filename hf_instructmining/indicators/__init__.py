@@ -12,6 +12,7 @@ from .base import Indicator
 from .lengths import InputLength, OutputLength
 from .mtld import MTLD
 from .registry import available_indicators, get_indicator, register_indicator
+from .repetition import CompressionRatio
 
 
 _LAZY = {
@@ -22,7 +23,16 @@ _LAZY = {
 }
 
 __all__ = sorted(
-    ["Indicator", "InputLength", "OutputLength", "MTLD", "available_indicators", "get_indicator", "register_indicator"]
+    [
+        "CompressionRatio",
+        "Indicator",
+        "InputLength",
+        "OutputLength",
+        "MTLD",
+        "available_indicators",
+        "get_indicator",
+        "register_indicator",
+    ]
     + list(_LAZY)
 )
 

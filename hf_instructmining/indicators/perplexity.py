@@ -1,27 +1,35 @@
-"""`perplexity`: how surprising the response is to a causal language model, given the instruction.
+"""The perplexity family: what one causal LM says about a response, from one model load and one batched pass.
 
-InstructMining (arXiv 2307.06290, Sec. 3.1) uses the perplexity of the response conditioned on the instruction:
-exp of the mean negative log-likelihood of the response tokens, with the instruction tokens masked out.
+- `perplexity` (InstructMining, arXiv 2307.06290, Sec. 3.1): exp of the mean negative log-likelihood (NLL) of the
+  response tokens given the instruction, the instruction tokens masked out.
+- `unconditional_perplexity`: the same without the instruction (an empty instruction in the same template). How
+  fluent the response is on its own.
+- `ifd`, instruction-following difficulty (Li et al. 2024, "From Quantity to Quality", Cherry LLM, Sec. 3.2; used
+  again by Superfiltering, Li et al. 2024): `mean NLL(response | instruction) / mean NLL(response)`, the ratio of the
+  two log-perplexities. Below 1, the instruction makes the response easier to predict: the two fit together, and the
+  lower, the more the response is implied by the instruction. Near or above 1, the instruction does not help or even
+  hurts: Cherry LLM keeps such "difficult" samples as the most informative, Superfiltering drops those above 1 as
+  misaligned. Which way is better for training is an empirical question; a fitted rule's sign answers it for its
+  own data (see `experiments/replication/RESULTS.md`).
+- `end_of_turn_logprob`: the log-probability the model gives to ending the response where it ends: the end-of-turn
+  token right after the response (the chat template's end marker, or the tokenizer's EOS token in plain text). A
+  finished answer ends like one (near 0); a response that trails off or stops mid-sentence gets a low value.
 
 The text the model reads is the tokenizer's chat template (the instruction's messages, then the response as the
 assistant turn) when the tokenizer has one, and `instruction + "\\n\\n" + response` (plus the tokenizer's own
-special tokens, such as BOS) otherwise; `metadata()` says which. Every token after the instruction counts as
-response, so with a chat template the end-of-turn tokens count too.
-
-Speed: rows are length-sorted into token-budget batches (little padding), the body runs once per batch, and the
-language-model head and the loss are computed only at the positions that predict response tokens. On a CPU the
-body's matrix multiplies already run at the processor's peak one example at a time, so what remains to gain is
-work not done: the head at instruction positions, and a token prefix that every row shares (a chat template's
-system prompt, a fixed preamble), which is run once per call and reused from its key/value cache.
+special tokens, such as BOS) otherwise; `metadata()` says which. With a chat template every token after the
+instruction counts as response, end-of-turn tokens included, as they always have for `perplexity`.
+Computing the two unconditional columns runs the response a second time (without the instruction) in the same
+batches; the end-of-turn token costs nothing extra.
 """
 
-import inspect
 import logging
 import math
 from typing import Any
 
 from ..formats import InstructionPairs
-from ._batching import inference, pad, run_in_batches, truncate_pair, warn_truncated
+from ._batching import truncate_pair, warn_truncated
+from ._lm_nll import ScoredRow, score_rows
 from ._model_base import ModelIndicator, render_chat
 
 
@@ -29,24 +37,24 @@ logger = logging.getLogger(__name__)
 
 TEMPLATES = ("auto", "chat", "plain")
 PLAIN_SEPARATOR = "\n\n"
-# Heads that do more than a linear map (soft-capping, scaling): score them with the full forward instead.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-# Positions whose logits are materialised at once (positions x vocabulary floats).
-_HEAD_CHUNK = 2048
-# A shared prefix shorter than this is recomputed with each row: reusing its cache costs a copy per batch and layer.
-_MIN_SHARED_PREFIX = 8
+#: The columns one causal LM pass can write, in the order they are written.
+OUTPUTS = ("perplexity", "unconditional_perplexity", "ifd", "end_of_turn_logprob")
+_UNCONDITIONAL = ("unconditional_perplexity", "ifd")
 
 
 class Perplexity(ModelIndicator):
-    """The `perplexity` column: exp of the mean token NLL of the response given the instruction.
+    """The perplexity family of columns (see the module docstring): `perplexity` by default, and any of
+    `unconditional_perplexity`, `ifd` and `end_of_turn_logprob` from the same model load and pass.
 
     Over-long examples are truncated to the model's context: the instruction loses its start and, past half the
-    context, the response loses its end; a warning counts them.
+    context, the response loses its end (its `end_of_turn_logprob` is then NaN); a warning counts them.
 
     Args:
         model (`str`, *optional*, defaults to `"meta-llama/Llama-2-7b-hf"`): any causal LM (Hub id or folder).
         template (`str`, *optional*, defaults to `"auto"`): `"chat"` (the tokenizer's chat template), `"plain"`
             (instruction, a blank line, response) or `"auto"` (chat when the tokenizer has a template).
+        outputs (`list[str]`, *optional*, defaults to `["perplexity"]`): the columns to write, any of
+            `perplexity`, `unconditional_perplexity`, `ifd`, `end_of_turn_logprob`.
         **kwargs: `revision`, `device`, `dtype`, `max_tokens`, `max_length`, `trust_remote_code` (see
             [`ModelIndicator`]) and `format`, `column_mapping`, `on_invalid` (see [`Indicator`]).
 
@@ -54,9 +62,9 @@ class Perplexity(ModelIndicator):
 
     ```py
     >>> from hf_instructmining.indicators import Perplexity
-    >>> ppl = Perplexity(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # nothing loads until the first call
-    >>> ppl.spec()
-    {'model': 'HuggingFaceTB/SmolLM2-135M-Instruct', 'revision': None, 'template': 'auto'}
+    >>> ppl = Perplexity(model="HuggingFaceTB/SmolLM2-135M-Instruct", outputs=["ifd", "perplexity"])
+    >>> ppl.columns  # nothing loads until the first call
+    ('perplexity', 'ifd')
     ```
     """
 
@@ -65,14 +73,42 @@ class Perplexity(ModelIndicator):
     default_model = "meta-llama/Llama-2-7b-hf"
     task = "causal_lm"
 
-    def __init__(self, model: str | None = None, *, template: str = "auto", **kwargs):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        template: str = "auto",
+        outputs: list[str] | tuple[str, ...] | str | None = None,
+        **kwargs,
+    ):
         super().__init__(model, **kwargs)
         if template not in TEMPLATES:
             raise ValueError(f"`template` must be one of {list(TEMPLATES)}, got `{template!r}`.")
+        chosen = ["perplexity"] if outputs is None else [outputs] if isinstance(outputs, str) else list(outputs)
+        unknown = [o for o in chosen if o not in OUTPUTS]
+        if unknown or not chosen:
+            raise ValueError(f"Unknown perplexity output(s) {unknown or chosen}; choose from {list(OUTPUTS)}.")
         self.template = template
+        # Canonical order, so that the same set of outputs always fingerprints the same.
+        self.outputs = [o for o in OUTPUTS if o in chosen]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.outputs)
 
     def spec(self) -> dict[str, Any]:
-        return {**super().spec(), "template": self.template}
+        spec = {**super().spec(), "template": self.template}
+        # Rules written before the family had more columns record no `outputs`: keep those specs unchanged.
+        return spec if self.outputs == ["perplexity"] else {**spec, "outputs": list(self.outputs)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if self.outputs == ["perplexity"]:
+            del state["outputs"]  # the fingerprint of a plain `Perplexity()` stays what it was: `map` caches hold
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({"outputs": ["perplexity"], **state})
 
     def metadata(self) -> dict[str, Any]:
         """How the column was made (see [`ModelIndicator.metadata`]), with the resolved template (loads the tokenizer
@@ -87,124 +123,88 @@ class Perplexity(ModelIndicator):
             return "chat" if has_template else "plain"
         return self.template
 
-    def encode(self, pairs: InstructionPairs, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-        """Token ids of each row's instruction part and response part (before truncation)."""
+    def encode(
+        self, pairs: InstructionPairs, tokenizer, *, conditional: bool = True
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of each row's instruction part and response part (before truncation); with
+        `conditional=False`, the instruction part of an empty instruction."""
+        prompt_ids, response_ids, _ = self._encode(pairs, tokenizer, conditional)
+        return prompt_ids, response_ids
+
+    def _encode(self, pairs: InstructionPairs, tokenizer, conditional: bool):
+        """`(prompt ids, response ids, end-of-turn index)` per row; the index points into the response ids, and equals
+        their length when the text has no end marker after the response (the EOS token is then appended to read it)."""
         if self.resolved_template(tokenizer) == "chat":
-            prompts, responses = render_chat(tokenizer, pairs.prompts, pairs.responses)
+            conversations = pairs.prompts if conditional else [[{"role": "user", "content": ""}]] * len(pairs)
+            prompts, responses = render_chat(tokenizer, conversations, pairs.responses)
             special = False
         else:
-            prompts = [i + PLAIN_SEPARATOR if i else "" for i in pairs.instructions]
+            instructions = pairs.instructions if conditional else [""] * len(pairs)
+            prompts = [i + PLAIN_SEPARATOR if i else "" for i in instructions]
             responses, special = pairs.responses, True
         fulls = [p + r for p, r in zip(prompts, responses, strict=True)]
         encoded = tokenizer(fulls, add_special_tokens=special, return_offsets_mapping=True, verbose=False)
-        prompt_ids, response_ids = [], []
-        for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        prompt_ids, response_ids, ends = [], [], []
+        for prompt, response, content, ids, offsets in zip(
+            prompts, responses, pairs.responses, encoded["input_ids"], encoded["offset_mapping"], strict=True
+        ):
             # The response starts at the first token that ends past the prompt's text (special tokens end at 0).
             split = next((t for t, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
+            # The end of turn is the first token after the response's own text: one that starts where that text is
+            # over, or a special token the tokenizer added (offsets (0, 0)), such as an EOS some tokenizers append.
+            found = response.rfind(content)
+            if found < 0:  # a template that trims the content
+                content = content.strip()
+                found = response.rfind(content)
+            content_end = len(prompt) + max(found, 0) + len(content)
+            end = next(
+                (t for t in range(split + 1, len(ids)) if offsets[t][0] >= content_end or offsets[t] == (0, 0)),
+                len(ids),
+            )
             prompt_ids.append(ids[:split])
             response_ids.append(ids[split:])
-        return prompt_ids, response_ids
+            ends.append(end - split)
+        return prompt_ids, response_ids, ends
 
     def compute(self, pairs: InstructionPairs, rank: int | None = None) -> dict[str, list[float]]:
-        import torch
-
         model, tokenizer, device = self.load(rank)
-        prompts, responses = self.encode(pairs, tokenizer)
         limit = self.context_length(model, tokenizer)
+        want_end = "end_of_turn_logprob" in self.outputs
+        rows, truncated = self._rows(pairs, tokenizer, limit, conditional=True, want_end=want_end)
+        if any(o in self.outputs for o in _UNCONDITIONAL):
+            extra, _ = self._rows(pairs, tokenizer, limit, conditional=False, want_end=False)
+            rows += extra
+        how = "instruction start, then response end" + ("; no end_of_turn_logprob without an end" if want_end else "")
+        warn_truncated(truncated, len(pairs), "examples", limit, how)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        nll = score_rows(model, rows, pad_id, device, self.token_budget(device))
+        n = len(pairs)
+        conditional, unconditional = nll.mean[:n], nll.mean[n:]
+        values = {
+            "perplexity": [math.exp(v) for v in conditional],
+            "unconditional_perplexity": [math.exp(v) for v in unconditional],
+            "ifd": [c / u if u > 0 else math.nan for c, u in zip(conditional, unconditional, strict=False)],
+            "end_of_turn_logprob": [-v for v in nll.end_token[:n]],
+        }
+        return {column: values[column] for column in self.outputs}
+
+    def _rows(self, pairs: InstructionPairs, tokenizer, limit: int, *, conditional: bool, want_end: bool):
+        prompts, responses, ends = self._encode(pairs, tokenizer, conditional)
+        eos = tokenizer.eos_token_id
         rows, truncated = [], 0
-        for prompt, response in zip(prompts, responses, strict=True):
-            prompt, response, cut = truncate_pair(prompt, response, limit)
+        for prompt, full_response, end in zip(prompts, responses, ends, strict=True):
+            appended = want_end and end == len(full_response)  # no end marker in the text: read the EOS token
+            if appended and eos is None:
+                raise ValueError(
+                    f"`end_of_turn_logprob` needs an end-of-turn token, but the tokenizer of `{self.model}` has "
+                    "neither a chat template nor an EOS token."
+                )
+            prompt, response, cut = truncate_pair(prompt, full_response, limit - appended)
             truncated += cut
+            ended = want_end and len(response) == len(full_response)  # a response that lost its end has no end token
             # Without a BOS token, an empty instruction leaves nothing to predict the first response token from.
             start = max(len(prompt), 1)
-            rows.append((prompt + response, start))
-        warn_truncated(truncated, len(rows), "examples", limit, "instruction start, then response end")
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        fast = not any(getattr(model.config, name, None) for name in _LOGIT_TRANSFORMS)
-        shared = _shared_prefix_length(rows)
-        cache_kwarg = _cache_kwarg(model.base_model) if shared else None
-        prefix_cache = _prefix_cache(model, rows[0][0][:shared], device, cache_kwarg) if shared else None
-
-        def score(batch: list[int]) -> list[float]:
-            # Rows without the shared prefix (its keys and values come from `prefix_cache`); positions count from it.
-            ids, mask = pad([rows[i][0][shared:] for i in batch], pad_id, device)
-            starts = torch.tensor([rows[i][1] - shared for i in batch], device=device)
-            lengths = mask.sum(1)
-            # (row, position) of every position that predicts a response token: start - 1 .. length - 2.
-            positions = torch.arange(ids.shape[1], device=device)
-            wanted = (positions >= starts[:, None] - 1) & (positions < lengths[:, None] - 1)
-            row_idx, pos_idx = wanted.nonzero(as_tuple=True)
-            targets = ids[row_idx, pos_idx + 1]
-            inputs = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
-            if prefix_cache is not None:
-                inputs["attention_mask"] = torch.cat([mask.new_ones(len(batch), shared), mask], dim=1)
-                inputs.update({cache_kwarg: _repeat_cache(prefix_cache, len(batch)), "use_cache": True})
-            with inference():
-                if fast:
-                    hidden = model.base_model(**inputs).last_hidden_state
-                    nll = _token_nll(hidden[row_idx, pos_idx], targets, model.get_output_embeddings())
-                else:
-                    logits = model(**inputs).logits
-                    nll = _token_nll(logits[row_idx, pos_idx], targets, None)
-                totals = torch.zeros(len(batch), dtype=torch.float64, device=device)
-                totals.index_add_(0, row_idx, nll.double())
-                counts = torch.bincount(row_idx, minlength=len(batch))
-            return [math.exp(v) for v in (totals / counts).tolist()]
-
-        # The budget counts the shared prefix too: every row of a batch holds its own copy of the prefix's keys and
-        # values and attends over them, so a budget on the suffixes alone would grow batches past the memory it sets.
-        lengths = [len(r[0]) for r in rows]
-        return {self.name: run_in_batches(lengths, self.token_budget(device), score)}
-
-
-def _token_nll(states, targets, head):
-    """Per-token NLL of `targets`, applying the LM `head` (if any) to a chunk of positions at a time."""
-    import torch
-
-    losses = []
-    for start in range(0, len(states), _HEAD_CHUNK):
-        chunk = states[start : start + _HEAD_CHUNK]
-        logits = (head(chunk) if head is not None else chunk).float()
-        losses.append(
-            torch.nn.functional.cross_entropy(logits, targets[start : start + _HEAD_CHUNK], reduction="none")
-        )
-    return torch.cat(losses) if losses else states.new_zeros(0, dtype=torch.float32)
-
-
-def _shared_prefix_length(rows: list[tuple[list[int], int]]) -> int:
-    """Tokens at the start of every row that can be computed once: common to all rows, and short of every row's
-    first predicting position (`start - 1`), so each row still has all its scored positions after the prefix."""
-    if len(rows) < 2:
-        return 0
-    first = rows[0][0]
-    shared = min(len(first), min(start for _, start in rows) - 1)
-    for ids, _ in rows[1:]:
-        shared = next((t for t in range(shared) if ids[t] != first[t]), shared)
-        if shared < _MIN_SHARED_PREFIX:
-            return 0
-    return shared
-
-
-def _cache_kwarg(module) -> str:
-    """The name under which `module.forward` takes and returns the key/value cache: transformers 5.24 renamed
-    `past_key_values` to `cache` (the old name warns, and goes in 5.40); earlier releases know only the old one."""
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
-
-
-def _prefix_cache(model, prefix: list[int], device, cache_kwarg: str):
-    """The key/value cache of `prefix` (batch of one), computed once per call."""
-    import torch
-
-    with inference():
-        ids = torch.tensor([prefix], device=device)
-        outputs = model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        return outputs[cache_kwarg]
-
-
-def _repeat_cache(cache, rows: int):
-    """A fresh copy of the one-row `cache` for a batch of `rows`: the forward pass appends to the cache it gets."""
-    import copy
-
-    batch_cache = copy.deepcopy(cache)
-    batch_cache.batch_repeat_interleave(rows)
-    return batch_cache
+            ids = prompt + response + ([eos] if appended and ended else [])
+            end_token = len(prompt) + end if ended else -1
+            rows.append(ScoredRow(ids, start, len(prompt) + len(response), end_token))
+        return rows, truncated

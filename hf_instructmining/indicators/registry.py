@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "mtld": "mtld:MTLD",
     "reward": "reward:RewardScore",
     "perplexity": "perplexity:Perplexity",
+    "compression_ratio": "repetition:CompressionRatio",
 }
 # (pattern, "module:Class", options derived from the match)
 _BUILTIN_PATTERNS: list[tuple[re.Pattern, str, Callable[[re.Match], dict[str, Any]]]] = [
@@ -29,7 +30,15 @@ _BUILTIN_PATTERNS: list[tuple[re.Pattern, str, Callable[[re.Match], dict[str, An
         "unieval:UniEval",
         lambda m: {"aspects": [m[1]]},
     ),
+    (
+        re.compile(r"unconditional_perplexity|ifd|end_of_turn_logprob"),
+        "perplexity:Perplexity",
+        lambda m: {"outputs": [m[0]]},
+    ),
 ]
+# Families whose columns one indicator writes together from one model pass: family -> (the option that lists the
+# columns, the prefix a column adds to each listed value). Scoring builds one indicator per family and model.
+SHARED_PASS_FAMILIES: dict[str, tuple[str, str]] = {"unieval": ("aspects", "unieval_"), "perplexity": ("outputs", "")}
 _CUSTOM: dict[str, Callable[..., Indicator]] = {}
 
 
@@ -57,10 +66,26 @@ def register_indicator(column: str, factory: Callable[..., Indicator]) -> None:
 def available_indicators() -> list[str]:
     """The column names `get_indicator` knows (families shown by pattern, e.g. `knn_{k}`)."""
     return (
-        sorted(_BUILTIN)
+        sorted([*_BUILTIN, "end_of_turn_logprob", "ifd", "unconditional_perplexity"])
         + ["knn_{k}", "unieval_coherence", "unieval_naturalness", "unieval_understandability"]
         + (sorted(_CUSTOM))
     )
+
+
+def indicator_family(column: str) -> str:
+    """The family a column belongs to: `knn` for `knn_{k}`, `unieval` for the UniEval columns, `perplexity` for the
+    columns of one causal LM pass, and the column itself otherwise.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators.registry import indicator_family
+    >>> [indicator_family(c) for c in ("knn_6", "unieval_coherence", "ifd", "mtld")]
+    ['knn', 'unieval', 'perplexity', 'mtld']
+    ```
+    """
+    # A built-in family is named after its module: `knn:KNNDistance` -> `knn`.
+    return next((target.split(":")[0] for p, target, _ in _BUILTIN_PATTERNS if p.fullmatch(column)), column)
 
 
 def get_indicator(column: str, **options: Any) -> Indicator:
