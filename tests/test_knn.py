@@ -112,6 +112,19 @@ def test_invalid_rows_are_nan_and_left_out(tiny_bert_dir):
     assert np.isnan(values[-1]) and np.isfinite(values[:-1]).all()
 
 
+def test_a_dataset_is_read_a_chunk_at_a_time_with_the_same_values(tiny_bert_dir, monkeypatch):
+    from hf_instructmining.indicators import knn
+
+    rows = {k: [*v, v[0], *v] for k, v in ROWS.items()}
+    rows["output"][len(ROWS["output"])] = ""  # an unreadable row between chunks
+    ds = Dataset.from_dict(rows)
+    whole = KNNDistance(k=2, model=tiny_bert_dir, on_invalid="nan").compute_dataset(ds)["knn_2"]
+    monkeypatch.setattr(knn, "_READ_CHUNK", 3)
+    chunked = KNNDistance(k=2, model=tiny_bert_dir, on_invalid="nan").compute_dataset(ds)["knn_2"]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    assert np.isnan(chunked[len(ROWS["output"])]) and np.isfinite(np.delete(chunked, len(ROWS["output"]))).all()
+
+
 def test_registry_and_options():
     indicator = get_indicator("knn_6")
     assert isinstance(indicator, KNNDistance) and indicator.k == 6 and indicator.columns == ("knn_6",)

@@ -26,6 +26,8 @@ from ._model_base import ModelIndicator
 logger = logging.getLogger(__name__)
 
 TEXTS = ("example", "instruction", "response")
+# Rows read from a dataset at a time when embedding all of it.
+_READ_CHUNK = 4096
 
 
 class KNNDistance(ModelIndicator):
@@ -158,23 +160,41 @@ class KNNDistance(ModelIndicator):
             `dict[str, list[float]]`: the column, one value per row (NaN for invalid rows with `on_invalid="nan"`).
         """
         reference = self.reference if reference is None else reference
-        pairs = extract_pairs(
-            dataset[:], format=self.format, column_mapping=self.column_mapping, on_invalid=self.on_invalid
-        )
-        values = [float("nan")] * len(pairs)
-        valid = [i for i, ok in enumerate(pairs.valid) if ok]
+        values = np.full(len(dataset), np.nan)
+        embeddings, valid = self._embed_rows(dataset, rank)
         if valid:
-            embeddings = self.embed(pairs.select_valid(), rank)
             keys = None if reference is None else self._embed_reference(reference, rank)
-            found = kth_neighbour_distance(embeddings, keys, self.k, backend=self.backend, device=self._device)
-            for i, value in zip(valid, found.tolist(), strict=True):
-                values[i] = value
-        return {self.columns[0]: values}
+            values[valid] = kth_neighbour_distance(embeddings, keys, self.k, backend=self.backend, device=self._device)
+        return {self.columns[0]: values.tolist()}
+
+    def _embed_rows(self, dataset, rank: int | None) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of a dataset's valid rows and their positions, read `_READ_CHUNK` rows at a time: memory holds
+        the embedding matrix and one chunk of text, never the whole dataset's text or token ids."""
+        embeddings: np.ndarray | None = None
+        valid: list[int] = []
+        for start in range(0, len(dataset), _READ_CHUNK):
+            chunk = dataset[start : start + _READ_CHUNK]
+            pairs = extract_pairs(
+                chunk,
+                format=self.format,
+                column_mapping=self.column_mapping,
+                on_invalid=self.on_invalid,
+                indices=range(start, start + len(next(iter(chunk.values())))),
+            )
+            if pairs.num_invalid == len(pairs):
+                continue
+            vectors = self.embed(pairs.select_valid() if pairs.num_invalid else pairs, rank)
+            if embeddings is None:
+                embeddings = np.empty((len(dataset), vectors.shape[1]), dtype=np.float32)
+            embeddings[len(valid) : len(valid) + len(vectors)] = vectors
+            valid.extend(start + i for i, ok in enumerate(pairs.valid) if ok)
+        if embeddings is None:
+            return np.zeros((0, 0), dtype=np.float32), []
+        return embeddings[: len(valid)], valid
 
     def _embed_reference(self, reference: Any, rank: int | None) -> np.ndarray:
         if hasattr(reference, "column_names"):
-            pairs = extract_pairs(reference[:], format=self.format, column_mapping=self.column_mapping)
-            return self.embed(pairs, rank)
+            return self._embed_rows(reference, rank)[0]
         array = np.asarray(reference.cpu() if hasattr(reference, "cpu") else reference, dtype=np.float32)
         if array.ndim != 2:
             raise ValueError(f"`reference` embeddings must be a 2-D array (rows x dims), got shape {array.shape}.")
