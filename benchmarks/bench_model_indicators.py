@@ -1,18 +1,24 @@
-"""Throughput of the model-based indicators on real rows: this project vs the naive per-example loop.
+"""Throughput of the model-based indicators on real rows: this project vs the naive per-example float32 loop.
 
-The naive loop is what research code does: one example at a time, in dataset order, `model(ids, labels=labels)`
-(instruction tokens masked) for perplexity and `model(**tokenizer(text))` plus mean pooling for embeddings,
-under `torch.no_grad`. Both sides run in the same process on the same loaded model and the same token ids, so
-the ratio holds even on a busy machine, and the values are compared (max relative difference).
+The naive loop is what research code does: one example at a time, in dataset order, a float32 model,
+`model(ids, labels=labels)` (instruction tokens masked) for perplexity and `model(**tokenizer(text))` plus mean
+pooling for embeddings, under `torch.no_grad`. The project runs as a user gets it: `dtype="auto"` (bf16 on a CPU
+with AMX-BF16 or AVX512-BF16, float32 elsewhere; `--dtype` forces one), token-budget batches,
+`torch.inference_mode`. Both sides run in the same process on the same token ids, so the ratio holds even on a busy
+machine; the values are compared (largest relative difference, Spearman).
 
 Real rows: AlpacaEval outputs of ten models from `../shared/data/alpaca_eval_outputs` (shuffled, seed 0);
 `--mix short|long` takes the shortest or longest responses of a 5x larger draw, to check every length mix.
 
     python benchmarks/bench_model_indicators.py --rows 1000 --only perplexity embeddings
+    python benchmarks/bench_model_indicators.py --rows 200 --dtype bfloat16 --only perplexity   # force bf16
     python benchmarks/bench_model_indicators.py --rows 1000 --device cuda --only perplexity reward
 
-On a GPU the report adds the achieved fraction of the bf16 peak (2 x parameters x tokens / time); `reward` builds
-a random-weight checkpoint shaped like Pythia-1.4B in the OpenAssistant layout (GPU only: it is the 1.4B target).
+The first lines say what limits the CPU: whether it multiplies bf16 natively, which dtype `auto` picks, and the
+measured matmul rate of each dtype at SmolLM2's shapes; each indicator line then says what fraction of its dtype's
+rate the project reached. On a GPU the report adds the achieved fraction of the bf16 peak (2 x parameters x tokens /
+time); `reward` builds a random-weight checkpoint shaped like Pythia-1.4B in the OpenAssistant layout (GPU only:
+it is the 1.4B target).
 """
 
 import argparse
@@ -28,6 +34,7 @@ import torch
 from hf_instructmining.formats import extract_pairs
 from hf_instructmining.indicators import KNNDistance, Perplexity, RewardScore
 from hf_instructmining.indicators._lm_nll import ScoredRow, shared_prefix_length
+from hf_instructmining.loading import cpu_supports_bf16, default_dtype, load_model
 from hf_instructmining.offline import minilm_path, smollm2_path
 
 
@@ -53,10 +60,10 @@ def peak_flops(device: str) -> float | None:
     return next((v for k, v in BF16_PEAK.items() if k in name), None)
 
 
-def report(name: str, n: int, fast_s: float, naive_s: float | None, diff: float | None, flops: float, device: str):
+def report(name: str, n: int, fast_s: float, naive_s: float | None, diff: str | None, flops: float, device: str):
     line = f"{name:<12} rows={n:<5} project {n / fast_s:8.2f} rows/s"
     if naive_s is not None:
-        line += f" | naive {n / naive_s:8.2f} rows/s | ratio {naive_s / fast_s:5.2f}x | max rel diff {diff:.1e}"
+        line += f" | naive float32 {n / naive_s:8.2f} rows/s | ratio {naive_s / fast_s:5.2f}x | {diff}"
     peak = peak_flops(device)
     if peak:
         line += f" | {flops / fast_s / 1e12:.1f} TFLOP/s = {flops / fast_s / peak:.0%} of bf16 peak"
@@ -76,7 +83,7 @@ def _timed(fn, device: str):
     return out, time.perf_counter() - start
 
 
-def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool):
+def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool, rates: dict[str, float]):
     indicator = Perplexity(smollm2_path(), device=device, dtype=dtype)
     model, tokenizer, device = indicator.load()
     indicator({k: v[:4] for k, v in rows.items()})  # warm-up
@@ -86,6 +93,7 @@ def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool):
     params = sum(p.numel() for p in model.parameters())
     slow, naive_s, diff = None, None, None
     if naive:
+        exact = load_model(smollm2_path(), "causal_lm", None, device, "float32")
 
         def loop():
             values = []
@@ -97,25 +105,33 @@ def bench_perplexity(rows: dict, device: str, dtype: str | None, naive: bool):
                     ids = torch.tensor([prompt + response], device=device)
                     labels = ids.clone()
                     labels[0, : len(prompt)] = -100
-                    values.append(math.exp(model(ids, labels=labels).loss.item()))
+                    values.append(math.exp(exact(ids, labels=labels).loss.item()))
             return values
 
         slow, naive_s = _timed(loop, device)
-        diff = max(abs(a - b) / abs(b) for a, b in zip(fast, slow, strict=True))
+        diff = agreement(fast, slow)
     print(
-        f"perplexity: {tokens / len(fast):.0f} tokens per row on average, template {indicator.metadata()['template']}"
+        f"perplexity: {tokens / len(fast):.0f} tokens per row on average, template {indicator.metadata()['template']}, "
+        f"project dtype {model.dtype}"
     )
     report("perplexity", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
-    print_work_ratio(model, prompts, responses, fast_s, naive_s, device)
+    print_work_ratio(model, prompts, responses, fast_s, naive_s, device, rates)
 
 
-def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | None, device: str):
+def agreement(values, exact) -> str:
+    """Largest relative difference and Spearman correlation of `values` against the float32 loop's."""
+    from scipy.stats import spearmanr
+
+    relative = max(abs(a - b) / abs(b) for a, b in zip(values, exact, strict=True))
+    return f"max rel diff {relative:.1e} | Spearman {spearmanr(values, exact).statistic:.5f}"
+
+
+def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | None, device: str, rates: dict):
     """Matmul work of each side: how much of the speed-up is work not done, and how fast each side computes.
 
     The naive loop runs the body and the LM head at every position; this project skips the head at instruction
-    positions and the body over the prefix every row shares. The ratio of the two works bounds the speed-up when
-    both sides compute at the same FLOP/s; on a CPU, where even one example keeps the matrix multiplies near the
-    processor's peak, `print_ceiling` turns it into the most there is to get at float32 with unchanged values.
+    positions and the body over the prefix every row shares. Each side's FLOP/s is compared with the measured matmul
+    rate of the dtype it runs in: the most any forward pass can reach on this machine.
     """
     head = model.get_output_embeddings().weight.numel()
     body = sum(p.numel() for p in model.base_model.parameters()) - model.get_input_embeddings().weight.numel()
@@ -126,34 +142,46 @@ def print_work_ratio(model, prompts, responses, fast_s: float, naive_s: float | 
     work = 2 * body * shared + sum(
         2 * body * (len(p) + len(r) - shared) + 2 * head * len(r) for p, r in zip(prompts, responses, strict=True)
     )
-    line = (
-        f"work        naive/project matmul FLOPs {naive_work / work:.2f}x (shared prefix {shared} tokens) | "
-        f"project {work / fast_s / 1e9:.0f} GFLOP/s"
-    )
-    if naive_s is not None:
-        line += f" | naive {naive_work / naive_s / 1e9:.0f} GFLOP/s"
-    print(line, flush=True)
-    if naive_s is not None and device == "cpu":
-        print_ceiling(work / fast_s, naive_work / naive_s, naive_work / work)
-
-
-def matmul_peak() -> float:
-    """FLOP/s of a large square float32 matrix multiply on the CPU (best of 5): a rate no forward pass beats."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    best = min(_timed(lambda: a @ b, "cpu")[1] for _ in range(5))
-    return 2 * 2048**3 / best
-
-
-def print_ceiling(project_rate: float, naive_rate: float, work_ratio: float):
-    """The largest ratio the project could reach at float32 on this CPU: its work ratio times how far the naive
-    loop runs below the matmul peak, and how much of that peak each side reaches."""
-    peak = matmul_peak()
     print(
-        f"ceiling     float32 matmul peak {peak / 1e9:.0f} GFLOP/s | naive at {naive_rate / peak:.0%}, project at "
-        f"{project_rate / peak:.0%} | at most {work_ratio * peak / naive_rate:.2f}x the naive loop even at 100% "
-        "of the peak",
+        f"work        naive/project matmul FLOPs {naive_work / work:.2f}x (shared prefix {shared} tokens)",
         flush=True,
     )
+    if device == "cpu":
+        print_limit(
+            work / fast_s, str(model.dtype).removeprefix("torch."), naive_work / naive_s if naive_s else None, rates
+        )
+
+
+def matmul_rates() -> dict[str, float]:
+    """FLOP/s of a SmolLM2-shaped matrix multiply (512x576 @ 576x1536, best of 5) in float32 and bfloat16 on the
+    CPU: the rate no forward pass in that dtype beats, and the ratio that says whether bf16 pays on this CPU."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(512, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        a @ b
+        rates[str(dtype).removeprefix("torch.")] = (
+            2 * 512 * 576 * 1536 / min(_timed(lambda a=a, b=b: a @ b, "cpu")[1] for _ in range(5))
+        )
+    return rates
+
+
+def print_machine(rates: dict[str, float]) -> None:
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    print(
+        f"cpu         {capabilities.get('cpu_name', 'unknown')}, {torch.get_num_threads()} threads | native bf16 "
+        f"(AMX-BF16 or AVX512-BF16): {cpu_supports_bf16()} | dtype='auto' runs {default_dtype('cpu')} | matmul "
+        f"float32 {rates['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s "
+        f"(bf16/float32 {rates['bfloat16'] / rates['float32']:.2f}x)",
+        flush=True,
+    )
+
+
+def print_limit(project_rate: float, dtype: str, naive_rate: float | None, rates: dict[str, float]):
+    """How close each side computes to the matmul rate of its own dtype (the naive loop is float32)."""
+    line = f"limit       project at {project_rate / 1e9:.0f} GFLOP/s = {project_rate / rates[dtype]:.0%} of the {dtype} matmul rate"
+    if naive_rate is not None:
+        line += f" | naive at {naive_rate / 1e9:.0f} GFLOP/s = {naive_rate / rates['float32']:.0%} of the float32 rate"
+    print(line, flush=True)
 
 
 def linear_work(model, tokens: int) -> float:
@@ -161,8 +189,8 @@ def linear_work(model, tokens: int) -> float:
     return 2 * tokens * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def bench_embeddings(rows: dict, device: str, naive: bool):
-    indicator = KNNDistance(model=minilm_path(), device=device, dtype="float32")
+def bench_embeddings(rows: dict, device: str, dtype: str | None, naive: bool, rates: dict[str, float]):
+    indicator = KNNDistance(model=minilm_path(), device=device, dtype=dtype)
     model, tokenizer, device = indicator.load()
     pairs = extract_pairs(rows)
     indicator.embed(extract_pairs({k: v[:4] for k, v in rows.items()}))  # warm-up
@@ -171,26 +199,27 @@ def bench_embeddings(rows: dict, device: str, naive: bool):
     texts = indicator.texts(pairs)
     slow, naive_s, diff = None, None, None
     if naive:
+        exact = load_model(minilm_path(), "encoder", None, device, "float32")
 
         def loop():
             out = []
             with torch.no_grad():
                 for text in texts:
                     inputs = tokenizer(text, truncation=True, max_length=limit, return_tensors="pt").to(device)
-                    pooled = model(**inputs).last_hidden_state.mean(1)
+                    pooled = exact(**inputs).last_hidden_state.mean(1)
                     out.append(torch.nn.functional.normalize(pooled, dim=1)[0].cpu())
             return torch.stack(out).numpy()
 
         slow, naive_s = _timed(loop, device)
-        diff = float(abs(fast - slow).max())  # unit vectors: absolute difference
+        diff = f"max abs diff {abs(fast - slow).max():.1e} (unit vectors)"
     tokens = sum(min(len(ids), limit) for ids in tokenizer(texts, verbose=False)["input_ids"])
     params = sum(p.numel() for p in model.parameters())
+    print(f"embeddings: project dtype {model.dtype}")
     report("embeddings", len(fast), fast_s, naive_s, diff, 2 * params * tokens, device)
-    if naive_s is not None and device == "cpu":
+    if device == "cpu":
         work = linear_work(model, tokens)
-        rates = f"project {work / fast_s / 1e9:.0f} GFLOP/s | naive {work / naive_s / 1e9:.0f} GFLOP/s"
-        print(f"work        same matmuls on both sides | {rates}", flush=True)
-        print_ceiling(work / fast_s, work / naive_s, 1.0)
+        dtype_name = str(model.dtype).removeprefix("torch.")
+        print_limit(work / fast_s, dtype_name, work / naive_s if naive_s else None, rates)
 
 
 def bench_reward(rows: dict, device: str, dtype: str | None):
@@ -225,7 +254,7 @@ def main():
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--mix", choices=["all", "short", "long"], default="all")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None, help="model dtype for perplexity and reward (default per device)")
+    parser.add_argument("--dtype", default=None, help="the project's model dtype (default: auto, as users get it)")
     parser.add_argument(
         "--only", nargs="+", default=["perplexity", "embeddings"], choices=["perplexity", "embeddings", "reward"]
     )
@@ -233,10 +262,13 @@ def main():
     args = parser.parse_args()
     rows = load_rows(args.rows, args.mix)
     print(f"{args.rows} rows ({args.mix}), device {args.device}, torch threads {torch.get_num_threads()}")
+    rates = matmul_rates() if args.device == "cpu" else {}
+    if rates:
+        print_machine(rates)
     if "perplexity" in args.only:
-        bench_perplexity(rows, args.device, args.dtype, not args.no_naive)
+        bench_perplexity(rows, args.device, args.dtype, not args.no_naive, rates)
     if "embeddings" in args.only:
-        bench_embeddings(rows, args.device, not args.no_naive)
+        bench_embeddings(rows, args.device, args.dtype, not args.no_naive, rates)
     if "reward" in args.only:
         bench_reward(rows, args.device, args.dtype)
 

@@ -125,7 +125,17 @@ _LOCAL_COPIES = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": smollm2_path,
     "sentence-transformers/all-MiniLM-L6-v2": minilm_path,
 }
-OFFLINE_INDICATORS = ["input_length", "output_length", "mtld", "knn_6", "perplexity"]
+OFFLINE_INDICATORS = [
+    "input_length",
+    "output_length",
+    "mtld",
+    "compression_ratio",
+    "knn_6",
+    "perplexity",
+    "unconditional_perplexity",
+    "ifd",
+    "end_of_turn_logprob",
+]
 # The options a rule fitted on the offline copies records for each indicator: the public ids of those checkpoints,
 # so that the rule names models anyone can get (`localize_rule` maps them back to the copies).
 OFFLINE_INDICATOR_SPECS = {
@@ -134,6 +144,11 @@ OFFLINE_INDICATOR_SPECS = {
     "mtld": {},
     "knn_6": {"model": "sentence-transformers/all-MiniLM-L6-v2"},
     "perplexity": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "compression_ratio": {},
+    **{
+        column: {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "outputs": [column]}
+        for column in ("unconditional_perplexity", "ifd", "end_of_turn_logprob")
+    },
 }
 
 
