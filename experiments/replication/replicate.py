@@ -1,32 +1,29 @@
-"""InstructMining in miniature on real data: does rule-selected data beat random data of the same size?
+"""Does InstructMining pick better data? The paper's recipe on real data, with labels that carry signal.
 
-The paper's recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on public data nobody here
-wrote (`../shared/data`):
+The recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on public data nobody here wrote
+(`../shared/data`), in stages that each resume from what is committed next to this script:
 
-1. **Pool**: a seeded sample of AlpacaEval instructions with the responses of all ten models in
-   `alpaca_eval_outputs/` (from GPT-4 down to the base model phi-2): sources of different quality, as the paper mixed
-   Alpaca, Open-Assistant, StackExchange and wikiHow.
-2. **Evaluation set**: Self-Instruct's user-oriented instructions (held out, never trained on).
-3. **Indicators**: every indicator that runs offline (`compute_indicators`).
-4. **Labelling**: random Dirichlet mixtures of the ten sources (`sample_subsets`), a LoRA finetune of
-   SmolLM2-135M-Instruct on each (`run_labeling`, TRL `SFTTrainer`), eval loss recorded in a `LabelStore`.
-5. **Rule**: `fit_rule` (best subset of indicators by BIC), with R², adjusted R², cross-validated R² and VIF.
-6. **Selected vs random**: at several sizes, the top-k rows by the fitted rule against k random rows, three seeds
-   each (a seed sets the training seed and the random draw).
-7. **Search**: `search_subset_size` (BlendSearch) over how many top-ranked rows to keep.
+1. **Data**: AlpacaEval instructions that all ten models of `alpaca_eval_outputs/` answered, shuffled with the
+   seed. The first `eval_instructions` are held out: GPT-4's answers to them are the evaluation set (references
+   of high quality, never trained on). The next `pool_instructions`, answered by all ten models (GPT-4 down to the
+   base model phi-2), are the candidate pool, one source per model.
+2. **score**: every candidate indicator on the pool (`compute_indicators`, the offline models); values are kept in
+   `scores-<profile>/<model>.jsonl`.
+3. **noise**: the first labelled subset trained with several seeds: the noise floor of a label.
+4. **label**: Dirichlet mixtures of the ten sources (`sample_subsets`), one full finetune of SmolLM2-135M-Instruct
+   each (`run_labeling`, TRL `SFTTrainer`), eval loss recorded in `labels-<profile>.jsonl`.
+5. **fit**: `fit_rule` over the candidates (best subset by BIC), with R², cross-validated R² and VIF.
+6. **compare**: the rule's top k pool rows against k random ones, at several sizes and seeds, paired by seed.
+7. **check**: the rule's mean score over each model's answers to all AlpacaEval instructions, against the models'
+   public win rates (`alpaca_eval_win_rates.csv`), which nothing here fits on.
+8. **report**: `RESULTS.md` and plots.
 
-Everything lands in `experiments/replication/`: `RESULTS.md` (tables, plots, commands), `rule-<profile>.json` (the
-fitted rule with its provenance) and `labels-<profile>.jsonl` (every finetuning run). Interrupted runs resume:
-finished runs are read back from `labels-<profile>.jsonl` and never retrained, and the scored pool is cached under the
-profile's `work_dir`.
-
-    python experiments/replication/replicate.py                      # the CPU profile, one working session
-    python experiments/replication/replicate.py --profile gpu        # on a GPU
-    python experiments/replication/replicate.py --update-demo-rule   # also replace the demo rule if better supported
+    python experiments/replication/replicate.py                       # the cpu profile, every stage
+    python experiments/replication/replicate.py --stages score        # one stage (e.g. alongside `label`)
+    python experiments/replication/replicate.py --profile gpu         # on a GPU
 """
 
 import argparse
-import hashlib
 import json
 import logging
 import random
@@ -37,9 +34,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DATA = ROOT.parent / "shared" / "data"
-DEMO_RULE = ROOT / "hf_instructmining" / "builtin_rules" / "instructmining-smollm2-135m-demo.json"
-RULE_NAME = "instructmining-smollm2-135m-alpacaeval"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RULE_NAME = "instructmining-smollm2-135m"
+STAGES = ("score", "noise", "label", "fit", "compare", "check", "report")
 
 logger = logging.getLogger("replication")
 
@@ -53,56 +50,110 @@ def load_settings(path: Path, profile: str) -> dict:
     return settings[profile]
 
 
-def build_pool(settings: dict):
-    """All ten models' responses to a seeded sample of AlpacaEval instructions, one row per (instruction, model)."""
-    import datasets
+class Data:
+    """The answers of the ten models, split into the evaluation set and the candidate pool by instruction."""
 
-    files = sorted((DATA / "alpaca_eval_outputs").glob("*.json"))
-    if not files:
-        raise SystemExit(f"No AlpacaEval outputs under {DATA}: this experiment needs the shared data folder.")
-    by_model = {f.stem: json.loads(f.read_text()) for f in files}
-    # phi-2 answered 803 of the 805 instructions: sample among those every model answered.
-    common = set.intersection(*({r["instruction"] for r in rows} for rows in by_model.values()))
-    instructions = sorted(common)
-    random.Random(settings["seed"]).shuffle(instructions)
-    chosen = set(instructions[: settings["pool_instructions"]])
-    rows = [
-        {"instruction": r["instruction"], "input": "", "output": r["output"], "generator": model}
-        for model, records in by_model.items()
-        for r in records
-        if r["instruction"] in chosen and r["output"].strip()
-    ]
-    return datasets.Dataset.from_list(rows)
+    def __init__(self, settings: dict):
+        files = sorted((DATA / "alpaca_eval_outputs").glob("*.json"))
+        if not files:
+            raise SystemExit(f"No AlpacaEval outputs under {DATA}: this experiment needs the shared data folder.")
+        self.answers = {f.stem: json.loads(f.read_text()) for f in files}
+        # phi-2 answered 803 of the 805 instructions: split among those every model answered.
+        common = set.intersection(*({r["instruction"] for r in rows} for rows in self.answers.values()))
+        order = sorted(common)
+        random.Random(settings["seed"]).shuffle(order)
+        n_eval, n_pool = settings["eval_instructions"], settings["pool_instructions"]
+        self.eval_instructions = set(order[:n_eval])
+        self.pool_instructions = set(order[n_eval : n_eval + n_pool])
+
+    def rows(self, model: str, instructions: set | None = None) -> list[dict]:
+        """`model`'s non-empty answers (to `instructions`, or to all), with their position in its file as `index`."""
+        return [
+            {"instruction": r["instruction"], "input": "", "output": r["output"], "generator": model, "index": i}
+            for i, r in enumerate(self.answers[model])
+            if r["output"].strip() and (instructions is None or r["instruction"] in instructions)
+        ]
+
+    def pool(self):
+        import datasets
+
+        return datasets.Dataset.from_list(
+            [r for m in sorted(self.answers) for r in self.rows(m, self.pool_instructions)]
+        )
+
+    def eval_set(self):
+        import datasets
+
+        return datasets.Dataset.from_list(self.rows("gpt4", self.eval_instructions))
 
 
-def build_eval_set(settings: dict):
-    import datasets
+class ScoreStore:
+    """Indicator values per model and answer index, one JSON line per scored chunk: committed, so scoring resumes."""
 
-    path = DATA / "self_instruct" / "user_oriented_instructions.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    random.Random(settings["seed"]).shuffle(records)
-    rows = [
-        {"instruction": r["instruction"], "input": r["instances"][0]["input"], "output": r["instances"][0]["output"]}
-        for r in records[: settings["eval_rows"]]
-    ]
-    return datasets.Dataset.from_list(rows)
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def read(self, model: str) -> dict[int, dict]:
+        values: dict[int, dict] = {}
+        path = self.folder / f"{model}.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    values.setdefault(row.pop("index"), {}).update(row)
+        return values
+
+    def add(self, model: str, rows: list[dict]) -> None:
+        with open(self.folder / f"{model}.jsonl", "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+
+    def attach(self, dataset, columns: list[str]):
+        """`dataset` (with `generator` and `index` columns) with the stored values of `columns` added."""
+        stored = {m: self.read(m) for m in set(dataset["generator"])}
+        keys = list(zip(dataset["generator"], dataset["index"], strict=True))
+        for column in columns:
+            dataset = dataset.add_column(column, [stored[m][i][column] for m, i in keys])
+        return dataset
 
 
-def score_pool(pool, settings: dict, work_dir: Path):
-    """The pool with every indicator column, cached on disk: scoring is the slow first step of a resumed run."""
-    import datasets
+def score(dataset, columns: list[str], scores: ScoreStore, reference=None, chunk: int = 100) -> None:
+    """Compute the `columns` that `scores` lacks for `dataset`'s rows, `chunk` rows at a time (resumable).
 
+    KNN columns are computed in one go over the whole `dataset` (each row excluding itself) or over `reference`:
+    embedding is cheap, and the neighbours depend on the whole set.
+    """
     from hf_instructmining import compute_indicators
+
+    knn = [c for c in columns if c.startswith("knn_")]
+    per_row = [c for c in columns if c not in knn]
+    for model in sorted(set(dataset["generator"])):
+        stored = scores.read(model)
+        rows = dataset.filter(lambda r, m=model: r["generator"] == m)
+        todo = [i for i, index in enumerate(rows["index"]) if any(c not in stored.get(index, {}) for c in per_row)]
+        for start in range(0, len(todo), chunk):
+            part = rows.select(todo[start : start + chunk])
+            t = time.perf_counter()
+            scored = compute_indicators(part, per_row, models=models_for(per_row))
+            scores.add(model, [{"index": r["index"], **{c: r[c] for c in per_row}} for r in scored])
+            logger.info("Scored %d rows of %s in %.0f s.", len(part), model, time.perf_counter() - t)
+    stored = {m: scores.read(m) for m in set(dataset["generator"])}
+    keys = zip(dataset["generator"], dataset["index"], strict=True)
+    if knn and any(c not in stored[m].get(i, {}) for m, i in keys for c in knn):
+        scored = compute_indicators(dataset, knn, models=models_for(knn), reference=reference)
+        for model in sorted(set(scored["generator"])):
+            part = scored.filter(lambda r, m=model: r["generator"] == m)
+            scores.add(model, [{"index": r["index"], **{c: r[c] for c in knn}} for r in part])
+
+
+def models_for(columns: list[str]) -> dict[str, str]:
+    """The offline model folders of the indicators that write `columns` (by column or family)."""
+    from hf_instructmining.indicators.registry import indicator_family
     from hf_instructmining.offline import offline_models
 
-    key = hashlib.sha256(json.dumps([pool._fingerprint, settings["indicators"]]).encode()).hexdigest()[:12]
-    cache = work_dir / f"scored-pool-{key}"
-    if cache.exists():
-        logger.info("Scored pool read back from %s.", cache)
-        return datasets.load_from_disk(str(cache))
-    scored = compute_indicators(pool, settings["indicators"], models=offline_models())
-    scored.save_to_disk(str(cache))
-    return datasets.load_from_disk(str(cache))
+    needed = set(columns) | {indicator_family(c) for c in columns}
+    return {key: path for key, path in offline_models().items() if key in needed}
 
 
 def labeling_config(settings: dict, seed: int | None = None):
@@ -113,7 +164,6 @@ def labeling_config(settings: dict, seed: int | None = None):
     model = training.pop("model")
     return LabelingConfig(
         model_name_or_path=smollm2_path() if model == "smollm2-offline" else model,
-        finetuning=training.pop("finetuning"),
         seed=settings["seed"] if seed is None else seed,
         sft_overrides={"logging_steps": 1000, "disable_tqdm": True},
         **training,
@@ -122,7 +172,7 @@ def labeling_config(settings: dict, seed: int | None = None):
 
 def check_store(store, config) -> None:
     """Refuse a label store written under other training settings: runs are matched by subset id alone."""
-    current = {k: v for k, v in config.to_dict().items() if k != "seed"}
+    current = {k: v for k, v in config.to_dict().items() if k not in ("seed", "model_name_or_path")}
     for record in store.records("subset_done"):
         recorded = {k: v for k, v in record.get("labeling_config", {}).items() if k != "seed"}
         changed = sorted(k for k in current if k in recorded and recorded[k] != current[k])
@@ -133,149 +183,89 @@ def check_store(store, config) -> None:
             )
 
 
-def compare(scored, eval_set, settings: dict, store) -> list[dict]:
-    """Top-k by the rule against k random rows, at each size and seed; one finetuning run each, resumable."""
+def label(subsets, eval_set, settings: dict, store, seed: int | None = None) -> list[dict]:
+    from hf_instructmining import run_labeling
+
+    config = labeling_config(settings, seed)
+    check_store(store, config)
+    # Labels carry eval losses only: indicator means are joined at fit time from the committed scores, so that
+    # labelling and scoring run independently and a new indicator needs no relabelling.
+    return run_labeling(subsets, eval_set, config, store, indicators=[])
+
+
+def subset_means(subsets, scored_pool, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Subset id -> the mean of each indicator over its rows (found by `source` and `row_index`)."""
     import numpy as np
 
-    from hf_instructmining import run_labeling, select_top_k
-
-    runs = []
-    for seed in settings["compare_seeds"]:
-        subsets = {}
-        for k in settings["compare_sizes"]:
-            subsets[f"compare-rule-k{k}-s{seed}"] = select_top_k(scored, k)
-            draw = np.random.default_rng([settings["seed"], seed, k]).choice(len(scored), size=k, replace=False)
-            subsets[f"compare-random-k{k}-s{seed}"] = scored.select(sorted(draw.tolist()))
-        done = run_labeling(
-            subsets, eval_set, labeling_config(settings, seed), store, indicators=settings["indicators"]
-        )
-        for record in done:
-            _, selection, k, s = record["subset_id"].split("-")
-            runs.append({"selection": selection, "k": int(k[1:]), "seed": int(s[1:]), "record": record})
-    return runs
+    by_source = {
+        m: scored_pool.filter(lambda r, m=m: r["generator"] == m) for m in sorted(set(scored_pool["generator"]))
+    }
+    means = {}
+    for subset in subsets:
+        values = {c: [] for c in columns}
+        for source, index in zip(subset.dataset["source"], subset.dataset["row_index"], strict=True):
+            row = by_source[source][index]
+            for c in columns:
+                values[c].append(row[c])
+        means[subset.subset_id] = {c: float(np.nanmean(v)) for c, v in values.items()}
+    return means
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=HERE / "config.yaml")
     parser.add_argument("--profile", default="cpu", help="A profile of the config file: `cpu` or `gpu`.")
-    parser.add_argument(
-        "--update-demo-rule",
-        action="store_true",
-        help="Write the fitted rule over the offline demo's rule when it is better supported (more subsets and a "
-        "higher cross-validated R²).",
-    )
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="Stages to run, in order.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("hf_instructmining").setLevel(logging.WARNING)
     settings = load_settings(args.config, args.profile)
-    work_dir = ROOT / settings["work_dir"]
-    work_dir.mkdir(parents=True, exist_ok=True)
+    (ROOT / settings["work_dir"]).mkdir(parents=True, exist_ok=True)
 
-    from hf_instructmining import LabelStore, QualityRule, fit_rule, run_labeling, sample_subsets, search_subset_size
+    from hf_instructmining import LabelStore, sample_subsets
     from hf_instructmining.labeling import split_by_column
-    from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS
 
-    timings = {}
-    start = time.perf_counter()
-    pool = build_pool(settings)
-    eval_set = build_eval_set(settings)
-    scored = score_pool(pool, settings, work_dir)
-    timings["score"] = time.perf_counter() - start
-
+    data = Data(settings)
+    pool, eval_set = data.pool(), data.eval_set()
+    scores = ScoreStore(HERE / f"scores-{args.profile}")
     store = LabelStore(HERE / f"labels-{args.profile}.jsonl")
-    t = time.perf_counter()
-    sources = split_by_column(scored, "generator")
     subsets = sample_subsets(
-        sources, n_subsets=settings["n_subsets"], subset_size=settings["subset_size"], seed=settings["seed"]
+        split_by_column(pool, "generator"),
+        n_subsets=settings["n_subsets"],
+        subset_size=settings["subset_size"],
+        seed=settings["seed"],
+        concentration=settings["concentration"],
     )
-    config = labeling_config(settings)
-    check_store(store, config)
-    labels = run_labeling(subsets, eval_set, config, store, scored_pool=sources, indicators=settings["indicators"])
-    timings["label"] = time.perf_counter() - t
-
-    base_model = SMOLLM2_ID if settings["training"]["model"] == "smollm2-offline" else settings["training"]["model"]
-    provenance = {
-        "source": f"fitted by this project with `python experiments/replication/replicate.py --profile {args.profile}`",
-        "base_model": base_model,
-        "eval_set": f"{len(eval_set)} Self-Instruct user-oriented instructions (seeded sample, held out)",
-        "fitting_data": (
-            f"{settings['n_subsets']} random mixtures of {settings['subset_size']} rows of the ten AlpacaEval models' "
-            f"responses to {settings['pool_instructions']} instructions"
-        ),
-        "labeling": {k: v for k, v in settings["training"].items() if k != "model"},
+    noise = {
+        seed: subsets[0] if seed == settings["seed"] else _renamed(subsets[0], f"-seed{seed}")
+        for seed in settings["noise_seeds"]
     }
-    fit = fit_rule(
-        labels,
-        indicators=settings["indicators"],
-        selection="bic",
-        name=RULE_NAME,
-        indicator_specs={name: OFFLINE_INDICATOR_SPECS[name] for name in settings["indicators"]},
-        provenance=provenance,
-    )
-    full_fit = fit_rule(labels, indicators=settings["indicators"], selection="all")
-    rule_path = fit.rule.save(HERE / f"rule-{args.profile}.json")
-    logger.info("Fitted rule saved to %s.\n%s", rule_path, fit.report())
+    state = {"data": data, "pool": pool, "eval_set": eval_set, "scores": scores, "store": store, "subsets": subsets}
+    candidates = settings["candidates"]
+    if "score" in args.stages:
+        score(pool, candidates, scores)
+    if "noise" in args.stages:
+        for seed, subset in noise.items():
+            label([subset], eval_set, settings, store, seed)
+    if "label" in args.stages:
+        label(subsets, eval_set, settings, store)
+    if {"fit", "compare", "check", "report"} & set(args.stages):
+        from stages import check_models, compare, fit, write_report
 
-    scored = scored.add_column("instruct_score", fit.rule.predict(scored).tolist())
-    t = time.perf_counter()
-    runs = compare(scored, eval_set, settings, store)
-    timings["compare"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    search = search_subset_size(
-        scored,
-        low=settings["search_low"],
-        high=settings["search_high"],
-        num_samples=settings["search_trials"],
-        store=store,
-        eval_dataset=eval_set,
-        labeling_config=config,
-    )
-    timings["search"] = time.perf_counter() - t
-
-    demo = QualityRule.load(DEMO_RULE)
-    promoted = False
-    if args.update_demo_rule and better_supported(fit.rule, demo):
-        promoted = promote(fit.rule, args.profile)
-    from report import write_report
-
-    write_report(
-        HERE,
-        profile=args.profile,
-        settings=settings,
-        scored=scored,
-        eval_set=eval_set,
-        labels=labels,
-        fit=fit,
-        full_fit=full_fit,
-        runs=runs,
-        search=search,
-        demo=demo,
-        promoted=promoted,
-        timings=timings,
-    )
-    logger.info("Done in %.1f min: %s", (time.perf_counter() - start) / 60, HERE / "RESULTS.md")
+        state["noise"] = noise
+        state["fit"] = fit(state, settings, args.profile)
+        if "compare" in args.stages:
+            state["compare"] = compare(state, settings)
+        if "check" in args.stages:
+            state["check"] = check_models(state, settings)
+        if "report" in args.stages:
+            write_report(state, settings, args.profile)
 
 
-def better_supported(rule, demo) -> bool:
-    """More labelled subsets and a higher cross-validated R² than the demo rule's fit."""
-    new, old = rule.provenance["fit"], demo.provenance.get("fit", {})
-    return new["n_subsets"] > old.get("n_subsets", 0) and (new["cv_r_squared"] or -1) > (old.get("cv_r_squared") or -1)
+def _renamed(subset, suffix: str):
+    import dataclasses
 
-
-def promote(rule, profile: str) -> bool:
-    """Write `rule` as the offline demo's rule, keeping the demo's name and saying where it comes from."""
-    from hf_instructmining import QualityRule
-
-    data = rule.to_dict()
-    data["name"] = QualityRule.load(DEMO_RULE).name
-    data["provenance"]["note"] = (
-        f"Fitted on real data (AlpacaEval responses of ten models) by experiments/replication ({profile} profile); "
-        "a small-scale rule for the offline demo. Fit your own for real use (see the README)."
-    )
-    DEMO_RULE.write_text(json.dumps(data, indent=2) + "\n")
-    logger.info("The demo rule %s now holds this fit.", DEMO_RULE)
-    return True
+    return dataclasses.replace(subset, subset_id=subset.subset_id + suffix)
 
 
 if __name__ == "__main__":

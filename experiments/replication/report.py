@@ -1,4 +1,4 @@
-"""Writes `RESULTS.md` and the plots of `replicate.py` from its finished runs (nothing here trains or scores)."""
+"""Writes `RESULTS.md` and the plots of `replicate.py` from its finished stages (nothing here trains or scores)."""
 
 import json
 import math
@@ -6,255 +6,221 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from replicate import HERE
+from stages import paired
 
-def write_report(
-    folder: Path,
-    *,
-    profile,
-    settings,
-    scored,
-    eval_set,
-    labels,
-    fit,
-    full_fit,
-    runs,
-    search,
-    demo,
-    promoted,
-    timings,
-) -> None:
+
+def write_report(state: dict, settings: dict, profile: str) -> None:
     import yaml
 
-    plot_fit(fit, labels, folder / f"fit-{profile}.png")
-    comparison = summarize_comparison(runs)
-    plot_comparison(comparison, search, folder / f"selected-vs-random-{profile}.png")
-    search.plot(folder / f"search-{profile}.png", title="BlendSearch over k (rule-selected rows)")
-
-    indicators = settings["indicators"]
+    fit = state["fit"]
+    comparison = paired(state.get("compare") or [])
+    check = state.get("check")
+    plot_fit(fit, HERE / f"fit-{profile}.png")
+    if comparison:
+        plot_comparison(comparison, HERE / f"selected-vs-random-{profile}.png")
+    if check:
+        plot_check(check, HERE / f"models-{profile}.png")
+    best = fit["best"]
+    noise, losses = fit["noise"], [r["eval_loss"] for r in fit["rows"]]
+    snr = _ratio(_sd(losses), _sd(noise))
     sections = [
-        "# InstructMining in miniature on real data",
-        "Does data selected by a fitted InstructMining rule beat random data of the same size? This experiment runs "
-        "the paper's recipe with this project's pipeline on public data nobody here wrote, at a scale that fits one "
-        "working session on a 2-core CPU. Everything below is written by the script from its finished runs.",
-        "## Reproduce\n\n"
-        "```bash\n"
-        f"python experiments/replication/replicate.py --profile {profile}\n"
-        "```\n\n"
-        f"Settings: `experiments/replication/config.yaml`, profile `{profile}`. Every finetuning run is in "
-        f"`labels-{profile}.jsonl`; re-running reads them back and trains nothing already done. "
-        + run_times(timings, labels, runs, search)
-        + "\n\n```yaml\n"
-        + yaml.safe_dump(settings, sort_keys=False)
-        + "```",
+        "# Does it pick better data? InstructMining on real data, with labels that carry signal",
+        "Everything below is written by `experiments/replication/replicate.py` from its finished runs, on this "
+        "project's 2-core CPU (AMD EPYC, AVX2: no native bf16, so every run is float32).",
+        "## Reproduce\n\n```bash\n"
+        f"python experiments/replication/replicate.py --profile {profile}\n```\n\n"
+        f"Settings: `config.yaml`, profile `{profile}`. Finetuning runs are kept in `labels-{profile}.jsonl` and "
+        f"indicator values in `scores-{profile}/`; a rerun trains and scores only what they lack.\n\n"
+        f"```yaml\n{yaml.safe_dump(settings, sort_keys=False)}```",
         "## Data\n\n"
-        f"- **Pool**: {len(scored):,} rows: the responses of ten models to {settings['pool_instructions']} AlpacaEval "
-        "instructions (`../shared/data/alpaca_eval_outputs`), one source per model.\n"
-        f"- **Evaluation set**: {len(eval_set)} Self-Instruct user-oriented instructions with their human-written "
-        "answers (`../shared/data/self_instruct/user_oriented_instructions.jsonl`); never trained on.\n"
-        f"- **Indicators**: {', '.join(f'`{i}`' for i in indicators)} (every indicator that runs offline: the "
-        "reward model and UniEval do not install here).\n\n" + pool_table(scored, indicators, settings),
+        f"- **Candidate pool**: {len(state['pool']):,} rows: the answers of ten models (GPT-4 down to the base model "
+        f"phi-2) to {settings['pool_instructions']} AlpacaEval instructions, one source per model.\n"
+        f"- **Evaluation set**: GPT-4's answers to {len(state['eval_set'])} other AlpacaEval instructions, held out "
+        "(never trained on). The label is the eval loss of a model finetuned on a subset: how close training on that "
+        "subset brings SmolLM2 to writing answers like these.\n"
+        f"- **Candidate indicators**: {', '.join(f'`{c}`' for c in settings['candidates'])}, all from models that "
+        "install offline (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) or from the text alone.\n\n"
+        + pool_table(fit["scored"], settings["candidates"]),
+        "## The noise floor, and signal to noise\n\n" + noise_section(fit, settings, snr),
         "## The fitted rule\n\n"
-        f"{fit.n_subsets} labelled subsets (random Dirichlet mixtures of the ten sources, {settings['subset_size']} "
-        "rows each), LoRA on SmolLM2-135M-Instruct, target log eval loss. Best subset of indicators by BIC:\n\n"
-        f"```\n{fit.report()}\n```\n\n"
-        f"All {len(full_fit.candidates)} candidate indicators together (for their VIF and signs):\n\n"
-        f"```\n{full_fit.report()}\n```\n\n"
+        f"{best.n_subsets} labelled subsets, target log eval loss, best subset of the candidates by BIC:\n\n"
+        f"```\n{best.report()}\n```\n\n"
+        f"All {len(fit['all'].candidates)} candidates together (their signs and VIF):\n\n```\n{fit['all'].report()}\n```\n\n"
         f"![observed against predicted log eval loss](fit-{profile}.png)\n\n"
-        f"The rule is saved with its provenance in `rule-{profile}.json`.",
-        "## Rule-selected against random data\n\n"
-        "At each size k, the top k rows by the rule's predicted loss against k rows drawn at random from the same "
-        "pool. A seed sets the training seed (both arms) and the random draw; the rule's top k rows are the same "
-        "for every seed. Lower eval loss is better.\n\n"
-        + comparison_table(comparison)
-        + "\n\n"
-        + composition_table(runs, scored)
-        + f"\n\n![selected against random](selected-vs-random-{profile}.png)",
-        "## Searching the subset size\n\n"
-        f"`search_subset_size` (FLAML BlendSearch, log scale) over k in [{settings['search_low']}, "
-        f"{settings['search_high']}], {settings['search_trials']} finetuning runs on the top k rows by the rule:\n\n"
-        + search_table(search)
-        + f"\n\nBest size: **k = {search.best_k}** (eval loss {search.best_loss:.4f}).\n\n"
-        f"![search curve](search-{profile}.png)",
-        "## What the evidence says\n\n" + verdict(fit, comparison, search),
-        "## The offline demo's rule\n\n" + demo_comparison(fit, demo, promoted),
+        f"The rule and its provenance: `rule-{profile}.json`.",
     ]
-    (folder / "RESULTS.md").write_text("\n\n".join(sections) + "\n")
+    if comparison:
+        sections.append(
+            "## Rule-selected against random data\n\n"
+            "At each size k, the top k pool rows by the rule against k rows drawn at random from the pool, trained with "
+            "the same protocol (one epoch). A seed sets the training seed of both arms and the random draw, so the arms "
+            "are paired by seed; p is a one-sided paired t-test (rule < random). Lower eval loss is better.\n\n"
+            + comparison_table(comparison)
+            + "\n\n"
+            + composition_table(fit["scored"], best.rule, settings["compare_sizes"])
+            + f"\n\n![selected against random](selected-vs-random-{profile}.png)"
+        )
+    if check:
+        sections.append(
+            "## Checked against the ten models' public win rates\n\n" + check_section(check, best.rule, profile)
+        )
+    sections.append("## What the evidence says\n\n" + verdict(best, snr, comparison, check))
+    sections.append(EARLIER_PROTOCOL)
+    sections.append(f"## The rule\n\n```json\n{json.dumps(best.rule.to_dict(), indent=2)}\n```")
+    (HERE / "RESULTS.md").write_text("\n\n".join(sections) + "\n")
 
 
-def pool_table(scored, indicators: list[str], settings) -> str:
+EARLIER_PROTOCOL = """## The earlier protocol, and why it changed
+
+Until this protocol, the experiment labelled 30 mixtures of 24 rows with 3 LoRA steps each (learning rate 1e-3,
+SmolLM2-135M-Instruct) and evaluated on 32 Self-Instruct user-oriented instructions with their human answers. Its
+labels were noise: the eval loss moved across mixtures by sd 0.0075, about what the training seed alone moved it on
+fixed rows (sd up to 0.0067); the BIC fit (`0.9509 + 9.35e-5 mtld`) had R² 0.036 and cross-validated R² -0.09, and
+rule-selected data beat random only at k = 16 (-0.0080; +0.0060 at k = 48, +0.0018 at k = 128, 3 seeds). Three
+changes give the labels a signal: full finetuning on more rows per subset, references of high quality (GPT-4's
+answers; the Self-Instruct human answers are short and plain, and rewarded short training data), and near-pure
+mixtures (Dirichlet concentration below 1). The runs of that protocol are in the git history
+(`experiments/replication/labels-cpu.jsonl` before this rewrite)."""
+
+
+def _sd(values) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def pool_table(scored, candidates: list[str]) -> str:
     frame = scored.to_pandas()
-    grouped = frame.groupby("generator")
-    header = "| source | rows | " + " | ".join(f"mean `{i}`" for i in indicators) + " | mean rule score |"
-    lines = [header, "|" + "---|" * (len(indicators) + 3)]
-    order = grouped["instruct_score"].mean().sort_values().index
-    for name in order:
-        group = grouped.get_group(name)
-        cells = " | ".join(f"{group[i].mean():.3g}" for i in indicators)
-        lines.append(f"| {name} | {len(group)} | {cells} | {group['instruct_score'].mean():.4f} |")
-    return "Sources, best first by the fitted rule's mean predicted log loss:\n\n" + "\n".join(lines)
+    lines = [
+        "| source | rows | " + " | ".join(f"`{c}`" for c in candidates) + " |",
+        "|---|---|" + "---|" * len(candidates),
+    ]
+    for name, group in sorted(frame.groupby("generator")):
+        lines.append(f"| {name} | {len(group)} | " + " | ".join(f"{group[c].mean():.3g}" for c in candidates) + " |")
+    return "Mean indicator values per source in the pool:\n\n" + "\n".join(lines)
 
 
-def summarize_comparison(runs) -> list[dict]:
-    rows = []
-    for k in sorted({r["k"] for r in runs}):
-        losses = {
-            sel: {r["seed"]: r["record"]["eval_loss"] for r in runs if r["k"] == k and r["selection"] == sel}
-            for sel in ("rule", "random")
-        }
-        seeds = sorted(set(losses["rule"]) & set(losses["random"]))
-        wins = sum(losses["rule"][s] < losses["random"][s] for s in seeds)
-        rows.append({"k": k, "seeds": seeds, "wins": wins, **{sel: list(v.values()) for sel, v in losses.items()}})
-    return rows
+def noise_section(fit: dict, settings: dict, snr) -> str:
+    noise = fit["noise"]
+    losses = [r["eval_loss"] for r in fit["rows"]]
+    return (
+        f"The first labelled subset was trained with {len(noise)} seeds ({', '.join(f'{x:.4f}' for x in noise)}): "
+        f"sd across seeds **{_fmt(_sd(noise))}**. Across the {len(losses)} labelled subsets (one seed), the eval loss "
+        f"ranges from {min(losses):.4f} to {max(losses):.4f}, sd **{_fmt(_sd(losses))}**. Signal to noise (sd across "
+        f"subsets / sd across seeds): **{_fmt(snr, '.1f')}**.\n\n"
+        "Protocol: full finetuning of SmolLM2-135M-Instruct, "
+        f"{settings['subset_size']} rows per subset, {settings['training']['num_train_epochs']:g} epoch(s) at batch "
+        f"{settings['training']['per_device_train_batch_size']}, learning rate {settings['training']['learning_rate']:g}, "
+        f"{settings['training']['max_length']} tokens per example, Dirichlet concentration {settings['concentration']} "
+        "(most subsets are dominated by one or two sources)."
+    )
+
+
+def comparison_table(comparison: list[dict]) -> str:
+    lines = [
+        "| k | seeds | rule-selected eval loss (mean ± sd) | random eval loss (mean ± sd) | rule − random | rule better | "
+        "p (paired) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison:
+        lines.append(
+            f"| {row['k']} | {len(row['seeds'])} | {_mean_sd(row['rule'])} | {_mean_sd(row['random'])} | "
+            f"{row['diff']:+.4f} | {row['wins']} of {len(row['seeds'])} | {_fmt(row['p'], '.3g')} |"
+        )
+    return "\n".join(lines)
 
 
 def _mean_sd(values) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {_fmt(_sd(values))}"
 
 
-def comparison_table(comparison) -> str:
-    lines = [
-        "| k | seeds | rule-selected eval loss (mean ± sd) | random eval loss (mean ± sd) | rule − random | "
-        "rule better (paired by seed) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in comparison:
-        diff = statistics.fmean(row["rule"]) - statistics.fmean(row["random"])
-        lines.append(
-            f"| {row['k']} | {len(row['seeds'])} | {_mean_sd(row['rule'])} | {_mean_sd(row['random'])} | "
-            f"{diff:+.4f} | {row['wins']} of {len(row['seeds'])} |"
-        )
-    return "\n".join(lines)
-
-
-def composition_table(runs, scored) -> str:
+def composition_table(scored, rule, sizes: list[int]) -> str:
     """Which sources the rule's top k rows come from, against their share of the pool."""
     from hf_instructmining import select_top_k
 
+    scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
     pool = Counter(scored["generator"])
-    sizes = sorted({r["k"] for r in runs if r["selection"] == "rule"})
-    columns = " | ".join(f"top {k}" for k in sizes)
-    lines = [f"| source | pool share | {columns} |", "|---|---|" + "---|" * len(sizes)]
     top = {k: Counter(select_top_k(scored, k)["generator"]) for k in sizes}
-    for name in sorted(pool, key=lambda n: -top[sizes[0]][n]):
-        shares = " | ".join(f"{top[k][name] / k:.0%}" for k in sizes)
-        lines.append(f"| {name} | {pool[name] / len(scored):.0%} | {shares} |")
+    lines = [
+        "| source | pool share | " + " | ".join(f"top {k}" for k in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for name in sorted(pool, key=lambda n: -top[sizes[-1]][n]):
+        lines.append(
+            f"| {name} | {pool[name] / len(scored):.0%} | "
+            + " | ".join(f"{top[k][name] / k:.0%}" for k in sizes)
+            + " |"
+        )
     return "Where the rule's top rows come from:\n\n" + "\n".join(lines)
 
 
-def run_times(timings: dict, labels, runs, search) -> str:
-    """What a run from an empty store costs (the finetuning time each record kept), and this run's wall time."""
-
-    def minutes(records) -> float:
-        return sum(r["train_runtime_s"] + r["eval_runtime_s"] for r in records) / 60
-
-    recorded = {
-        "labelling": minutes(labels),
-        "rule against random": minutes(run["record"] for run in runs),
-        "search": sum(t["time_s"] for t in search.trace) / 60,
-    }
+def check_section(check: dict, rule, profile: str) -> str:
+    columns = [c for c in check["columns"] if c in rule.columns]
+    lines = [
+        "| model | win rate | answers | mean rule score (all) | held-out instructions only | "
+        + " | ".join(f"mean `{c}`" for c in columns)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in check["table"]:
+        cells = " | ".join(f"{row[f'mean_{c}']:.4g}" for c in columns)
+        lines.append(
+            f"| {row['model']} | {row['win_rate']:.1f} | {row['rows']} | {row['score']:.4f} | "
+            f"{row['score_held_out']:.4f} | {cells} |"
+        )
     return (
-        "Finetuning and evaluation time kept in the store (what a run from an empty store spends on them): "
-        + ", ".join(f"{k} {v:.1f} min" for k, v in recorded.items())
-        + ". Wall time of the run that wrote this file, which trains only what the store lacks and reads the scored pool "
-        "back from `work_dir` when it is cached there: "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-        + "."
+        "Each model's mean rule score (predicted log eval loss, lower is better) over all its AlpacaEval answers, "
+        "against its public AlpacaEval win rate (`../shared/data/alpaca_eval_win_rates.csv`), which nothing here was "
+        "fitted on. A rule that recognises better answers gives better models lower scores: a negative Spearman "
+        "correlation.\n\n"
+        f"- Spearman (mean rule score, win rate): **{check['spearman']:+.2f}** over all answers, "
+        f"{check['spearman_held_out']:+.2f} over the answers to instructions outside the pool and the evaluation set.\n"
+        f'- "Longer is better" (mean `output_length`, negated): {check["spearman_longer_is_better"]:+.2f}.\n\n'
+        + "\n".join(lines)
+        + f"\n\n![mean rule score against win rate](models-{profile}.png)"
     )
 
 
-def search_table(search) -> str:
-    lines = ["| trial | k | eval loss | time (s) |", "|---|---|---|---|"]
-    for t in search.trace:
-        if t["selection"] == "rule":
-            lines.append(f"| {t['trial']} | {t['k']} | {t['loss']:.4f} | {t['time_s']:.0f} |")
-    return "\n".join(lines)
-
-
-def verdict(fit, comparison, search) -> str:
-    lines = []
-    cv = fit.cv_r_squared
-    lines.append(
-        f"- **The rule**: {', '.join(f'`{i}`' for i in fit.indicators) or 'no indicator'} explain "
-        f"{fit.r_squared:.0%} of the variance of log eval loss across {fit.n_subsets} subsets in sample, and "
-        + ("an undefined share" if cv is None else f"{cv:.0%}")
-        + " out of sample (cross-validated R²)."
-        + (
-            " Out of sample the rule predicts worse than the mean: it does not generalise."
-            if cv is not None and cv < 0
-            else ""
-        )
-    )
+def verdict(best, snr, comparison: list[dict], check: dict | None) -> str:
+    cv = best.cv_r_squared
+    lines = [
+        f"- **Labels**: signal to noise {_fmt(snr, '.1f')} (goal: at least 3).",
+        f"- **Fit**: {', '.join(f'`{c}`' for c in best.indicators) or 'no indicator'}; R² {best.r_squared:.2f}, "
+        f"cross-validated R² {_fmt(cv, '.2f')} (goal: at least 0.3; the paper reports R² 0.52 in sample).",
+    ]
     for row in comparison:
-        diff = statistics.fmean(row["rule"]) - statistics.fmean(row["random"])
-        spread = max(statistics.stdev(row["rule"]), statistics.stdev(row["random"])) if len(row["seeds"]) > 1 else 0
-        if diff < 0 and row["wins"] == len(row["seeds"]) and -diff > spread:
-            word = "beats random"
-        elif diff < 0:
-            word = "is ahead of random on average, but within the seed-to-seed spread"
-        else:
-            word = "**fails to beat random**"
-        lines.append(
-            f"- **k = {row['k']}**: rule-selected data {word} (rule − random = {diff:+.4f}, better in "
-            f"{row['wins']} of {len(row['seeds'])} seeds, largest sd {spread:.4f})."
+        verdict_word = (
+            "beats random" if row["p"] < 0.05 and row["diff"] < 0 else "does **not** beat random significantly"
         )
-    curve = search.curve("rule")
-    losses = [loss for _, loss in curve]
-    interior = any(losses[i] < losses[i - 1] and losses[i] < losses[i + 1] for i in range(1, len(losses) - 1))
-    turns = sum((b - a) * (c - b) < 0 for a, b, c in zip(losses, losses[1:], losses[2:], strict=False))
-    lines.append(
-        f"- **Size**: along the search the loss is {'non-monotone' if turns else 'monotone'} in k "
-        f"({turns} change(s) of direction over {len(curve)} sizes"
-        + (", with an interior minimum" if interior else "")
-        + f"); the best size found is k = {search.best_k}."
-    )
-    gaps = [statistics.fmean(r["random"]) - statistics.fmean(r["rule"]) for r in comparison]
-    if len(gaps) > 1:
-        shrinking = all(a > b for a, b in zip(gaps, gaps[1:], strict=False))
         lines.append(
-            "- **Small sizes**: the paper found the rule's advantage largest at small sizes; here the advantage "
-            + ("shrinks" if shrinking else "does not shrink steadily")
-            + " as k grows ("
-            + ", ".join(f"k = {r['k']}: {g:+.4f}" for r, g in zip(comparison, gaps, strict=True))
-            + ")."
+            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − random {row['diff']:+.4f}, better in "
+            f"{row['wins']} of {len(row['seeds'])} seeds, p = {_fmt(row['p'], '.3g')})."
         )
-    lines.append(
-        "- **Caveats**: a 135M model, LoRA for a few steps, short sequences and a few dozen labels; differences of a "
-        "few thousandths in loss are within what the training seed alone moves. The scale is the point: every step "
-        "is the real pipeline, and the `gpu` profile of `config.yaml` runs the same script at a larger scale."
-    )
+    if check:
+        passed = check["spearman"] <= -0.7
+        lines.append(
+            f"- **Ten models**: Spearman {check['spearman']:+.2f} against the win rates "
+            + ("(passes the check, at most −0.7)" if passed else "(**fails** the check, which asks for at most −0.7)")
+            + f'; "longer is better" reaches {check["spearman_longer_is_better"]:+.2f}.'
+        )
     return "\n".join(lines)
 
 
-def demo_comparison(fit, demo, promoted: bool) -> str:
-    old = demo.provenance.get("fit", {})
-    new = fit.rule.provenance["fit"]
-
-    def fmt(value):
-        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-    table = (
-        "| rule | data | subsets | R² | CV R² |\n|---|---|---|---|---|\n"
-        f"| this fit | AlpacaEval pool | {new['n_subsets']} | {fmt(new['r_squared'])} | {fmt(new['cv_r_squared'])} |\n"
-        f"| demo rule before this run | project example data | {old.get('n_subsets', 'n/a')} | "
-        f"{fmt(old.get('r_squared'))} | {fmt(old.get('cv_r_squared'))} |"
-    )
-    decision = (
-        "This fit is better supported (more subsets and a higher cross-validated R²), so it became the demo's rule "
-        "(`hf_instructmining/builtin_rules/instructmining-smollm2-135m-demo.json`, run with `--update-demo-rule`)."
-        if promoted
-        else "The demo keeps its rule: this run did not replace it (it is replaced only with `--update-demo-rule` "
-        "and only by a fit with more subsets and a higher cross-validated R²)."
-    )
-    return f"{table}\n\n{decision}\n\nThe rule JSON:\n\n```json\n{json.dumps(fit.rule.to_dict(), indent=2)}\n```"
-
-
-def plot_fit(fit, labels, path: Path) -> None:
+def plot_fit(fit: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    observed = [math.log(r["eval_loss"]) for r in labels]
-    predicted = fit.rule.predict({name: [r["indicator_means"][name] for r in labels] for name in fit.indicators})
+    best = fit["best"]
+    observed = [math.log(r["eval_loss"]) for r in fit["rows"]]
+    rule = best.rule
+    predicted = [rule.intercept + sum(b * r[c] for c, b in rule.coefficients.items()) for r in fit["rows"]]
     figure = Figure(figsize=(5, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -263,13 +229,13 @@ def plot_fit(fit, labels, path: Path) -> None:
     ax.plot([low, high], [low, high], color="tab:gray", linestyle="--", label="y = x")
     ax.set_xlabel("predicted log eval loss (rule)")
     ax.set_ylabel("observed log eval loss")
-    ax.set_title(f"{fit.n_subsets} labelled subsets, R² = {fit.r_squared:.2f}")
+    ax.set_title(f"{best.n_subsets} labelled subsets, R² = {best.r_squared:.2f}")
     ax.legend()
     figure.tight_layout()
     figure.savefig(path)
 
 
-def plot_comparison(comparison, search, path: Path) -> None:
+def plot_comparison(comparison: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -277,18 +243,36 @@ def plot_comparison(comparison, search, path: Path) -> None:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     ks = [row["k"] for row in comparison]
-    for selection, style in (
-        ("rule", {"color": "tab:blue", "marker": "o"}),
-        ("random", {"color": "tab:gray", "marker": "s"}),
+    for arm, style, label in (
+        ("rule", {"color": "tab:blue", "marker": "o"}, "top k by the rule"),
+        ("random", {"color": "tab:gray", "marker": "s"}, "k random rows"),
     ):
-        means = [statistics.fmean(row[selection]) for row in comparison]
-        sds = [statistics.stdev(row[selection]) if len(row[selection]) > 1 else 0 for row in comparison]
-        label = "top k by the rule" if selection == "rule" else "k random rows"
+        means = [statistics.fmean(row[arm]) for row in comparison]
+        sds = [_sd(row[arm]) or 0 for row in comparison]
         ax.errorbar(ks, means, yerr=sds, capsize=4, label=f"{label} (mean ± sd over seeds)", **style)
     ax.set_xscale("log")
     ax.set_xlabel("training rows (k)")
     ax.set_ylabel("eval loss")
     ax.set_title("Rule-selected against random data")
     ax.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def plot_check(check: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4.5), dpi=120)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for row in check["table"]:
+        ax.scatter(row["win_rate"], row["score"], color="tab:blue")
+        ax.annotate(
+            row["model"], (row["win_rate"], row["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set_xlabel("AlpacaEval win rate (%)")
+    ax.set_ylabel("mean rule score (lower is better)")
+    ax.set_title(f"Ten models: Spearman {check['spearman']:+.2f}")
     figure.tight_layout()
     figure.savefig(path)

@@ -1,0 +1,138 @@
+"""The stages of `replicate.py` that need finished labels: fit the rule, compare it with random data, check it
+against the ten models' public win rates."""
+
+import logging
+import statistics
+
+import numpy as np
+from replicate import DATA, HERE, RULE_NAME, SMOLLM2_ID, label, score, subset_means
+
+
+logger = logging.getLogger("replication")
+
+
+def fit(state: dict, settings: dict, profile: str) -> dict:
+    """The rule (best subset of the candidates by BIC), the fit of all candidates, and the noise floor."""
+    from hf_instructmining import fit_rule
+    from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS
+
+    candidates = settings["candidates"]
+    scored = state["scores"].attach(state["pool"], candidates)
+    done = {r["subset_id"]: r for r in state["store"].records("subset_done")}
+    labelled = [s for s in state["subsets"] if s.subset_id in done]
+    if len(labelled) < 3:
+        raise SystemExit(f"Only {len(labelled)} subsets are labelled in {state['store'].path}: run the `label` stage.")
+    means = subset_means(labelled, scored, candidates)
+    rows = [
+        {"subset_id": s.subset_id, "eval_loss": done[s.subset_id]["eval_loss"], **means[s.subset_id]} for s in labelled
+    ]
+    noise = [done[s.subset_id]["eval_loss"] for s in state["noise"].values() if s.subset_id in done]
+    losses = [r["eval_loss"] for r in rows]
+    training = {k: v for k, v in settings["training"].items() if k != "model"}
+    provenance = {
+        "source": f"fitted by this project with `python experiments/replication/replicate.py --profile {profile}`",
+        "base_model": SMOLLM2_ID,
+        "eval_set": (
+            f"GPT-4's answers to {settings['eval_instructions']} held-out AlpacaEval instructions "
+            "(tatsu-lab/alpaca_eval, seeded sample), never trained on"
+        ),
+        "fitting_data": (
+            f"{len(rows)} Dirichlet mixtures (concentration {settings['concentration']}) of {settings['subset_size']} "
+            f"rows of the ten AlpacaEval models' answers to {settings['pool_instructions']} instructions"
+        ),
+        "labeling": training,
+        "noise_floor": {"seeds": len(noise), "sd_across_seeds": _sd(noise), "sd_across_subsets": _sd(losses)},
+    }
+    specs = {c: OFFLINE_INDICATOR_SPECS[c] for c in candidates}
+    best = fit_rule(
+        rows, indicators=candidates, selection="bic", name=RULE_NAME, indicator_specs=specs, provenance=provenance
+    )
+    every = fit_rule(rows, indicators=candidates, selection="all", indicator_specs=specs)
+    best.rule.save(HERE / f"rule-{profile}.json")
+    logger.info("Fitted rule saved to %s.\n%s", HERE / f"rule-{profile}.json", best.report())
+    return {"best": best, "all": every, "rows": rows, "noise": noise, "scored": scored}
+
+
+def _sd(values) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def compare(state: dict, settings: dict) -> list[dict]:
+    """The rule's top k pool rows against k random rows, at each size and seed (both arms share the seed)."""
+    from hf_instructmining import select_top_k
+
+    rule = state["fit"]["best"].rule
+    scored = state["fit"]["scored"]
+    scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
+    runs = []
+    for seed in settings["compare_seeds"]:
+        subsets = {}
+        for k in settings["compare_sizes"]:
+            subsets[f"compare-rule-k{k}-s{seed}"] = select_top_k(scored, k)
+            draw = np.random.default_rng([settings["seed"], seed, k]).choice(len(scored), size=k, replace=False)
+            subsets[f"compare-random-k{k}-s{seed}"] = scored.select(sorted(draw.tolist()))
+        for record in label(subsets, state["eval_set"], settings, state["store"], seed):
+            _, selection, k, s = record["subset_id"].split("-")
+            runs.append(
+                {"selection": selection, "k": int(k[1:]), "seed": int(s[1:]), "eval_loss": record["eval_loss"]}
+            )
+    return runs
+
+
+def paired(runs: list[dict]) -> list[dict]:
+    """Per size: both arms' losses by seed, the mean difference, wins, and a one-sided paired t-test (rule < random)."""
+    from scipy.stats import ttest_rel
+
+    table = []
+    for k in sorted({r["k"] for r in runs}):
+        arms = {
+            a: {r["seed"]: r["eval_loss"] for r in runs if r["k"] == k and r["selection"] == a}
+            for a in ("rule", "random")
+        }
+        seeds = sorted(set(arms["rule"]) & set(arms["random"]))
+        rule, rand = [arms["rule"][s] for s in seeds], [arms["random"][s] for s in seeds]
+        p = ttest_rel(rule, rand, alternative="less").pvalue if len(seeds) > 1 else float("nan")
+        diffs = [a - b for a, b in zip(rule, rand, strict=True)]
+        table.append(
+            {"k": k, "seeds": seeds, "rule": rule, "random": rand, "diff": statistics.fmean(diffs) if diffs else None,
+             "wins": sum(d < 0 for d in diffs), "p": float(p)}
+        )  # fmt: skip
+    return table
+
+
+def check_models(state: dict, settings: dict) -> dict:
+    """Each model's mean rule score over all its AlpacaEval answers, against the public win rates (never fitted on)."""
+    import datasets
+    from scipy.stats import spearmanr
+
+    rule = state["fit"]["best"].rule
+    data = state["data"]
+    columns = sorted(set(rule.columns) | {"output_length"})
+    answers = datasets.Dataset.from_list([r for m in sorted(data.answers) for r in data.rows(m)])
+    pool = state["pool"]
+    # Neighbours are searched in the candidate pool, as for the rows the rule was fitted on.
+    score(answers, columns, state["scores"], reference=pool if any(c.startswith("knn_") for c in columns) else None)
+    scored = state["scores"].attach(answers, columns)
+    scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
+    win_rates = {}
+    for line in (DATA / "alpaca_eval_win_rates.csv").read_text().splitlines()[1:]:
+        name, rate, _ = line.split(",")
+        win_rates[name] = float(rate)
+    frame = scored.to_pandas()
+    frame["held_out"] = ~frame["instruction"].isin(data.pool_instructions | data.eval_instructions)
+    models = sorted(win_rates, key=lambda m: -win_rates[m])
+    table = []
+    for model in models:
+        part = frame[frame["generator"] == model]
+        row = {"model": model, "win_rate": win_rates[model], "rows": len(part), "score": part["instruct_score"].mean()}
+        row["score_held_out"] = part.loc[part["held_out"], "instruct_score"].mean()
+        row.update({f"mean_{c}": part[c].mean() for c in columns})
+        table.append(row)
+    rates = [r["win_rate"] for r in table]
+    return {
+        "table": table,
+        "spearman": spearmanr([r["score"] for r in table], rates).statistic,
+        "spearman_held_out": spearmanr([r["score_held_out"] for r in table], rates).statistic,
+        "spearman_longer_is_better": spearmanr([-r["mean_output_length"] for r in table], rates).statistic,
+        "columns": columns,
+    }
