@@ -16,11 +16,16 @@ class InvalidExampleError(ValueError):
         self.row = row
         self.columns = list(columns)
         self.reason = reason
+        self.in_batch = in_batch
         where = f"example {row} of this batch" if in_batch else f"row {row}"
         super().__init__(
             f"{where}: {reason}; columns seen: {self.columns}. Fix the data, pass `column_mapping=` to say which "
             'columns hold the instruction and the response, or pass `on_invalid="nan"` to score such rows as NaN.'
         )
+
+    def __reduce__(self):
+        # Rebuilt from its context, not from the message: `Dataset.map(num_proc=n)` sends it from a worker process.
+        return _rebuild, (type(self), (self.row, self.columns, self.reason), {"in_batch": self.in_batch})
 
 
 class UnknownFormatError(ValueError):
@@ -28,7 +33,11 @@ class UnknownFormatError(ValueError):
 
     def __init__(self, columns: Sequence[str], message: str):
         self.columns = list(columns)
+        self.message = message
         super().__init__(message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.columns, self.message), {})
 
 
 class RuleFormatError(ValueError):
@@ -36,7 +45,11 @@ class RuleFormatError(ValueError):
 
     def __init__(self, message: str, *, path: str | None = None):
         self.path = path
+        self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.message,), {"path": self.path})
 
 
 class HubUploadError(RuntimeError):
@@ -50,4 +63,13 @@ class HubUploadError(RuntimeError):
     def __init__(self, message: str, *, repo_id: str, folder: str):
         self.repo_id = repo_id
         self.folder = folder
+        self.message = message
         super().__init__(message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.message,), {"repo_id": self.repo_id, "folder": self.folder})
+
+
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> Exception:
+    """Unpickle an error of this module (its `__init__` takes context arguments, not only the message)."""
+    return cls(*args, **kwargs)
