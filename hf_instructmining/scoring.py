@@ -269,6 +269,8 @@ def compute_indicators(
     ```
     """
     names = _as_list(names)
+    if len(ds) == 0:  # `map` never calls a function on zero rows: nothing would be added, and nothing said
+        raise ValueError(f"The dataset is empty (0 rows; columns: {ds.column_names}): there is nothing to score.")
     if rule is None and not names:
         raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
     rule = None if rule is None else resolve_rule(rule)

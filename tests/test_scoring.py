@@ -163,6 +163,8 @@ def test_compute_indicators_names_the_dataset_row_on_errors():
     ds = Dataset.from_dict({"instruction": ["a"] * 5, "output": ["x", "y", "z", "", "w"]})
     with pytest.raises(ValueError, match="row 3"):
         compute_indicators(ds, ["mtld"], batch_size=2)
+    with pytest.raises(ValueError, match="empty"):
+        compute_indicators(ds.select([]), ["mtld"])
 
 
 class SeenRank(Indicator):
