@@ -1,6 +1,13 @@
 """Exceptions raised by hf-instructmining, each carrying the context needed to fix the input."""
 
+import traceback
 from collections.abc import Sequence
+from typing import Any
+
+
+# Request headers that carry credentials (httpx and requests headers are case-insensitive mappings).
+_SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
+REDACTED = "[removed by hf-instructmining]"
 
 
 class InvalidExampleError(ValueError):
@@ -68,6 +75,51 @@ class HubUploadError(RuntimeError):
 
     def __reduce__(self):
         return _rebuild, (type(self), (self.message,), {"repo_id": self.repo_id, "folder": self.folder})
+
+
+def remove_token(err: BaseException, token: Any = None) -> None:
+    """Take Hub credentials out of an exception and every exception it chains to (`__cause__`, `__context__`).
+
+    Blanks the credential headers of the HTTP requests they hold (`err.response.request.headers`, `err.request`),
+    replaces the token wherever it appears in their messages, and clears the local variables of their finished
+    frames (an HTTP client's frames hold the request headers). Frames still running when it is called, such as
+    those of the calls that were handed `token=`, keep their variables.
+
+    Args:
+        err (`BaseException`): the exception about to be raised or re-raised.
+        token (`str` or `bool`, *optional*): the `token=` the Hub call was given; the token it stands for (the
+            stored one for `None`) is also removed from messages.
+    """
+    secret = token_in_use(token)
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for holder in (current, getattr(current, "response", None)):
+            try:
+                request = getattr(holder, "request", None)
+            except RuntimeError:  # an httpx response built without its request
+                request = None
+            headers = getattr(request, "headers", None)
+            for name in _SECRET_HEADERS:
+                if headers is not None and name in headers:
+                    headers[name] = REDACTED
+        if secret:
+            current.args = tuple(a.replace(secret, REDACTED) if isinstance(a, str) else a for a in current.args)
+        traceback.clear_frames(current.__traceback__)  # skips the frames still running
+        pending += [current.__cause__, current.__context__]
+
+
+def token_in_use(token: str | bool | None) -> str | None:
+    """The token `huggingface_hub` sends for a `token=` argument: itself, none for `False`, the stored one for `None`."""
+    if isinstance(token, str) or token is False:
+        return token or None
+    from huggingface_hub import get_token
+
+    return get_token()
 
 
 def _rebuild(cls: type, args: tuple, kwargs: dict) -> Exception:

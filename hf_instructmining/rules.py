@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._rule_checks import as_floats, check_finite, column_names, json_safe, read_rule_json, validate_fields
-from .errors import RuleFormatError
+from .errors import RuleFormatError, remove_token
 
 
 logger = logging.getLogger(__name__)
@@ -336,10 +336,11 @@ class QualityRule:
         for i, kind in enumerate(kinds):
             try:
                 path = hf_hub_download(local, RULE_FILENAME, revision=revision, token=token, repo_type=kind)
-            except (RepositoryNotFoundError, EntryNotFoundError):
-                if i == len(kinds) - 1:
-                    raise
-                continue
+            except Exception as err:
+                if isinstance(err, RepositoryNotFoundError | EntryNotFoundError) and i < len(kinds) - 1:
+                    continue  # try the next kind of repo
+                remove_token(err, token)  # re-raised as is, without the credentials its request held
+                raise
             return cls.load(path)
         raise AssertionError("unreachable")
 
