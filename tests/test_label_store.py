@@ -77,6 +77,17 @@ def test_a_short_write_is_taken_back(tmp_path, monkeypatch):
     assert [r["step"] for r in store.records()] == [1, 3]
 
 
+def test_without_fcntl_the_store_locks_per_process_and_says_so(tmp_path, monkeypatch, caplog):
+    import hf_instructmining.labeling.store as module
+
+    monkeypatch.setattr(module, "fcntl", None)  # as on Windows
+    monkeypatch.setattr(module, "_warned_process_lock_only", False)
+    store = LabelStore(tmp_path / "labels.jsonl")
+    store.append({"kind": "eval", "subset_id": "a", "step": 1})
+    assert [r["step"] for r in store.records()] == [1]
+    assert caplog.text.count("no `fcntl` file locks") == 1
+
+
 def test_killed_writer_never_corrupts_the_store(tmp_path):
     path = str(tmp_path / "labels.jsonl")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
