@@ -131,7 +131,7 @@ def test_worker_processes_share_the_subsets_and_take_over_from_a_killed_one(tiny
     import time
 
     pool = _alpaca(40).map(lambda r, i: {"mtld": float(i)}, with_indices=True)
-    subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=4, subset_size=4, seed=2)
+    subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=3, subset_size=4, seed=2)
     store = LabelStore(tmp_path / "labels.jsonl")
     killed = []
 
@@ -148,7 +148,7 @@ def test_worker_processes_share_the_subsets_and_take_over_from_a_killed_one(tiny
     deadline = time.monotonic() + 300
     killer = threading.Thread(target=kill_the_first_to_train, daemon=True)
     killer.start()
-    config = _config(tiny_llama_dir, max_steps=40, devices=["cpu", "cpu"])
+    config = _config(tiny_llama_dir, max_steps=15, devices=["cpu", "cpu"])
     done = run_labeling(subsets, _alpaca(4, 100), config, store, scored_pool=pool)
     killer.join()
 

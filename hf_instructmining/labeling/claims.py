@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .store import LabelStore
 
@@ -51,7 +52,7 @@ def claim_each(
     subset_ids: Iterable[str],
     *,
     lease_s: float = DEFAULT_LEASE_S,
-    stop: threading.Event | None = None,
+    stop: Any = None,
 ) -> Iterator[Claim]:
     """Claim the unfinished subsets one after another, in order, until every one of them is finished.
 
@@ -63,7 +64,8 @@ def claim_each(
         store ([`LabelStore`]): the store every worker shares.
         subset_ids (`Iterable[str]`): the subsets to label, in the order to try them.
         lease_s (`float`, *optional*, defaults to `300.0`): how long each claim lasts without renewal.
-        stop (`threading.Event`, *optional*): when set, no further subset is claimed.
+        stop (`threading.Event`, *optional*): when set, no further subset is claimed (any object with `is_set()`
+            and `wait(timeout)` works).
 
     Yields:
         [`Claim`]: the next subset this worker labels; hold it with [`Lease`] while training.

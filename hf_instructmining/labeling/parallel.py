@@ -5,7 +5,8 @@ Workers start with the `spawn` method (CUDA cannot be forked). For `cuda:<i>` a 
 runs the claim loop of the single-process runner ([`~hf_instructmining.labeling.claims.claim_each`]) on the shared
 `LabelStore`: it takes the next subset that nobody holds, and when a worker dies (a SIGKILL, an out-of-memory kill)
 the others take its subset over. The first error stops the other workers after their current subset and is raised
-here.
+here. Each worker talks to this process over a pipe of its own, never through a shared lock that a killed worker
+could leave held.
 """
 
 import dataclasses
@@ -13,8 +14,8 @@ import logging
 import multiprocessing
 import os
 import pickle
-import queue
 from collections.abc import Callable
+from multiprocessing.connection import wait
 
 
 logger = logging.getLogger(__name__)
@@ -37,38 +38,36 @@ def label_in_parallel(
     from .store import LabelStore
 
     ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    stop = ctx.Event()
-    workers = [
-        ctx.Process(
-            target=_work,
-            args=(device, subsets, stats, eval_dataset, config, store_path, context, lease_s, events, stop),
-            name=f"labelling-{device}",
-        )
-        for device in devices
-    ]
+    workers, pipes = [], {}
     logger.info("Labelling %d subsets with one worker per device: %s", len(subsets), devices)
     errors: list[BaseException] = []
-    dead: set[str] = set()
     try:
-        for worker in workers:
-            worker.start()
-        while any(worker.is_alive() for worker in workers):
-            _handle(_next_event(events), errors, stop, on_progress)
-            for worker in workers:
-                if worker.exitcode is not None and worker.exitcode < 0 and worker.name not in dead:
-                    dead.add(worker.name)
-                    logger.warning(
-                        "Worker %s died (signal %d); the others take over its subset.", worker.name, -worker.exitcode
-                    )
+        for device in devices:
+            ours, theirs = ctx.Pipe()
+            args = (device, subsets, stats, eval_dataset, config, store_path, context, lease_s, theirs)
+            workers.append(ctx.Process(target=_work, args=args, name=f"labelling-{device}"))
+            workers[-1].start()
+            theirs.close()  # the worker holds its end now: when it dies, ours reads end-of-file
+            pipes[ours] = workers[-1]
+        while pipes:
+            for pipe in wait(list(pipes), timeout=_POLL_S):
+                try:
+                    kind, payload = pipe.recv()
+                except EOFError:  # the worker exited, or died
+                    _report_exit(pipes.pop(pipe))
+                    continue
+                if kind == "done":
+                    logger.info("Subset %s labelled.", payload)
+                    on_progress()
+                else:
+                    errors.append(payload)
+                    _stop(pipes)
     except BaseException:
-        stop.set()  # Ctrl-C reaches the workers too; the others stop after their current subset
+        _stop(pipes)  # Ctrl-C reaches the workers too; the others stop after their current subset
         raise
     finally:
         for worker in workers:
             worker.join()
-    while (event := _next_event(events, wait=False)) is not None:
-        _handle(event, errors, stop, on_progress)
     if errors:
         raise errors[0]
     left = {s.subset_id for s in subsets} - LabelStore(store_path).finished_subsets()
@@ -80,26 +79,36 @@ def label_in_parallel(
         )
 
 
-def _next_event(events, *, wait: bool = True):
-    try:
-        return events.get(timeout=_POLL_S) if wait else events.get_nowait()
-    except queue.Empty:
-        return None
+def _report_exit(worker) -> None:
+    worker.join()
+    if worker.exitcode and worker.exitcode < 0:
+        logger.warning("Worker %s died (signal %d); the others take over its subset.", worker.name, -worker.exitcode)
 
 
-def _handle(event, errors: list, stop, on_progress: Callable[[], None]) -> None:
-    if event is None:
-        return
-    kind, payload = event
-    if kind == "done":
-        logger.info("Subset %s labelled.", payload)
-        on_progress()
-    else:
-        errors.append(payload)
-        stop.set()
+def _stop(pipes: dict) -> None:
+    for pipe in pipes:
+        try:
+            pipe.send("stop")
+        except OSError:  # that worker is already gone
+            pass
 
 
-def _work(device: str, subsets, stats, eval_dataset, config, store_path: str, context, lease_s, events, stop) -> None:
+class _StopSignal:
+    """The parent's "stop" on the worker's pipe, read like a `threading.Event` by the claim loop."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.stopped = False
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def wait(self, timeout: float) -> bool:
+        self.stopped = self.stopped or self.pipe.poll(timeout)
+        return self.stopped
+
+
+def _work(device: str, subsets, stats, eval_dataset, config, store_path: str, context, lease_s, pipe) -> None:
     """A worker process: claim and label subsets until none is left, or until told to stop."""
     if device.startswith("cuda:"):
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
@@ -112,13 +121,13 @@ def _work(device: str, subsets, stats, eval_dataset, config, store_path: str, co
     store = LabelStore(store_path)
     by_id = {s.subset_id: s for s in subsets}
     try:
-        for claim in claim_each(store, list(by_id), lease_s=lease_s, stop=stop):
+        for claim in claim_each(store, list(by_id), lease_s=lease_s, stop=_StopSignal(pipe)):
             with Lease(store, claim):
                 label_subset(by_id[claim.subset_id], stats[claim.subset_id], eval_dataset, config, store, context)
-            events.put(("done", claim.subset_id))
+            pipe.send(("done", claim.subset_id))
     except Exception as err:
         logger.exception("Labelling failed in worker %s.", device)  # the traceback stays with this process
-        events.put(("error", _picklable(err)))
+        pipe.send(("error", _picklable(err)))
 
 
 def _picklable(err: Exception) -> Exception:
