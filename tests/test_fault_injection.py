@@ -69,6 +69,7 @@ def runs(tiny_llama_dir, tmp_path_factory):
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(folder / "datasets"),
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "INSTRUCTMINING_CPU_BF16": "0",  # float32, as in every other test
     }
     command = [sys.executable, "-m", "tests.fixtures.labeling_workers", str(folder / "plan.json"), str(folder / "r")]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
