@@ -124,7 +124,6 @@ def test_inputs_are_checked_before_training(tiny_llama_dir, tmp_path):
 
 @pytest.mark.slow
 def test_worker_processes_share_the_subsets_and_take_over_from_a_killed_one(tiny_llama_dir, tmp_path):
-    import json
     import os
     import signal
     import threading
@@ -137,10 +136,9 @@ def test_worker_processes_share_the_subsets_and_take_over_from_a_killed_one(tiny
 
     def kill_the_first_to_train():  # SIGKILL the worker process that starts training first, mid-training
         while time.monotonic() < deadline and not killed:
-            records = [json.loads(line) for line in open(store.path)]
-            started = [r["subset_id"] for r in records if r["kind"] == "train_begin"]
+            started = [r["subset_id"] for r in store.records("train_begin")]  # complete lines only
             if started:
-                [take] = [r for r in records if r["kind"] == "claim" and r["subset_id"] == started[0]]
+                [take] = [r for r in store.records("claim") if r["subset_id"] == started[0] and r["action"] == "take"]
                 os.kill(take["pid"], signal.SIGKILL)
                 killed.append(started[0])
             time.sleep(0.05)

@@ -100,43 +100,26 @@ def claim_next(store: LabelStore, subset_ids: Iterable[str], *, lease_s: float =
     check_lease(lease_s)
     with store.locked() as (records, append):
         now = time.time()
-        finished = _finished(records)
-        holders = _holders(records)
-        busy = []
-        for subset_id in subset_ids:
-            if subset_id in finished:
-                continue
-            holder = holders.get(subset_id)
-            if holder is not None and _is_live(holder, now):
-                busy.append(subset_id)
-                continue
-            if holder is not None:
-                logger.warning(
-                    "Taking over subset %s from worker %s (pid %s), which %s.",
-                    subset_id,
-                    holder.get("host"),
-                    holder.get("pid"),
-                    "is gone"
-                    if _is_gone(holder)
-                    else f"has not renewed its claim for {now - holder['timestamp']:.0f} s",
-                )
-            claim = Claim(subset_id, uuid.uuid4().hex, float(lease_s))
-            append(_record(claim, "take"))
-            return claim, busy
-    return None, busy
+        free, busy, holders = _split(records, subset_ids, now)
+        if not free:
+            return None, busy
+        holder = holders.get(free[0])
+        if holder is not None:
+            logger.warning(
+                "Taking over subset %s from worker %s (pid %s), which %s.",
+                free[0],
+                holder.get("host"),
+                holder.get("pid"),
+                "is gone" if _is_gone(holder) else f"has not renewed its claim for {now - holder['timestamp']:.0f} s",
+            )
+        claim = Claim(free[0], uuid.uuid4().hex, float(lease_s))
+        append(_record(claim, "take"))
+        return claim, busy
 
 
 def free_subsets(store: LabelStore, subset_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     """The unfinished subsets among `subset_ids`, split into those free to claim and those live workers hold."""
-    records = store.records(include_superseded=True)
-    finished = _finished(records)
-    holders = _holders(records)
-    now = time.time()
-    free, busy = [], []
-    for subset_id in subset_ids:
-        if subset_id not in finished:
-            holder = holders.get(subset_id)
-            (busy if holder is not None and _is_live(holder, now) else free).append(subset_id)
+    free, busy, _ = _split(store.records(include_superseded=True), subset_ids, time.time())
     return free, busy
 
 
@@ -243,8 +226,17 @@ def _record(claim: Claim, action: str) -> dict:
     }
 
 
-def _finished(records: list[dict]) -> set[str]:
-    return {r.get("subset_id") for r in records if r.get("kind") == "subset_done"}
+def _split(records: list[dict], subset_ids: Iterable[str], now: float):
+    """`(free, busy, holders)`: the unfinished subsets free to claim and those live claims hold, in order, and the
+    current claim of every subset."""
+    finished = {r.get("subset_id") for r in records if r.get("kind") == "subset_done"}
+    holders = _holders(records)
+    free, busy = [], []
+    for subset_id in subset_ids:
+        if subset_id not in finished:
+            holder = holders.get(subset_id)
+            (busy if holder is not None and _is_live(holder, now) else free).append(subset_id)
+    return free, busy, holders
 
 
 def _holders(records: list[dict]) -> dict[str, dict]:
