@@ -25,7 +25,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-_RANDOM_KILLS = [round(random.Random(19).uniform(0.3, 3.0), 2) for _ in range(3)]
+# Seconds after a worker began training its first subset (30 steps each): mid-training, evaluating or further on.
+_RANDOM_KILLS = [round(random.Random(seed).uniform(0.0, 2.0), 2) for seed in (19, 20, 21)]
 # scenario -> (number of subsets, phases run one after another, each a list of workers run at once)
 PLAN = {
     "kill_points": (
@@ -39,7 +40,10 @@ PLAN = {
             [{}],
         ],
     ),
-    "random_kills": (4, [*([{"max_steps": 30, "kill": {"after_s": t}}] for t in _RANDOM_KILLS), [{}]]),
+    "random_kills": (
+        4,
+        [*([{"max_steps": 30, "kill": {"after_s": t, "from": "train_begin"}}] for t in _RANDOM_KILLS), [{}]],
+    ),
     "three_workers": (12, [[{}, {}, {}]]),
     "killed_mid_subset": (6, [[{"kill": {"after": "train_begin", "nth": 1}}, {}, {}]]),
     "torn_line": (4, [[{"kill": {"mid_write": "eval", "nth": 1}}, {}]]),
