@@ -194,46 +194,47 @@ def map_arguments(
             f"A map function takes the examples, then the indices and the rank as `Dataset.map(with_indices=True, "
             f"with_rank=True)` passes them; got {len(map_args)} extra arguments."
         )
-    call = _running_map()
     if len(map_args) == 2:
         indices, rank = map_args
     elif map_args:
         (value,) = map_args
         if not isinstance(value, int) or isinstance(value, bool):
             indices = value  # a batch's list of indices: a rank is always an int
-        elif call is not None and call["with_indices"] and not call["with_rank"]:
+        elif _running_map(settings=True).get("with_indices_only"):
             indices = value
         else:
             rank = value
-    if indices is None and call is not None:
-        indices = call["rows"]
+    if indices is None:
+        indices = _running_map(settings=False).get("rows")
     return indices, rank
 
 
-def _running_map() -> dict[str, Any] | None:
-    """What the `Dataset.map` call that is running this function passes: read from its frames (datasets passes no
-    offset to the function itself), or `None` when the function is not called by `Dataset.map`."""
+def _running_map(*, settings: bool) -> dict[str, Any]:
+    """What the `Dataset.map` call running this function passes, read from its frames (datasets passes no offset to
+    the function itself): `rows`, the dataset rows of this call, and with `settings`, `with_indices_only`. Empty
+    when the function is not called by `Dataset.map`. Only `settings` reads the map call's own frame, the costlier
+    look, so a plain call pays for two small frames."""
     frame = sys._getframe(1)
-    rows = None
+    found: dict[str, Any] = {}
     for _ in range(12):  # map function <- apply_function <- iter_outputs <- _map_single, plus our own callers
         if frame is None:
-            return None
+            return {}
         if frame.f_globals.get("__name__") == "datasets.arrow_dataset":
-            local = frame.f_locals
             if frame.f_code.co_name == "apply_function":
+                local = frame.f_locals
                 shard, offset = local.get("indices"), local.get("offset") or 0
                 if isinstance(shard, int):
-                    rows = shard + offset
+                    found["rows"] = shard + offset
                 elif isinstance(shard, list):
-                    rows = [i + offset for i in shard]
+                    found["rows"] = [i + offset for i in shard]
+                if not settings:
+                    return found
             elif frame.f_code.co_name == "_map_single":
-                return {
-                    "with_indices": bool(local.get("with_indices")),
-                    "with_rank": bool(local.get("with_rank")),
-                    "rows": rows,
-                }
+                local = frame.f_locals
+                found["with_indices_only"] = bool(local.get("with_indices")) and not local.get("with_rank")
+                return found
         frame = frame.f_back
-    return None
+    return {}
 
 
 def compute_all(
