@@ -1,7 +1,10 @@
-"""Checks behind [`~hf_instructmining.QualityRule`]: field validation for rule files, and prediction inputs."""
+"""Checks behind [`~hf_instructmining.QualityRule`]: reading and validating rule files, and prediction inputs."""
 
+import inspect
+import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +15,86 @@ from .errors import RuleFormatError
 
 
 logger = logging.getLogger(__name__)
+
+
+# A rule is a few numbers and names: anything larger or deeper is not a rule file (and would cost memory or recursion).
+MAX_RULE_BYTES = 10_000_000
+MAX_NESTING = 64
+_MAX_INT_DIGITS = 400  # past float's range (1.8e308) anyway; spares Python's slow and limited long-int parsing
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+
+
+def read_rule_json(path: str) -> Any:
+    """The parsed JSON of a rule file; every way a file can fail to be one raises `RuleFormatError` naming it.
+
+    Raises:
+        `FileNotFoundError`: no such file.
+        [`~hf_instructmining.errors.RuleFormatError`]: too large, binary (e.g. a pickle), not UTF-8, not JSON,
+            a duplicate key, a number too long to be one, or nested deeper than a rule ever is.
+    """
+
+    def fail(message: str) -> RuleFormatError:
+        return RuleFormatError(message, path=path)
+
+    size = os.path.getsize(path)
+    if size > MAX_RULE_BYTES:
+        raise fail(f"the file is {size:,} bytes; a rule file is a small JSON object (at most {MAX_RULE_BYTES:,})")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(b"\x80"):  # the PROTO opcode that starts every pickle of protocol 2 or later
+        raise fail(
+            "the file is a pickle, not JSON; rules are stored as JSON only, never pickle (loading one can run code): "
+            "load the rule where it was made and save it with `QualityRule.save`"
+        )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise fail("the file is UTF-16 (or UTF-32) text; rule files are UTF-8 JSON: save it as UTF-8")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise fail(f"the file holds NUL bytes (the first at byte {nul}): it is binary, not JSON text")
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is harmless
+    except UnicodeDecodeError as err:
+        raise fail(f"not UTF-8 text ({err.reason} at byte {err.start}); rule files are UTF-8 JSON") from None
+    if not text.strip():
+        raise fail("not valid JSON (the file is empty)")
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
+    except RecursionError:
+        raise fail(f"nests deeper than a JSON parser can follow; a rule nests at most {MAX_NESTING} levels") from None
+    except ValueError as err:  # JSONDecodeError, or ours: a duplicate key, an overlong number
+        raise fail(f"not valid JSON ({err})") from None
+    if _too_deep(data):
+        raise fail(f"nests more than {MAX_NESTING} levels deep; a rule nests at most {MAX_NESTING}")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set[str] = set()
+        repeated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+        raise ValueError(f"duplicate key(s) {repeated}: which value is meant is ambiguous")
+    return data
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits, too large for any rule value")
+    return int(digits)
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether lists and objects nest more than `MAX_NESTING` levels in `value` (iteratively: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth > MAX_NESTING:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 # -- validation --------------------------------------------------------------------------------------------------
@@ -47,6 +130,7 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
         if not isinstance(spec, Mapping) or not all(isinstance(k, str) for k in spec):
             raise fail(f"`indicators.{column}` must be an object of option -> value, got `{spec!r}`")
         _json_value(spec, f"`indicators.{column}`", fail)
+        _buildable(column, spec, fail)
         specs[column] = dict(spec)
     provenance = data.get("provenance")
     provenance = {} if provenance is None else provenance
@@ -67,9 +151,43 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
 def _number(value: Any, what: str, fail) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise fail(f"{what} must be a number, got `{value!r}`")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise fail(f"{what} is an integer too large for a float ({len(str(abs(value)))} digits)") from None
+    if not math.isfinite(number):
         raise fail(f"{what} must be finite, got `{value!r}`")
-    return float(value)
+    return number
+
+
+def _buildable(column: str, spec: Mapping[str, Any], fail) -> None:
+    """The options must build the indicator (cheap: models load on first use), so bad ones fail now, not mid-scoring."""
+    from .indicators import get_indicator
+
+    try:
+        get_indicator(column, **spec)
+    except (TypeError, ValueError) as err:
+        what = f"`indicators.{column}`: the options {dict(spec)} do not build the `{column}` indicator"
+        if "unexpected keyword argument" not in str(err):
+            raise fail(f"{what}: {err}") from None
+        unknown = sorted(set(spec) - _options(column))
+        raise fail(f"{what}, which takes no option {unknown}; its options are {sorted(_options(column))}") from None
+
+
+def _options(column: str) -> set[str]:
+    """The keyword options an indicator's class takes, through its constructors' `**kwargs` chain."""
+    from .indicators import get_indicator
+
+    names: set[str] = set()
+    for cls in type(get_indicator(column)).__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names |= {
+                p.name
+                for p in inspect.signature(init).parameters.values()
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            }
+    return names
 
 
 def _column(column: Any, what: str, fail) -> str:

@@ -1,6 +1,13 @@
 """Exceptions raised by hf-instructmining, each carrying the context needed to fix the input."""
 
+import traceback
 from collections.abc import Sequence
+from typing import Any
+
+
+# Request headers that carry credentials (httpx and requests headers are case-insensitive mappings).
+_SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
+REDACTED = "[removed by hf-instructmining]"
 
 
 class InvalidExampleError(ValueError):
@@ -16,11 +23,16 @@ class InvalidExampleError(ValueError):
         self.row = row
         self.columns = list(columns)
         self.reason = reason
+        self.in_batch = in_batch
         where = f"example {row} of this batch" if in_batch else f"row {row}"
         super().__init__(
             f"{where}: {reason}; columns seen: {self.columns}. Fix the data, pass `column_mapping=` to say which "
             'columns hold the instruction and the response, or pass `on_invalid="nan"` to score such rows as NaN.'
         )
+
+    def __reduce__(self):
+        # Rebuilt from its context, not from the message: `Dataset.map(num_proc=n)` sends it from a worker process.
+        return _rebuild, (type(self), (self.row, self.columns, self.reason), {"in_batch": self.in_batch})
 
 
 class UnknownFormatError(ValueError):
@@ -28,7 +40,11 @@ class UnknownFormatError(ValueError):
 
     def __init__(self, columns: Sequence[str], message: str):
         self.columns = list(columns)
+        self.message = message
         super().__init__(message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.columns, self.message), {})
 
 
 class RuleFormatError(ValueError):
@@ -36,7 +52,11 @@ class RuleFormatError(ValueError):
 
     def __init__(self, message: str, *, path: str | None = None):
         self.path = path
+        self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.message,), {"path": self.path})
 
 
 class HubUploadError(RuntimeError):
@@ -50,4 +70,58 @@ class HubUploadError(RuntimeError):
     def __init__(self, message: str, *, repo_id: str, folder: str):
         self.repo_id = repo_id
         self.folder = folder
+        self.message = message
         super().__init__(message)
+
+    def __reduce__(self):
+        return _rebuild, (type(self), (self.message,), {"repo_id": self.repo_id, "folder": self.folder})
+
+
+def remove_token(err: BaseException, token: Any = None) -> None:
+    """Take Hub credentials out of an exception and every exception it chains to (`__cause__`, `__context__`).
+
+    Blanks the credential headers of the HTTP requests they hold (`err.response.request.headers`, `err.request`),
+    replaces the token wherever it appears in their messages, and clears the local variables of their finished
+    frames (an HTTP client's frames hold the request headers). Frames still running when it is called, such as
+    those of the calls that were handed `token=`, keep their variables.
+
+    Args:
+        err (`BaseException`): the exception about to be raised or re-raised.
+        token (`str` or `bool`, *optional*): the `token=` the Hub call was given; the token it stands for (the
+            stored one for `None`) is also removed from messages.
+    """
+    secret = token_in_use(token)
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for holder in (current, getattr(current, "response", None)):
+            try:
+                request = getattr(holder, "request", None)
+            except RuntimeError:  # an httpx response built without its request
+                request = None
+            headers = getattr(request, "headers", None)
+            for name in _SECRET_HEADERS:
+                if headers is not None and name in headers:
+                    headers[name] = REDACTED
+        if secret:
+            current.args = tuple(a.replace(secret, REDACTED) if isinstance(a, str) else a for a in current.args)
+        traceback.clear_frames(current.__traceback__)  # skips the frames still running
+        pending += [current.__cause__, current.__context__]
+
+
+def token_in_use(token: str | bool | None) -> str | None:
+    """The token `huggingface_hub` sends for a `token=` argument: itself, none for `False`, the stored one for `None`."""
+    if isinstance(token, str) or token is False:
+        return token or None
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> Exception:
+    """Unpickle an error of this module (its `__init__` takes context arguments, not only the message)."""
+    return cls(*args, **kwargs)

@@ -218,11 +218,13 @@ def extract_pairs(
         pairs.valid.append(True)
         pairs.errors.append(None)
     if pairs.num_invalid:
+        first = next(i for i, e in enumerate(pairs.errors) if e)
         logger.warning(
-            "%d of %d examples are invalid and will be scored as NaN (first: %s).",
+            "%d of %d examples are invalid and will be scored as NaN (first: %s: %s).",
             pairs.num_invalid,
             len(pairs),
-            next(e for e in pairs.errors if e),
+            f"example {first} of this batch" if in_batch else f"row {row_ids[first]}",
+            pairs.errors[first],
         )
     return pairs
 

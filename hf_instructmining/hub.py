@@ -15,7 +15,8 @@ The folder is complete before anything is uploaded, so a failed upload loses not
 pushing the folder. Files are written deterministically, so pushing unchanged data makes no commit. The part of
 an existing card outside the generated block (and YAML keys we do not set) is kept when the card is rewritten.
 Tokens come from the usual `huggingface_hub` sources (`token=`, `HF_TOKEN`, `hf auth login`) and are only ever
-handed to `huggingface_hub`; nothing here writes or logs them.
+handed to `huggingface_hub`; nothing here writes or logs them, and the errors raised here hold none (not in their
+causes' HTTP requests either). A 401 or 403 says whether the token is missing, refused or not allowed to write.
 """
 
 import json
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import cards
-from .errors import HubUploadError
+from .errors import HubUploadError, remove_token, token_in_use
 from .model_cards import build_rule_card
 from .rules import RULE_FILENAME
 
@@ -293,11 +294,36 @@ def _upload(folder, repo_id, repo_type, resume, *, private, token, revision, cre
             **kwargs,
         )
     except Exception as err:  # any failure: keep the cause, add what is safe and how to go on
+        remove_token(err, token)
+        hint = _access_hint(err, repo_id, token)
+        token = api = None  # the cause's traceback keeps this frame's variables: drop the credentials
         raise HubUploadError(
-            f"Publishing to `{repo_id}` failed: {err}\n{resume}", repo_id=repo_id, folder=folder
+            f"Publishing to `{repo_id}` failed: {err}\n{hint}{resume}", repo_id=repo_id, folder=folder
         ) from err
     logger.info("Published %s to %s (%s)", folder, repo_id, info.pr_url or info.commit_url)
     return info
+
+
+def _access_hint(err: Exception, repo_id: str, token: str | bool | None) -> str:
+    """What a 401 or 403 from the Hub means for this upload, and how to fix it (empty for other failures)."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status == 401 and token_in_use(token) is None:
+        return (
+            "No Hub token was found (401 Unauthorized): log in with `hf auth login`, set `HF_TOKEN`, or pass "
+            "`token=`, with a token that has write access.\n"
+        )
+    if status == 401:
+        return (
+            "The Hub did not accept the token (401 Unauthorized: invalid, expired or revoked): create a new one with "
+            "write access at https://huggingface.co/settings/tokens and log in with `hf auth login` or set `HF_TOKEN`.\n"
+        )
+    if status == 403:
+        return (
+            f"The token may not write to `{repo_id}` (403 Forbidden): use a token with the `write` role, or a "
+            "fine-grained token allowed to write to this repository or its organisation "
+            "(https://huggingface.co/settings/tokens), or push to a namespace you own.\n"
+        )
+    return ""
 
 
 def _ensure_repo(api, repo_id: str, repo_type: str, private: bool | None) -> None:

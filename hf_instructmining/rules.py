@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ._rule_checks import as_floats, check_finite, column_names, json_safe, validate_fields
-from .errors import RuleFormatError
+from ._rule_checks import as_floats, check_finite, column_names, json_safe, read_rule_json, validate_fields
+from .errors import RuleFormatError, remove_token
 
 
 logger = logging.getLogger(__name__)
@@ -265,18 +265,14 @@ class QualityRule:
 
         Raises:
             `FileNotFoundError`: no such file.
-            [`~hf_instructmining.errors.RuleFormatError`]: the file is not valid JSON or not a valid rule.
+            [`~hf_instructmining.errors.RuleFormatError`]: the file is not a rule: not UTF-8 JSON (a pickle, a binary,
+                a duplicate key, a huge number, deep nesting, ...) or not a valid rule (a field's type or value, an
+                unknown indicator, an option its indicator does not take); the message names the file and the fault.
         """
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, RULE_FILENAME)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RuleFormatError(f"not valid JSON ({err})", path=path) from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_rule_json(path), source=path)
 
     @classmethod
     def from_builtin(cls, name: str = DEFAULT_RULE) -> "QualityRule":
@@ -340,10 +336,11 @@ class QualityRule:
         for i, kind in enumerate(kinds):
             try:
                 path = hf_hub_download(local, RULE_FILENAME, revision=revision, token=token, repo_type=kind)
-            except (RepositoryNotFoundError, EntryNotFoundError):
-                if i == len(kinds) - 1:
-                    raise
-                continue
+            except Exception as err:
+                if isinstance(err, RepositoryNotFoundError | EntryNotFoundError) and i < len(kinds) - 1:
+                    continue  # try the next kind of repo
+                remove_token(err, token)  # re-raised as is, without the credentials its request held
+                raise
             return cls.load(path)
         raise AssertionError("unreachable")
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from ._plan import is_knn, load_reference, plan_indicators, resolve_rule
 from .formats import FORMATS
 from .indicators import Indicator
-from .indicators.base import compute_all
+from .indicators.base import compute_all, map_arguments
 from .indicators.registry import indicator_family
 from .rules import DEFAULT_RULE, QualityRule
 
@@ -181,9 +181,21 @@ class InstructScorer:
         """The columns the scorer writes: the rule's indicator columns, then `instruct_score`."""
         return [*self.rule.columns, SCORE_COLUMN]
 
-    def __call__(self, examples: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
-        """Score one example or a batch; returns the indicator columns and `instruct_score`."""
-        values = compute_all(self._indicators, examples, rank=rank)
+    def __call__(
+        self,
+        examples: Mapping[str, Any],
+        *map_args: Any,
+        indices: Sequence[int] | int | None = None,
+        rank: int | None = None,
+    ) -> dict[str, Any]:
+        """Score one example or a batch; returns the indicator columns and `instruct_score`.
+
+        Takes what `Dataset.map` passes with `with_indices=True` and/or `with_rank=True` after the examples; an
+        unreadable row's error names its dataset row either way (see
+        [`~hf_instructmining.indicators.base.map_arguments`]).
+        """
+        indices, rank = map_arguments(map_args, indices=indices, rank=rank)
+        values = compute_all(self._indicators, examples, indices=indices, rank=rank)
         # Invalid rows (on_invalid="nan") have NaN indicators and so a NaN score, never a number.
         prediction = self.rule.predict({c: values[c] for c in self.rule.columns}, allow_nan=True)
         batched = isinstance(values[self.rule.columns[0]], list)
@@ -257,6 +269,8 @@ def compute_indicators(
     ```
     """
     names = _as_list(names)
+    if len(ds) == 0:  # `map` never calls a function on zero rows: nothing would be added, and nothing said
+        raise ValueError(f"The dataset is empty (0 rows; columns: {ds.column_names}): there is nothing to score.")
     if rule is None and not names:
         raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
     rule = None if rule is None else resolve_rule(rule)

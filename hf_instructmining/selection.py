@@ -142,6 +142,11 @@ def _ranked(
     """Add `row_index` when absent; return the dataset and its rankable row positions, best first."""
     if not isinstance(ds, Dataset):
         raise TypeError(f"Selection works on a `datasets.Dataset`, got {type(ds).__name__}.")
+    if len(ds) == 0:  # checked first: scoring an empty dataset adds no columns, and "score it first" misleads
+        raise ValueError(
+            f"The dataset is empty (0 rows; columns: {ds.column_names}): there is nothing to select. Check the "
+            "input file, split or filter that produced it."
+        )
     if score_column not in ds.column_names:
         raise ValueError(
             f"The dataset has no `{score_column}` column (columns: {ds.column_names}). Score it first, e.g. "

@@ -114,12 +114,20 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path, rows_file):
         (["score", "--dataset", "{rows}", "--indicators", "bleu", "--output", "x.jsonl"], "Unknown indicator"),
         (["select", "--dataset", "{rows}", "--top_k", "3", "--fraction", "0.1", "--output", "x.jsonl"], "exactly one"),
         (["score", "--dataset", "{rows}", "--rule", "{bad_rule}", "--output", "x.jsonl"], "bad_rule.json"),
+        (["score", "--dataset", "{bad_rows}", "--indicators", "mtld", "--output", "x.jsonl"], "row 517: the response"),
+        (["select", "--dataset", "{empty}", "--top_k", "3", "--output", "x.jsonl"], "empty.jsonl` is empty"),
     ],
 )
 def test_known_errors_print_one_line_and_exit_1(tmp_path, rows_file, args, message):
     bad_rule = tmp_path / "bad_rule.json"
     bad_rule.write_text("{not json")
-    args = [a.format(rows=rows_file, bad_rule=bad_rule) for a in args]
+    bad_rows = tmp_path / "bad_rows.jsonl"
+    rows = [{"instruction": f"Question {i}", "output": "" if i == 517 else "An answer."} for i in range(600)]
+    bad_rows.write_text("\n".join(json.dumps(row) for row in rows))
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [
+        a.format(rows=rows_file, bad_rule=bad_rule, bad_rows=bad_rows, empty=tmp_path / "empty.jsonl") for a in args
+    ]
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr

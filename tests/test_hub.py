@@ -123,6 +123,58 @@ def test_tokens_are_used_but_never_written_or_logged(fake_hub, tmp_path, caplog)
     assert FAKE_TOKEN not in caplog.text and FAKE_TOKEN not in str(caught.value)
 
 
+def _reachable(err: BaseException) -> str:
+    """Everything an exception exposes: messages, arguments, HTTP requests and the variables of traceback frames,
+    along its whole chain of causes and contexts."""
+    seen, parts, pending = set(), [], [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts += [str(current), repr(current.args)]
+        for holder in (current, getattr(current, "response", None)):
+            try:
+                request = getattr(holder, "request", None)
+            except RuntimeError:  # an httpx response without its request
+                continue
+            parts.append(repr(dict(getattr(request, "headers", {}) or {})))
+        if current is not err:  # the raised error's own frames include the caller's, which passed the token
+            tb = current.__traceback__
+            while tb is not None:
+                parts += [repr(value) for value in tb.tb_frame.f_locals.values()]
+                tb = tb.tb_next
+        pending += [current.__cause__, current.__context__]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("status", "token", "advice"),
+    [
+        (401, FAKE_TOKEN, "did not accept the token .*https://huggingface.co/settings/tokens"),
+        (401, False, "No Hub token was found .*hf auth login"),
+        (403, FAKE_TOKEN, "may not write to `me/scored` .*`write` role"),
+    ],
+)
+def test_401_and_403_say_what_is_wrong_with_the_token(fake_hub, tmp_path, status, token, advice):
+    fake_hub.fail("POST", "/commit/", status=status)
+    local = str(tmp_path / "folder")
+    with pytest.raises(HubUploadError, match=advice) as caught:
+        push_to_hub(make_scored(), REPO, config=PushConfig(local_dir=local), token=token)
+    assert "resume with" in str(caught.value)  # the folder is complete: once the token is fixed, push it
+    assert caught.value.__cause__.response.status_code == status
+    assert FAKE_TOKEN not in _reachable(caught.value)
+    assert caught.value.__cause__.response.request.headers.get("authorization") != f"Bearer {FAKE_TOKEN}"
+
+
+def test_hub_errors_on_reading_a_rule_hold_no_token(fake_hub):
+    fake_hub.fail("GET", "/resolve/", status=500, times=20)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 (whatever huggingface_hub raises, re-raised)
+        QualityRule.from_pretrained("me/rule", repo_type="model", token=FAKE_TOKEN)
+    assert any(r["headers"].get("authorization") == f"Bearer {FAKE_TOKEN}" for r in fake_hub.requests)
+    assert FAKE_TOKEN not in _reachable(caught.value)
+
+
 def test_private_repos_stay_private_unless_told(fake_hub):
     scored = make_scored()
     push_to_hub(scored, REPO, private=True)

@@ -51,6 +51,43 @@ def test_torn_last_line_is_cut_on_open_and_later_appends_stay_clean(tmp_path):
     assert [json.loads(line)["step"] for line in _lines(path) if line] == [1, 2]
 
 
+def test_a_torn_line_from_another_writer_never_swallows_the_next_record(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    writer, reader = LabelStore(path), LabelStore(path)  # both opened before the fragment appears
+    writer.append({"kind": "eval", "subset_id": "a", "step": 1})
+    with open(path, "ab") as f:
+        f.write(b'{"kind": "eval", "subset_id": "b", "st')  # another writer died mid-line
+    assert [r["step"] for r in reader.records()] == [1]
+    writer.append({"kind": "eval", "subset_id": "a", "step": 2})
+    for store in (writer, reader, LabelStore(path)):
+        assert [r["step"] for r in store.records()] == [1, 2]
+    assert [json.loads(line)["step"] for line in _lines(path) if line] == [1, 2]
+
+
+def test_a_short_write_is_taken_back(tmp_path, monkeypatch):
+    store = LabelStore(tmp_path / "labels.jsonl")
+    store.append({"kind": "eval", "subset_id": "a", "step": 1})
+    write = os.write
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", lambda fd, data: write(fd, data[:10]))  # the disk filled up mid-line
+        with pytest.raises(OSError, match="Short write"):
+            store.append({"kind": "eval", "subset_id": "a", "step": 2})
+    assert _lines(store.path)[-1] == b""  # the partial line is gone at once
+    store.append({"kind": "eval", "subset_id": "a", "step": 3})
+    assert [r["step"] for r in store.records()] == [1, 3]
+
+
+def test_without_fcntl_the_store_locks_per_process_and_says_so(tmp_path, monkeypatch, caplog):
+    import hf_instructmining.labeling.store as module
+
+    monkeypatch.setattr(module, "fcntl", None)  # as on Windows
+    monkeypatch.setattr(module, "_warned_process_lock_only", False)
+    store = LabelStore(tmp_path / "labels.jsonl")
+    store.append({"kind": "eval", "subset_id": "a", "step": 1})
+    assert [r["step"] for r in store.records()] == [1]
+    assert caplog.text.count("no `fcntl` file locks") == 1
+
+
 def test_killed_writer_never_corrupts_the_store(tmp_path):
     path = str(tmp_path / "labels.jsonl")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}

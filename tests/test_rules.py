@@ -1,7 +1,9 @@
 """QualityRule: the built-in formulas, prediction, JSON round trip and every kind of malformed rule."""
 
+import gzip
 import json
 import math
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -195,6 +197,95 @@ def test_malformed_rule_files_name_the_field(tmp_path, data, message):
 def test_unparsable_and_non_finite_files(tmp_path, text, message):
     with pytest.raises(RuleFormatError, match=message):
         QualityRule.load(_write(tmp_path, text))
+
+
+def _valid_text(**changes) -> str:
+    return json.dumps(_valid_dict(**changes))
+
+
+def _nested(depth: int) -> str:
+    return _valid_text(provenance={"source": "x"}).replace('{"source": "x"}', '{"a": ' * depth + "1" + "}" * depth)
+
+
+# Every kind of file that is not a rule: each must raise RuleFormatError naming the file and the fault.
+MALFORMED_FILES = {
+    "pickle renamed .json": (lambda: pickle.dumps(_valid_dict()), "is a pickle, not JSON"),
+    "pickle protocol 0": (lambda: pickle.dumps(_valid_dict(), protocol=0), "not valid JSON"),
+    "gzipped JSON": (lambda: gzip.compress(_valid_text().encode()), "binary, not JSON text"),
+    "UTF-16 with BOM": (lambda: _valid_text().encode("utf-16"), "UTF-16"),
+    "UTF-16 BE with BOM": (lambda: b"\xfe\xff" + _valid_text().encode("utf-16-be"), "UTF-16"),
+    "Latin-1 name": (lambda: _valid_text(name="caf\u00e9").replace("\\u00e9", "\u00e9").encode("latin-1"), "UTF-8"),
+    "NUL byte": (lambda: _valid_text().encode().replace(b"custom", b"cus\x00tom"), "NUL bytes"),
+    "empty file": (lambda: b"", "the file is empty"),
+    "only whitespace": (lambda: b" \n\t\n", "the file is empty"),
+    "truncated": (lambda: _valid_text()[:40].encode(), "not valid JSON"),
+    "trailing garbage": (lambda: (_valid_text() + " x").encode(), "Extra data"),
+    "two objects": (lambda: (_valid_text() + _valid_text()).encode(), "Extra data"),
+    "comments": (lambda: ("// my rule\n" + _valid_text()).encode(), "not valid JSON"),
+    "Python repr": (lambda: repr(_valid_dict()).encode(), "not valid JSON"),
+    "top-level list": (lambda: b"[1, 2]", "must be a JSON object, got list"),
+    "top-level string": (lambda: b'"rule"', "must be a JSON object, got str"),
+    "top-level number": (lambda: b"3", "must be a JSON object, got int"),
+    "top-level null": (lambda: b"null", "must be a JSON object, got NoneType"),
+    "array nested 100,000 deep": (lambda: b"[" * 100_000 + b"]" * 100_000, "nests deeper than a JSON parser"),
+    "object nested 3,000 deep": (lambda: _nested(3000).encode(), "nests deeper than a JSON parser"),
+    "object nested 100 deep": (lambda: _nested(100).encode(), "nests more than 64 levels deep"),
+    "400-digit intercept": (
+        lambda: _valid_text().replace('"intercept": 1.0', '"intercept": ' + "9" * 400).encode(),
+        "too large for a float",
+    ),
+    "5,000-digit intercept": (
+        lambda: _valid_text().replace('"intercept": 1.0', '"intercept": ' + "9" * 5000).encode(),
+        "5000 digits",
+    ),
+    "huge coefficient": (
+        lambda: _valid_text().replace('"mtld": -0.01', '"mtld": -' + "1" * 320).encode(),
+        "`coefficients.mtld` is an integer too large",
+    ),
+    "1e999": (
+        lambda: _valid_text().replace('"intercept": 1.0', '"intercept": 1e999').encode(),
+        "`intercept` must be finite",
+    ),
+    "duplicate key": (
+        lambda: _valid_text().replace('"intercept": 1.0', '"intercept": 1.0, "intercept": 2.0').encode(),
+        r"duplicate key\(s\) \['intercept'\]",
+    ),
+    "schema_version 1.5": (lambda: _valid_text(schema_version=1.5).encode(), "positive integer"),
+    "schema_version 0": (lambda: _valid_text(schema_version=0).encode(), "positive integer"),
+    "unknown indicator option": (
+        lambda: _valid_text(indicators={"mtld": {"bogus": 1}, "output_length": {}}).encode(),
+        r"do not build the `mtld` indicator, which takes no option \['bogus'\]; its options are \[.*'threshold'",
+    ),
+    "option out of range": (
+        lambda: _valid_text(indicators={"mtld": {"threshold": 5}, "output_length": {}}).encode(),
+        "`indicators.mtld`: .* do not build the `mtld` indicator: The MTLD threshold must be in",
+    ),
+    "option of the wrong type": (
+        lambda: _valid_text(indicators={"mtld": {}, "output_length": {"tokenizer": 5}}).encode(),
+        "`indicators.output_length`: .* do not build .*a string",
+    ),
+    "unknown indicator family member": (
+        lambda: _valid_text(coefficients={"unieval_fluency": 1.0}, indicators={"unieval_fluency": {}}).encode(),
+        "unknown indicator column `unieval_fluency`",
+    ),
+    "over 10 MB": (lambda: _valid_text(name="x" * 10_000_001).encode(), "a rule file is a small JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_FILES))
+def test_every_malformed_rule_file_raises_rule_format_error_naming_it(tmp_path, case):
+    make, message = MALFORMED_FILES[case]
+    path = tmp_path / "instructmining_rule.json"
+    path.write_bytes(make())
+    with pytest.raises(RuleFormatError, match=message) as info:
+        QualityRule.load(tmp_path)  # the folder form finds the file
+    assert info.value.path == str(path) and str(info.value).startswith(f"{path}: ")
+
+
+def test_a_byte_order_mark_is_harmless(tmp_path):
+    path = tmp_path / "rule.json"
+    path.write_bytes(b"\xef\xbb\xbf" + _valid_text().encode())
+    assert QualityRule.load(path) == QualityRule.from_dict(_valid_dict())
 
 
 def test_constructor_validates_like_files():

@@ -83,6 +83,31 @@ def test_run_labeling_resumes_without_duplicates_and_is_reproducible(tiny_llama_
     assert [r["eval_loss"] for r in fresh] == [r["eval_loss"] for r in done]
 
 
+def test_scratch_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from hf_instructmining.labeling.finetune import _scratch_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = {
+        f"instructmining-sft-{host}-{gone.stdout.strip()}-a1": False,  # a killed run of this host: removed
+        f"instructmining-sft-{host}-{os.getpid()}-b2": True,  # a live run
+        f"instructmining-sft-other.host-{gone.stdout.strip()}-c3": True,  # another machine's run
+    }
+    for name in left:
+        (tmp_path / name).mkdir()
+    with _scratch_folder() as folder:
+        assert os.path.basename(folder).startswith(f"instructmining-sft-{host}-{os.getpid()}-")
+    assert sorted(os.listdir(tmp_path)) == sorted(name for name, kept in left.items() if kept)
+
+
 def test_inputs_are_checked_before_training(tiny_llama_dir, tmp_path):
     subsets = sample_subsets(_alpaca(10), n_subsets=1, subset_size=4)
     with pytest.raises(ValueError, match="mtld"):
@@ -95,3 +120,38 @@ def test_inputs_are_checked_before_training(tiny_llama_dir, tmp_path):
         )
     with pytest.raises(ValueError, match="subset_id"):
         finetune_and_evaluate(_alpaca(4), _alpaca(2), _config(tiny_llama_dir), store=LabelStore(tmp_path / "s.jsonl"))
+
+
+@pytest.mark.slow
+def test_worker_processes_share_the_subsets_and_take_over_from_a_killed_one(tiny_llama_dir, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    pool = _alpaca(40).map(lambda r, i: {"mtld": float(i)}, with_indices=True)
+    subsets = sample_subsets(pool.remove_columns(["mtld"]), n_subsets=3, subset_size=4, seed=2)
+    store = LabelStore(tmp_path / "labels.jsonl")
+    killed = []
+
+    def kill_the_first_to_train():  # SIGKILL the worker process that starts training first, mid-training
+        while time.monotonic() < deadline and not killed:
+            started = [r["subset_id"] for r in store.records("train_begin")]  # complete lines only
+            if started:
+                [take] = [r for r in store.records("claim") if r["subset_id"] == started[0] and r["action"] == "take"]
+                os.kill(take["pid"], signal.SIGKILL)
+                killed.append(started[0])
+            time.sleep(0.05)
+
+    deadline = time.monotonic() + 300
+    killer = threading.Thread(target=kill_the_first_to_train, daemon=True)
+    killer.start()
+    config = _config(tiny_llama_dir, max_steps=15, devices=["cpu", "cpu"])
+    done = run_labeling(subsets, _alpaca(4, 100), config, store, scored_pool=pool)
+    killer.join()
+
+    assert killed and [r["subset_id"] for r in done] == [s.subset_id for s in subsets]
+    attempts = [r["subset_id"] for r in store.records("train_begin", include_superseded=True)]
+    assert sorted(attempts) == sorted([*(s.subset_id for s in subsets), killed[0]])  # only the killed one twice
+    takes = store.records("claim")
+    assert len({r["pid"] for r in takes}) == 2 and not {r["pid"] for r in takes} & {os.getpid()}

@@ -13,6 +13,8 @@ from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from hf_instructmining import InstructScorer, QualityRule, ScoreConfig, compute_indicators, summarize_dataset
+from hf_instructmining.errors import InvalidExampleError
+from hf_instructmining.indicators import Indicator, OutputLength
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +163,70 @@ def test_compute_indicators_names_the_dataset_row_on_errors():
     ds = Dataset.from_dict({"instruction": ["a"] * 5, "output": ["x", "y", "z", "", "w"]})
     with pytest.raises(ValueError, match="row 3"):
         compute_indicators(ds, ["mtld"], batch_size=2)
+    with pytest.raises(ValueError, match="empty"):
+        compute_indicators(ds.select([]), ["mtld"])
+
+
+class SeenRank(Indicator):
+    """Writes the rank it was called with (-1 for none): shows what `map` passed where."""
+
+    name = "seen_rank"
+
+    def compute(self, pairs, rank=None):
+        return {self.name: [-1.0 if rank is None else float(rank)] * len(pairs)}
+
+
+def _rows_with_a_bad_one(bad: int, n: int = 2010) -> Dataset:
+    output = ["an answer"] * n
+    output[bad] = ""
+    return Dataset.from_dict({"instruction": ["a question"] * n, "output": output})
+
+
+MAP_CALLS = [
+    {"batched": True},
+    {},
+    {"batched": True, "with_indices": True},
+    {"with_indices": True},
+    {"with_rank": True},
+    {"batched": True, "with_indices": True, "with_rank": True},
+    {"with_indices": True, "with_rank": True},
+    {"batched": True, "num_proc": 2},  # the bad row is in the second worker's shard
+    {"with_indices": True, "with_rank": True, "num_proc": 2},
+]
+
+
+@pytest.mark.parametrize("options", MAP_CALLS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "plain")
+@pytest.mark.parametrize("function", ["indicator", "scorer"])
+def test_errors_name_the_dataset_row_under_every_map_call(function, options):
+    fn = OutputLength() if function == "indicator" else InstructScorer(rule=TEXT_RULE)
+    with pytest.raises(InvalidExampleError, match=r"^row 1507: the response") as caught:
+        _rows_with_a_bad_one(1507).map(fn, load_from_cache_file=False, **options)  # batches of 1,000 rows
+    assert caught.value.row == 1507 and not caught.value.in_batch
+
+
+@pytest.mark.parametrize(
+    ("options", "ranks"),
+    [
+        ({"with_indices": True}, {-1}),  # an index, not a rank
+        ({"with_rank": True}, {-1}),  # one process: datasets passes rank None
+        ({"batched": True, "with_indices": True}, {-1}),
+        ({"batched": True, "with_rank": True, "num_proc": 2}, {0, 1}),
+        ({"with_indices": True, "with_rank": True, "num_proc": 2}, {0, 1}),
+    ],
+)
+def test_map_arguments_go_to_indices_and_rank(options, ranks):
+    ds = Dataset.from_dict({"instruction": ["q"] * 8, "output": ["a b"] * 8})
+    assert set(ds.map(SeenRank(), batch_size=2, load_from_cache_file=False, **options)["seen_rank"]) == ranks
+    assert SeenRank()({"instruction": "q", "output": "a"}, 1) == {"seen_rank": 1.0}  # a direct call: the rank
+    with pytest.raises(InvalidExampleError, match="^example 1 of this batch"):  # outside `map`: the batch position
+        OutputLength()({"instruction": ["q", "q"], "output": ["a", ""]})
+
+
+def test_the_scorer_stays_cheap_to_hash_and_pickle_with_map_arguments():
+    scorer = InstructScorer(rule=TEXT_RULE)
+    before = Hasher.hash(scorer)
+    _rows_with_a_bad_one(0, n=4).select([1, 2, 3]).map(scorer, with_indices=True)
+    assert Hasher.hash(scorer) == before and Hasher.hash(pickle.loads(pickle.dumps(scorer))) == before
 
 
 def test_summary_means_rows_invalid_and_prediction():

@@ -54,6 +54,9 @@ def test_k_zero_and_k_larger_than_data(caplog):
     ds = _scored([0.3, 0.1, 0.2])
     empty = select_top_k(ds, 0)
     assert len(empty) == 0 and "instruct_score" in empty.column_names and "row_index" in empty.column_names
+    # Scoring an empty dataset adds no columns (map never runs): the error says it is empty, not "score it first".
+    with pytest.raises(ValueError, match="is empty"):
+        select_top_k(ds.select([]).remove_columns("instruct_score"), 3)
     with caplog.at_level("WARNING"):
         everything = select_top_k(ds, 10)
     assert everything["row_index"] == [1, 2, 0]

@@ -95,6 +95,8 @@ def load_input(args: InputArguments):
             raise ValueError(
                 f"Cannot read `{path}`: unknown file type `{path.suffix}`; use one of {sorted(DATA_FILE_BUILDERS)}."
             )
+        if _has_no_rows(path):  # datasets fails on such files with errors that do not say so
+            raise ValueError(f"`{path}` is empty: there are no rows to read.")
         ds = datasets.load_dataset(builder, data_files={args.split: str(path)}, split=args.split)
     elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         ds = datasets.load_from_disk(str(path))
@@ -106,10 +108,26 @@ def load_input(args: InputArguments):
         raise FileNotFoundError(f"No such file or folder: `{path}`.")
     else:
         ds = datasets.load_dataset(args.dataset, name=args.dataset_config, split=args.split)
+    if len(ds) == 0:
+        raise ValueError(f"`{args.dataset}` (split `{args.split}`) is empty: there are no rows to read.")
     if args.max_rows is not None:
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)
     return ds
+
+
+def _has_no_rows(path: Path) -> bool:
+    """Whether a data file holds no rows: a parquet file of 0 rows, a CSV header alone, blank JSON Lines, `[]`."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows == 0
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if len(head) == 1 << 16:
+        return False
+    text = head.strip()
+    return b"\n" not in text if path.suffix.lower() == ".csv" else text in (b"", b"[]")
 
 
 def save_output(ds, output: str) -> str:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+from ..labeling.claims import DEFAULT_LEASE_S
 from ._io import InputArguments, load_input, make_command_parser
 from ._training import FinetuneArguments
 
@@ -10,7 +11,8 @@ EXAMPLES = """\
   # one scored pool, mixtures of its `source` column's groups:
   instructmining label --dataset scored.parquet --source_column source --n_subsets 40 --subset_size 1000 \\
       --model_name_or_path meta-llama/Llama-2-7b-hf --eval_dataset eval.jsonl --store labels.jsonl
-  # interrupted? run the same command again: finished subsets are skipped
+  # interrupted? run the same command again: finished subsets are skipped; the same command run at once in
+  # several shells, or on machines sharing the store's file system, shares the subsets between them
   instructmining label --config label.yaml
   # also label with ROUGE-L of greedy answers to 32 eval prompts (a local copy of evaluate's rouge module):
   instructmining label --config label.yaml --metrics ./metrics/rouge --generation_num_samples 32"""
@@ -41,6 +43,9 @@ class LabelArguments:
             Eval prompts answered per eval set for `--metrics`.
         generation_max_new_tokens (`int`, *optional*, defaults to `64`):
             Tokens generated per answer.
+        claim_lease_s (`float`, *optional*, defaults to `300.0`):
+            Seconds a worker's claim on a subset lasts without renewal: a subset whose worker was on a machine that
+            is gone goes to another worker after this long (a worker that died on this machine is seen at once).
     """
 
     store: str = field(default=None, metadata={"help": "Label store (JSON Lines); re-running resumes it."})
@@ -54,6 +59,9 @@ class LabelArguments:
     )
     generation_num_samples: int = field(default=16, metadata={"help": "Eval prompts answered per eval set."})
     generation_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer."})
+    claim_lease_s: float = field(
+        default=DEFAULT_LEASE_S, metadata={"help": "Seconds a claim on a subset lasts without renewal."}
+    )
 
     def __post_init__(self):
         if not self.store:
@@ -87,7 +95,14 @@ def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArgumen
     )
     store = LabelStore(args.store)
     labels = run_labeling(
-        subsets, eval_set, config, store, scored_pool=sources, indicators=indicators, metrics=metrics
+        subsets,
+        eval_set,
+        config,
+        store,
+        scored_pool=sources,
+        indicators=indicators,
+        metrics=metrics,
+        claim_lease_s=args.claim_lease_s,
     )
     summary = {"subsets labelled": len(labels), "eval loss range": _range([r["eval_loss"] for r in labels])}
     for key in dict.fromkeys(k for r in labels for k in r.get("eval_scores") or {}):

@@ -4,6 +4,10 @@ An indicator reads (instruction, response) pairs from any layout (see [`~hf_inst
 computes its float column(s) on the valid rows, and writes NaN on rows that `on_invalid="nan"` let through.
 Subclasses implement one method, `compute(pairs, device)`, on valid rows only.
 
+Map arguments: `Dataset.map` calls `fn(examples, *([indices] if with_indices), *([rank] if with_rank))`, so one
+extra integer is an index under `with_indices=True` and a rank under `with_rank=True`. [`map_arguments`] tells them
+apart, and finds the dataset rows of the examples when `map` did not pass them, so that errors name the dataset row.
+
 Fingerprints: `Dataset.map` hashes the function with dill. `__getstate__` keeps only the configuration and the
 class `version` (bump it whenever the output of an indicator changes), never a loaded model or tokenizer, so
 hashing is cheap, stable before and after the first call, and caching works across calls and processes.
@@ -11,6 +15,7 @@ hashing is cheap, stable before and after the first call, and caching works acro
 
 import logging
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -76,9 +81,20 @@ class Indicator:
         """The options that rebuild this indicator with `get_indicator(column, **spec)`, recorded in rules."""
         return {}
 
-    def __call__(self, examples: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
-        """Score one example or a batch; returns only this indicator's column(s), one value per row."""
-        return self.process(examples, rank=rank)
+    def __call__(
+        self,
+        examples: Mapping[str, Any],
+        *map_args: Any,
+        indices: Sequence[int] | int | None = None,
+        rank: int | None = None,
+    ) -> dict[str, Any]:
+        """Score one example or a batch; returns only this indicator's column(s), one value per row.
+
+        Takes what `Dataset.map` passes with `with_indices=True` and/or `with_rank=True` after the examples (see
+        [`map_arguments`]); an invalid row's error names its dataset row either way.
+        """
+        indices, rank = map_arguments(map_args, indices=indices, rank=rank)
+        return self.process(examples, indices=indices, rank=rank)
 
     def process(
         self,
@@ -145,6 +161,80 @@ class Indicator:
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.spec().items())
         return f"{type(self).__name__}({options})"
+
+
+def map_arguments(
+    map_args: tuple, *, indices: Sequence[int] | int | None = None, rank: int | None = None
+) -> tuple[Sequence[int] | int | None, int | None]:
+    """The dataset row indices and the worker rank of a `map` function's call, from its extra positional arguments.
+
+    `Dataset.map` passes `indices` (a list when batched, an int otherwise) with `with_indices=True`, then `rank`
+    with `with_rank=True`. A single extra integer is ambiguous: inside `Dataset.map` the call's own settings say
+    which it is; called directly, `fn(example, 3)` means rank 3, as it always has. Without indices, the rows come
+    from the running `Dataset.map` call (its shard offset included, under `num_proc`), or stay unknown outside one.
+
+    Args:
+        map_args (`tuple`): the positional arguments after the examples.
+        indices (`list[int]` or `int`, *optional*): the rows, when given by keyword.
+        rank (`int`, *optional*): the worker rank, when given by keyword.
+
+    Returns:
+        `tuple`: `(indices, rank)`, each `None` when unknown.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators.base import map_arguments
+    >>> map_arguments(([4, 5], 1)), map_arguments(([4, 5],)), map_arguments((1,))
+    (([4, 5], 1), ([4, 5], None), (None, 1))
+    ```
+    """
+    if len(map_args) > 2:
+        raise TypeError(
+            f"A map function takes the examples, then the indices and the rank as `Dataset.map(with_indices=True, "
+            f"with_rank=True)` passes them; got {len(map_args)} extra arguments."
+        )
+    if len(map_args) == 2:
+        indices, rank = map_args
+    elif map_args:
+        (value,) = map_args
+        if not isinstance(value, int) or isinstance(value, bool):
+            indices = value  # a batch's list of indices: a rank is always an int
+        elif _running_map(settings=True).get("with_indices_only"):
+            indices = value
+        else:
+            rank = value
+    if indices is None:
+        indices = _running_map(settings=False).get("rows")
+    return indices, rank
+
+
+def _running_map(*, settings: bool) -> dict[str, Any]:
+    """What the `Dataset.map` call running this function passes, read from its frames (datasets passes no offset to
+    the function itself): `rows`, the dataset rows of this call, and with `settings`, `with_indices_only`. Empty
+    when the function is not called by `Dataset.map`. Only `settings` reads the map call's own frame, the costlier
+    look, so a plain call pays for two small frames."""
+    frame = sys._getframe(1)
+    found: dict[str, Any] = {}
+    for _ in range(12):  # map function <- apply_function <- iter_outputs <- _map_single, plus our own callers
+        if frame is None:
+            return {}
+        if frame.f_globals.get("__name__") == "datasets.arrow_dataset":
+            if frame.f_code.co_name == "apply_function":
+                local = frame.f_locals
+                shard, offset = local.get("indices"), local.get("offset") or 0
+                if isinstance(shard, int):
+                    found["rows"] = shard + offset
+                elif isinstance(shard, list):
+                    found["rows"] = [i + offset for i in shard]
+                if not settings:
+                    return found
+            elif frame.f_code.co_name == "_map_single":
+                local = frame.f_locals
+                found["with_indices_only"] = bool(local.get("with_indices")) and not local.get("with_rank")
+                return found
+        frame = frame.f_back
+    return {}
 
 
 def compute_all(

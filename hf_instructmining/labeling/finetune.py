@@ -10,14 +10,20 @@ import dataclasses
 import gc
 import logging
 import math
+import os
+import re
+import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 from ..formats import extract_pairs
 from ..import_utils import require
+from .claims import process_is_gone
 from .config import LabelingConfig
 from .store import LabelStore, is_eval_loss, to_jsonable
 
@@ -25,6 +31,7 @@ from .store import LabelStore, is_eval_loss, to_jsonable
 logger = logging.getLogger(__name__)
 
 _TEXT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+_SCRATCH_PREFIX = "instructmining-sft-"
 
 
 def finetune_and_evaluate(
@@ -126,7 +133,7 @@ def finetune_and_evaluate(
         scorer = callback.scorer
     elif metrics:
         scorer = AnswerScorer(metrics, samples, **generation)
-    with tempfile.TemporaryDirectory(prefix="instructmining-sft-") as tmp:
+    with _scratch_folder() as tmp:
         args = build_sft_config(config, output_dir=config.output_dir or tmp, device=device)
         trainer = SFTTrainer(
             model=model,
@@ -288,3 +295,25 @@ def _to_prompt_completion(dataset, conversational: bool):
         }
 
     return dataset.map(convert, batched=True, remove_columns=dataset.column_names, desc="Formatting for SFT")
+
+
+@contextmanager
+def _scratch_folder() -> Iterator[str]:
+    """A temporary trainer folder, removed afterwards. A killed run cannot remove its own, so the folder's name says
+    which host and process made it, and each run first removes the folders of processes of this host that are gone."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
+    _remove_orphaned_folders(host)
+    folder = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{host}-{os.getpid()}-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_orphaned_folders(host: str) -> None:
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        parts = name[len(_SCRATCH_PREFIX) :].rsplit("-", 2) if name.startswith(_SCRATCH_PREFIX) else []
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and process_is_gone(int(parts[1])):
+            logger.info("Removing %s, left behind by a finetuning run that was killed.", name)
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)

@@ -6,7 +6,9 @@
 
 Subsets run one after another on one device. When `LabelingConfig.devices` names several devices (e.g.
 `["cuda:0", "cuda:1"]`, or `"auto"` with several GPUs visible), one worker process per device labels one subset
-at a time; every worker appends to the same store, which is safe across processes.
+at a time. Every worker, and every other `run_labeling` or `run_labeling_with_ray` call on the same store (on this
+machine or another one sharing the file system), claims a subset in the store before training it, so each subset is
+trained once and a subset whose worker died goes to another (see `claims.py`).
 """
 
 import logging
@@ -14,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .claims import DEFAULT_LEASE_S, Lease, check_lease, claim_each
 from .config import LabelingConfig
 from .finetune import finetune_and_evaluate
 from .store import LabelStore, library_versions
@@ -32,11 +35,15 @@ def run_labeling(
     scored_pool=None,
     indicators: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
     metrics: Any = None,
+    claim_lease_s: float = DEFAULT_LEASE_S,
 ) -> list[dict]:
     """Label every subset: finetune on it, evaluate, and record its eval loss with its mean indicators.
 
     Subsets that `store` already finished are skipped; unfinished ones (e.g. interrupted by a crash) are redone.
-    Progress shows subsets done/total and the time left.
+    Several workers may label the same subsets into one store at once (processes on one machine, or machines sharing
+    the file system): each claims a subset in the store before training it and checks again what is left after every
+    subset, so each subset is trained once. A worker that finds only subsets that others are training waits for them,
+    and takes over the subset of a worker that died. Progress shows subsets done/total and the time left.
 
     Args:
         subsets (`list[Subset]` or `dict[str, datasets.Dataset]`): from [`sample_subsets`], or id -> rows.
@@ -55,6 +62,10 @@ def run_labeling(
             recorded next to the eval loss (`eval_scores` in `"subset_done"`, `scores` in `"eval"` records), so
             `store.labels()` has a column per score (e.g. `eval_rougeL`) and `fit_rule(store, target="eval_rougeL",
             higher_is_better=True)` fits a rule to it. Metrics are loaded before any training.
+        claim_lease_s (`float`, *optional*, defaults to `300.0`): how long a claim on a subset lasts without
+            renewal. A training worker renews its claim every third of it; when a worker on another machine is gone
+            (a lost node), its subset waits this long before another worker takes it over. A worker that died on this
+            machine is seen at once.
 
     Returns:
         `list[dict]`: the `"subset_done"` record of every subset, in the order given.
@@ -70,6 +81,7 @@ def run_labeling(
     from .metrics import load_metrics, metric_sources
     from .stats import indicator_stats, resolve_indicators
 
+    check_lease(claim_lease_s)
     store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
     subsets = _as_subsets(subsets)
     metrics = (load_metrics(metrics) or None) if metrics is not None else None
@@ -107,22 +119,33 @@ def run_labeling(
                 store.path,
                 unscored[:3],
             )
-    jobs = [(s, stats[s.subset_id]) for s in pending]
     devices = _parallel_devices(config.devices)
-    parallel = len(devices) > 1 and len(jobs) > 1
+    parallel = len(devices) > 1 and len(pending) > 1
     if parallel and metrics:
         _check_reloadable(metrics)
     from datasets.utils.tqdm import tqdm
 
+    ids = [s.subset_id for s in subsets]
     with tqdm(total=len(subsets), initial=len(subsets) - len(pending), unit="subset", desc="Labelling subsets") as bar:
+
+        def show_progress() -> None:  # counts the subsets every worker finished, not only this one's
+            bar.update(len(store.finished_subsets() & set(ids)) - bar.n)
+
         if parallel:
             from .parallel import label_in_parallel
 
-            label_in_parallel(jobs, eval_dataset, config, store.path, context, devices, on_done=lambda: bar.update(1))
+            label_in_parallel(
+                subsets, stats, eval_dataset, config, store.path, context, devices, claim_lease_s, show_progress
+            )
         else:
-            for subset, subset_stats in jobs:
-                label_subset(subset, subset_stats, eval_dataset, config, store, context, metrics=metrics)
-                bar.update(1)
+            by_id = {s.subset_id: s for s in subsets}
+            for claim in claim_each(store, ids, lease_s=claim_lease_s):
+                with Lease(store, claim):
+                    subset = by_id[claim.subset_id]
+                    label_subset(
+                        subset, stats[subset.subset_id], eval_dataset, config, store, context, metrics=metrics
+                    )
+                show_progress()
     done = {r["subset_id"]: r for r in store.records("subset_done")}
     return [done[s.subset_id] for s in subsets if s.subset_id in done]
 

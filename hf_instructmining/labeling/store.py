@@ -1,9 +1,14 @@
 """An append-only, crash-safe JSONL record of labelling runs: which subset, which model, which eval loss.
 
 Each record is one JSON line, written with a single `os.write` on an `O_APPEND` descriptor and then flushed to
-disk with `fsync`, under an exclusive `flock` so that writers in several processes never interleave. A killed
-writer can leave at most one torn last line (no final newline); opening the store cuts it off, and readers never
-parse a line that has no newline, so a later append always starts on a clean line.
+disk with `fsync`, under an exclusive OS file lock so that writers in several processes, or on several machines
+sharing the file system, never interleave. The lock is `fcntl.flock` on POSIX systems (on NFS, Linux turns it
+into a byte-range lock that the server shares between clients); where there is no `fcntl` (Windows) the lock
+only holds between the threads of one process, and the store warns once that one process at a time must write it.
+
+A writer that failed or was killed mid-write can leave at most one torn last line (no final newline). Every
+writer cuts such a fragment off, under the lock, before it writes, so its own record always starts on a clean
+line, even when it opened the store before the fragment appeared; readers never parse a line that has no newline.
 
 A subset counts as finished only once its `"subset_done"` record exists (like datatrove's `completions/`
 markers), so a re-run skips finished subsets and redoes the rest. Every attempt at a subset has its own
@@ -11,20 +16,30 @@ markers), so a re-run skips finished subsets and redoes the rest. Every attempt 
 and hide the partial records of attempts that were interrupted, so a resumed run never shows duplicates.
 """
 
-import fcntl
 import json
 import logging
 import math
 import os
 import platform
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks in the standard library
+    fcntl = None
 
 
 logger = logging.getLogger(__name__)
 
 _KINDS_WITH_ATTEMPTS = ("train_begin", "eval", "subset_done")
+# Where `fcntl` is missing, one lock per process stands in for the file lock (see the module docstring).
+_PROCESS_LOCK = threading.Lock()
+_TAIL_CHUNK = 1 << 16
 _VERSIONED_LIBRARIES = ("hf-instructmining", "torch", "transformers", "trl", "peft", "datasets", "statsmodels")
 
 
@@ -96,6 +111,7 @@ class LabelStore:
             raise IsADirectoryError(f"`LabelStore` needs a file path, got the folder `{self.path}`.")
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
+        self._unreadable: set[int] = set()  # line numbers already warned about
         self._repair()
 
     def __repr__(self) -> str:
@@ -105,27 +121,49 @@ class LabelStore:
         return len(self._read())
 
     def _repair(self) -> None:
-        """Cut off a torn last line left by a killed writer, so the next append starts on a clean line."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Cut off a torn last line left by an interrupted writer, so that the file ends on a clean line."""
+        with self._lock(os.O_RDWR | os.O_CREAT, exclusive=True):
+            pass
+
+    @contextmanager
+    def _lock(self, flags: int, *, exclusive: bool) -> Iterator[int]:
+        """Open the file and hold its lock for the block; an exclusive holder first cuts off a torn last line."""
+        fd = os.open(self.path, flags, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size == 0:
+            if fcntl is None:
+                _warn_process_lock_only()
+                with _PROCESS_LOCK:
+                    if exclusive:
+                        self._cut_torn_tail(fd)
+                    yield fd
                 return
-            with open(fd, "rb", closefd=False) as f:
-                f.seek(max(0, size - 1))
-                if f.read(1) == b"\n":
-                    return
-                f.seek(0)
-                data = f.read()
-            keep = data.rfind(b"\n") + 1
-            logger.warning(
-                "%s: dropping a torn last record (%d bytes) left by an interrupted writer.", self.path, size - keep
-            )
-            os.ftruncate(fd, keep)
-            os.fsync(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if exclusive:
+                self._cut_torn_tail(fd)
+            yield fd
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _cut_torn_tail(self, fd: int) -> None:
+        """Truncate the file after its last newline. Every writer writes whole lines under the exclusive lock, so
+        while this writer holds it a fragment without a newline can only be left by one that failed or died."""
+        size = os.fstat(fd).st_size
+        if size == 0 or _read_at(fd, size - 1, 1) == b"\n":
+            return
+        keep = 0
+        end = size
+        while end > 0:  # search backwards: the fragment is one record, the file may be large
+            start = max(0, end - _TAIL_CHUNK)
+            newline = _read_at(fd, start, end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        logger.warning(
+            "%s: dropping a torn last record (%d bytes) left by an interrupted writer.", self.path, size - keep
+        )
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
 
     def append(self, record: Mapping[str, Any]) -> dict:
         """Append one record atomically and durably.
@@ -137,36 +175,58 @@ class LabelStore:
         Returns:
             `dict`: the record as written.
         """
+        with self._lock(os.O_RDWR | os.O_APPEND | os.O_CREAT, exclusive=True) as fd:
+            return self._write(fd, record)
+
+    @contextmanager
+    def locked(self) -> Iterator[tuple[list[dict], Callable[[Mapping[str, Any]], dict]]]:
+        """Hold the store's exclusive lock for a read-then-write step that no other writer may interleave with.
+
+        Yields `(records, append)`: every complete record now in the file (superseded ones included), and a function
+        that appends one record like [`LabelStore.append`]. Other writers wait until the block ends, so keep it short.
+        Subset claims (see `hf_instructmining.labeling.claims`) are made this way.
+        """
+        with self._lock(os.O_RDWR | os.O_APPEND | os.O_CREAT, exclusive=True) as fd:
+            yield self._parse(_read_at(fd, 0, os.fstat(fd).st_size)), lambda record: self._write(fd, record)
+
+    def _write(self, fd: int, record: Mapping[str, Any]) -> dict:
         if "kind" not in record or "subset_id" not in record:
             raise ValueError(f"A record needs `kind` and `subset_id`; got the keys {sorted(record)}.")
         written = to_jsonable({"timestamp": time.time(), **record})
         line = (json.dumps(written, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        end = os.fstat(fd).st_size
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             # One write of the whole line: with O_APPEND it lands after every earlier record, in one piece.
             if os.write(fd, line) != len(line):
-                raise OSError(f"Short write to {self.path}; the store will drop the torn record when reopened.")
+                raise OSError(f"Short write to {self.path} (is the disk full?); the record was not stored.")
             os.fsync(fd)
-        finally:
-            os.close(fd)
+        except OSError:
+            os.ftruncate(fd, end)  # take back a partial line, so that no reader or writer ever sees it
+            raise
         return written
 
     def _read(self) -> list[dict]:
         try:
-            with open(self.path, "rb") as f:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-                data = f.read()
+            with self._lock(os.O_RDONLY, exclusive=False) as fd:
+                data = _read_at(fd, 0, os.fstat(fd).st_size)
         except FileNotFoundError:
             return []
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> list[dict]:
         records = []
         # Only newline-terminated lines are complete; a trailing fragment is a write still in flight or torn.
         for number, line in enumerate(data.split(b"\n")[:-1], start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif number not in self._unreadable:
+                self._unreadable.add(number)
                 logger.warning("%s: skipping unreadable line %d.", self.path, number)
         return records
 
@@ -242,6 +302,32 @@ class LabelStore:
         nested = {c for c in columns for row in rows if isinstance(row.get(c), dict | list)}
         table = {c: [json.dumps(row[c]) if c in nested and c in row else row.get(c) for row in rows] for c in columns}
         return datasets.Dataset.from_dict(table)
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """`size` bytes from `offset` (appends still go to the end: the descriptor is `O_APPEND`)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+_warned_process_lock_only = False
+
+
+def _warn_process_lock_only() -> None:
+    global _warned_process_lock_only
+    if not _warned_process_lock_only:
+        _warned_process_lock_only = True
+        logger.warning(
+            "This platform has no `fcntl` file locks: a LabelStore is safe for the threads of one process only. "
+            "Label with one process per store here, or on a POSIX system to share one store between processes."
+        )
 
 
 def _current_attempts(records: list[dict]) -> dict[str, str]:

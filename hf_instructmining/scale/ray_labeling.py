@@ -2,9 +2,11 @@
 
 Results go into the same [`~hf_instructmining.LabelStore`] as the single-process runner, with the same records, so
 a run can move between one machine and a cluster and resume either way. The store is a file: on a cluster it must
-sit on storage every node sees (NFS, a mounted bucket). Each task appends under a file lock, a subset counts as
-done only once its `"subset_done"` record exists, and a task that Ray retries after its worker died first checks
-the store, so a subset is never labelled twice and an interrupted attempt's partial records are superseded.
+sit on a file system every node sees and whose file locks hold between nodes (NFS does; most object-store mounts,
+such as bucket FUSE mounts, do not lock). Each task claims its subset in the store before training it, as every
+runner does (`labeling/claims.py`): a subset is trained once even when other runs label the same store, a task that
+Ray retries after its worker died takes the dead claim over, and an interrupted attempt's partial records are
+superseded.
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..import_utils import require
+from ..labeling.claims import DEFAULT_LEASE_S, check_lease
 
 
 logger = logging.getLogger(__name__)
@@ -30,12 +33,14 @@ def run_labeling_with_ray(
     num_gpus: float | None = None,
     num_cpus: float = 1,
     max_retries: int = 3,
+    claim_lease_s: float = DEFAULT_LEASE_S,
 ) -> list[dict]:
     """[`run_labeling`] with one Ray task per subset: as many finetunings at once as the cluster has GPUs.
 
     Subsets the store already finished are skipped; the others are submitted at once and Ray runs each on a free
     GPU (or CPU slot). A task whose worker dies (a lost node, an out-of-memory kill) is retried up to
-    `max_retries` times.
+    `max_retries` times. Subsets that another run on the same store is training are left to it; the driver waits
+    for them, and submits a task for any whose worker died.
 
     Args:
         subsets (`list[Subset]` or `dict[str, datasets.Dataset]`): from [`sample_subsets`], or id -> rows.
@@ -47,6 +52,8 @@ def run_labeling_with_ray(
         num_gpus (`float`, *optional*): GPUs per finetuning; 1 when the cluster has GPUs, else 0 (CPU).
         num_cpus (`float`, *optional*, defaults to `1`): CPUs per finetuning.
         max_retries (`int`, *optional*, defaults to `3`): retries of a task whose worker died.
+        claim_lease_s (`float`, *optional*, defaults to `300.0`): how long a claim on a subset lasts without renewal
+            (see [`run_labeling`]); a subset whose node was lost waits this long before another task takes it over.
 
     Returns:
         `list[dict]`: the `"subset_done"` record of every subset, in the order given.
@@ -63,6 +70,7 @@ def run_labeling_with_ray(
     from ..labeling.stats import indicator_stats, resolve_indicators
     from ..labeling.store import LabelStore
 
+    check_lease(claim_lease_s)
     ray = _ray()
     store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
     subsets = _as_subsets(subsets)
@@ -83,21 +91,33 @@ def run_labeling_with_ray(
         len(subsets) - len(pending),
         store.path,
     )
-    refs = [task.remote(s, stats[s.subset_id], eval_ref, task_config, store.path, context) for s in pending]
-    _wait_all(ray, refs, len(subsets))
+    by_id = {s.subset_id: s for s in subsets}
+
+    def submit(subset_id: str):
+        return task.remote(
+            by_id[subset_id], stats[subset_id], eval_ref, task_config, store.path, context, claim_lease_s
+        )
+
+    _label_all(ray, store, list(by_id), submit, claim_lease_s)
     done = {r["subset_id"]: r for r in store.records("subset_done")}
     return [done[s.subset_id] for s in subsets if s.subset_id in done]
 
 
-def _label_task(subset, stats: dict, eval_dataset, config, store_path: str, context: dict) -> str:
+def _label_task(subset, stats: dict, eval_dataset, config, store_path: str, context: dict, lease_s: float) -> bool:
+    """Claim the subset and label it; `False` when it is finished or another live worker holds it."""
+    from ..labeling.claims import Lease, claim_next
     from ..labeling.runner import label_subset
     from ..labeling.store import LabelStore
 
     store = LabelStore(store_path)
-    # A retried task whose first attempt finished just before its worker died: nothing left to do.
-    if not store.is_finished(subset.subset_id):
+    # A task Ray retries after its worker died takes that worker's claim over (the process is gone), or finds the
+    # subset finished when the first attempt wrote its label just before dying.
+    claim, _ = claim_next(store, [subset.subset_id], lease_s=lease_s)
+    if claim is None:
+        return False
+    with Lease(store, claim):
         label_subset(subset, stats, eval_dataset, config, store, context)
-    return subset.subset_id
+    return True
 
 
 def search_subset_size_with_ray(
@@ -238,12 +258,32 @@ def _eval_info(eval_dataset) -> dict:
     return {"fingerprint": getattr(eval_dataset, "_fingerprint", None), "num_rows": len(eval_dataset)}
 
 
-def _wait_all(ray, refs: list, total: int) -> None:
-    """Wait for every task, showing subsets done/total; the first task error is raised."""
+def _label_all(ray, store, ids: list[str], submit, lease_s: float) -> None:
+    """Submit a task for every free unfinished subset, wait for them, and again until every subset is finished.
+
+    Subsets that live workers of other runs hold are waited for, and submitted when their claim dies. Shows subsets
+    done/total; the first task error is raised.
+    """
+    import time
+
     from datasets.utils.tqdm import tqdm
 
-    with tqdm(total=total, initial=total - len(refs), unit="subset", desc="Labelling subsets") as bar:
-        while refs:
-            ready, refs = ray.wait(refs, num_returns=1)
-            logger.info("Subset %s labelled.", ray.get(ready[0]))
-            bar.update(1)
+    from ..labeling.claims import free_subsets, poll_interval
+
+    with tqdm(total=len(ids), unit="subset", desc="Labelling subsets") as bar:
+        while True:
+            free, busy = free_subsets(store, ids)
+            bar.update(len(ids) - len(free) - len(busy) - bar.n)
+            if not free and not busy:
+                return
+            if not free:
+                logger.info("Waiting for %d subset(s) that other workers are labelling.", len(busy))
+                time.sleep(poll_interval(lease_s))
+                continue
+            refs = {submit(subset_id): subset_id for subset_id in free}
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                if ray.get(ready[0]):
+                    logger.info("Subset %s labelled.", refs[ready[0]])
+                    bar.update(1)
