@@ -113,10 +113,12 @@ class Bracket:
     """Bracketing search over the candidate sizes: a coarse sweep, then narrowing the lowest basins.
 
     1. `initial` sizes spread evenly over the whole range (on the log scale by default), one per equal cell at a
-       seeded offset, run coarse to fine from the cheapest (cells 0, 2, 1, 3 of four): the first look at the
-       curve costs little, the second trial already sees the upper half, and no basin is much wider than their
-       spacing. An end of the range is tried as soon as the lowest loss sits at the outermost size tried
-       there (the curve still falls towards it: "keep everything" is found in one more trial).
+       seeded offset, run coarse to fine from the cheapest (cells 0, 2, 1 of four): the first look at the curve
+       costs little, the second trial already sees the upper half, and no basin is much wider than their
+       spacing. The largest of them, the dearest trial of all, waits: it runs once the others show no basin to
+       narrow, or a loss still falling towards it, or as the first look elsewhere. An end of the range is tried
+       as soon as the lowest loss sits at the outermost size tried there (the curve still falls towards it:
+       "keep everything" is found in one more trial).
     2. Each local minimum of the sizes tried, the lowest first, is narrowed by parabolic interpolation through it
        and its two neighbours on the search scale, with a golden-section step when the parabola is of no use (it
        opens downwards, or lands on a size already tried).
@@ -146,6 +148,9 @@ class Bracket:
         self.running: dict[str, int] = {}
         self.turn = 0
         self.sweep = self._sweep(initial, float(np.random.default_rng(seed).uniform()))
+        # The sweep's largest size is the dearest trial of all: it waits until the cheaper ones show no basin to
+        # narrow, or a falling loss towards it, or until the search first looks elsewhere.
+        self.deferred = self.sweep.pop(self.sweep.index(max(self.sweep))) if len(self.sweep) > 2 else None
 
     def _sweep(self, n: int, offset: float) -> list[int]:
         if n == 0:
@@ -185,20 +190,27 @@ class Bracket:
             index = self.sweep.pop(0)
             if index not in taken:
                 return index
+        if self.deferred in taken:
+            self.deferred = None
         tried = sorted(self.losses)
         if not tried:  # the whole sweep is still running
-            return self._widest_gap(sorted(taken))
+            return self._take(self.deferred) if self.deferred is not None else self._widest_gap(sorted(taken))
         losses = [self.losses[i] for i in tried]
         best = min(range(len(tried)), key=lambda j: (losses[j], tried[j]))
         last = self.sizes.count - 1
-        # The loss still falls towards an end of the range: try that end.
+        # The loss still falls towards an end of the range: try that end (or first the deferred sweep size, on
+        # the way there).
         if best == len(tried) - 1 and tried[best] < last:
+            if self.deferred is not None and self.deferred > tried[best]:
+                return self._take(self.deferred)
             return last if last not in taken else self._widest_gap(sorted(taken))
         if best == 0 and tried[0] > 0:
             return 0 if 0 not in taken else self._widest_gap(sorted(taken))
         minima = [m for m in range(1, len(tried) - 1) if losses[m] < min(losses[m - 1], losses[m + 1])]
         minima.sort(key=lambda m: (losses[m], tried[m]))
-        gap = self._widest_gap(sorted(taken))
+        if self.deferred is not None and not minima:
+            return self._take(self.deferred)
+        gap = self.deferred if self.deferred is not None else self._widest_gap(sorted(taken))
         span = self.sizes.position(last) - self.sizes.position(0)
         for m in minima:
             local = self._narrow(tried, losses, m, taken)
@@ -209,8 +221,13 @@ class Bracket:
             if gap is None or wide or (steep and m == minima[0]):
                 return local
             self.turn += 1
-            return gap if self.turn % 2 else local
-        return gap
+            return self._take(gap) if self.turn % 2 else local
+        return self._take(gap) if gap is not None else None
+
+    def _take(self, index: int) -> int:
+        if index == self.deferred:
+            self.deferred = None
+        return index
 
     def _narrow(self, tried: list[int], losses: list[float], m: int, taken: set[int]) -> int | None:
         """The next size inside the bracket around the local minimum `tried[m]`, or `None` once it is closed."""
