@@ -82,6 +82,21 @@ def test_finds_the_double_descent_optimum_in_40_trials(scored, seed):
     assert rule_ks[0] == min(rule_ks[:4])  # the sweep starts with its cheapest size
 
 
+def test_few_and_small_trials_reach_the_double_descent_basin(scored):
+    # `benchmarks/bench_search.py` in small: the median over 10 seeds of the trials, and of the rows trained, until
+    # a size lands within 2% of the best loss (a coarse-to-fine grid needs about 6 trials and 100,000 rows there).
+    trials, rows = [], []
+    for seed in range(10):
+        result = search_subset_size(
+            scored, low=LOW, high=HIGH, num_samples=15, objective=double_descent, config=SearchConfig(seed=seed)
+        )
+        ks = [t["k"] for t in result.trace]
+        n = next(n for n, k in enumerate(ks, start=1) if double_descent(k) <= BEST_LOSS * 1.02)
+        trials.append(n)
+        rows.append(sum(ks[:n]))
+    assert np.median(trials) <= 5 and np.median(rows) < 20_000
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_blendsearch_stays_available(scored, seed):
     config = SearchConfig(method="blendsearch", seed=seed)
