@@ -1,7 +1,7 @@
-"""How many of the best rows to keep, then publish: score, BlendSearch over k, push the dataset with its card.
+"""How many of the best rows to keep, then publish: score, search over k, push the dataset with its card.
 
 1. Score the data with the offline indicators and the project's demo rule (swap in your own rule for real use).
-2. `search_subset_size`: FLAML BlendSearch over k; each trial finetunes the base model (LoRA, TRL `SFTTrainer`)
+2. `search_subset_size`: a bracketing search over k; each trial finetunes the base model (LoRA, TRL `SFTTrainer`)
    on the top k rows and measures eval loss on held-out rows. Trials persist in `<workdir>/trials.jsonl`: run the
    command again to resume or extend the search.
 3. Keep the best k and publish: `push_to_hub` uploads the scored and selected parquet, the rule, the search curve

@@ -1,8 +1,11 @@
-"""Running a subset-size search: the candidate sizes, FLAML's BlendSearch over them, and the loop that runs its trials.
+"""Running a subset-size search: the loop that runs its trials, and the history that persists and reloads them.
 
 [`~hf_instructmining.search_subset_size`] sets a search up; this module runs it. `TrialLoop` keeps up to n trials
-running (in the calling thread when n is 1), reports each loss to BlendSearch as it comes, and `History` numbers,
-persists and reloads the trials, which is how an interrupted search resumes and a new one warm-starts.
+running (in the calling thread when n is 1) and reports each loss to the searcher (`_search_strategy`) as it
+comes. `History` numbers, persists and reloads the trials. A stopped search resumes by replay: its searcher is
+built again from the same seed and fed its own stored trials in the order it proposed them, without running
+them, so it proposes what the uninterrupted search would have; trials of other searches over the same data (another
+range, another configuration) warm-start it instead.
 """
 
 import concurrent.futures
@@ -10,141 +13,53 @@ import dataclasses
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .import_utils import require
 from .search_result import SELECTIONS, SearchResult
 
 
 if TYPE_CHECKING:
+    from ._search_strategy import SizeSpace
     from .search import SearchConfig
 
 
 logger = logging.getLogger(__name__)
 
 TRIAL_KIND = "search_trial"
-# BlendSearch answers `None` while a local thread whose step has shrunk to one candidate keeps proposing finished
-# neighbours: runs of a thousand and more happen around a well-explored basin, at about 0.3 ms each. This many in
-# a row ends the search.
-_MAX_EMPTY_SUGGESTIONS = 20_000
-_OPTUNA_WRAPPERS = ("flaml.tune.searcher.suggestion", "ray.tune.search.optuna.optuna_search")
+# The settings that decide which sizes a search proposes: a stored trial whose settings (and range) match this
+# search's is one of its own and is replayed; any other trial of the same search id warm-starts it.
+PROPOSAL_FIELDS = ("method", "log_scale", "resolution", "initial_sizes", "seed")
 
 
-class SizeSpace:
-    """The candidate sizes and their BlendSearch domain: an index into a size grid, or k itself."""
-
-    def __init__(self, low: int, high: int, config: "SearchConfig"):
-        tune = load_flaml().tune
-        self.grid = size_grid(low, high, config.log_scale, config.resolution)
-        if self.grid is None:
-            self.domain = {"k": (tune.lograndint if config.log_scale else tune.randint)(low, high + 1)}
-            self.start = {"k": low}
-            self.count = high - low + 1
-        else:
-            # An integer index is uniform over the grid, which is already log- or linearly spaced.
-            self.domain = {"k": tune.randint(0, len(self.grid))}
-            self.start = {"k": 0}
-            self.count = len(self.grid)
-        self.low, self.high, self.log_scale = low, high, config.log_scale
-
-    def initial(self, n: int) -> list[dict]:
-        """`n` spread-out candidates from `low` upwards (cheapest first); the top of the range is left out."""
-        if n == 0:
-            return []
-        if self.grid is not None:
-            return [{"k": int(i)} for i in np.unique(np.round(np.linspace(0, len(self.grid) - 1, n + 1)[:-1]))]
-        spaced = (np.geomspace if self.log_scale else np.linspace)(self.low, self.high, n + 1)[:-1]
-        return [{"k": int(k)} for k in np.unique(np.round(spaced))]
-
-    def to_k(self, point: dict) -> int:
-        return int(point["k"]) if self.grid is None else int(self.grid[int(point["k"])])
-
-    def to_point(self, k: int) -> dict:
-        if self.grid is None:
-            return {"k": int(k)}
-        return {"k": int(np.argmin(np.abs(np.log(self.grid) - np.log(k))))}
-
-
-def size_grid(low: int, high: int, log_scale: bool, resolution: float) -> np.ndarray | None:
-    if resolution == 0 or low == high:
-        return None
-    if log_scale:
-        n = math.ceil(math.log(high / low) / math.log1p(resolution)) + 1
-        grid = np.geomspace(low, high, n)
-    else:
-        grid = np.linspace(low, high, math.ceil(1 / resolution) + 1)
-    return np.unique(np.clip(np.round(grid), low, high).astype(np.int64))
-
-
-def load_flaml():
-    require("flaml", "search_subset_size")
-    # flaml warns at import that its AutoML part is missing; the search needs only `flaml.tune`.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*flaml.automl is not available.*")
-        import flaml
-
-    # BlendSearch's global search is FLAML's Optuna wrapper, or Ray Tune's when Ray is installed.
-    for name in _OPTUNA_WRAPPERS:
-        wrapper = logging.getLogger(name)
-        if _quiet_repeats not in wrapper.filters:
-            wrapper.addFilter(_quiet_repeats)
-    return flaml
-
-
-def _quiet_repeats(record: logging.LogRecord) -> bool:
-    # BlendSearch re-proposes a finished size through a fallback and then tells Optuna about it twice; the
-    # warning that follows is about flaml's bookkeeping, not the user's search.
-    return not record.getMessage().startswith("Received additional completion")
-
-
-def blendsearch(sizes: SizeSpace, finished: dict[int, dict], num_samples, time_budget_s, config: "SearchConfig"):
-    import optuna
-
-    # Several finished sizes can fall on one candidate: keep the best loss of each. BlendSearch starts local
-    # search from the best of these; the rest come back from the store, unrun, if it proposes them again.
-    best: dict[int, float] = {}
-    for k, record in finished.items():
-        index = sizes.to_point(k)["k"]
-        best[index] = min(best.get(index, math.inf), record["loss"])
-    # The initial sizes not run yet follow the finished ones (which come with their losses and are not rerun).
-    points = [{"k": index} for index in best]
-    points += [p for p in sizes.initial(config.initial_sizes) if p["k"] not in best]
-    # BlendSearch creates an Optuna study per search; its INFO line says nothing a user needs.
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return load_flaml().BlendSearch(
-            metric="loss",
-            mode="min",
-            space=sizes.domain,
-            low_cost_partial_config=sizes.start,
-            points_to_evaluate=points or None,
-            evaluated_rewards=list(best.values()) or None,
-            time_budget_s=time_budget_s,
-            num_samples=num_samples,
-            seed=config.seed,
-        )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+class _Diverged(Exception):
+    """The searcher proposed something other than the next stored trial of its own search."""
 
 
 class TrialLoop:
-    """Keeps up to `workers` trials running: sizes from BlendSearch and their random twins, each recorded as it ends.
+    """Keeps up to `workers` trials running: sizes from the searcher and their random twins, each recorded as it ends.
 
-    Trials run in worker threads; the store, the history and BlendSearch are touched only by the calling thread,
+    Trials run in worker threads; the store, the history and the searcher are touched only by the calling thread,
     between completions. With one worker this is the sequential search in the calling thread: propose, run, report,
     run the twin.
+
+    The searcher comes from `make_searcher(warm)`, warm-started from other searches' trials. While this search's
+    own stored trials are left to replay, every proposal must be the next of them (or a size already known), and
+    gets its stored loss without running; if the searcher proposes anything else (the trials were run several at
+    a time, or by another version), it is built again, warm-started from every finished trial, and the search
+    goes on from there.
     """
 
-    def __init__(self, searcher, sizes: SizeSpace, history: "History", trial, random_baseline: bool, workers: int):
-        self.searcher, self.sizes, self.history, self.trial = searcher, sizes, history, trial
+    def __init__(
+        self, make_searcher, sizes: "SizeSpace", history: "History", trial, random_baseline: bool, workers: int
+    ):
+        self.make_searcher, self.sizes, self.history, self.trial = make_searcher, sizes, history, trial
+        self.searcher = make_searcher(history.warm)
+        self.script = list(history.replay)
+        self.unreplayed = {id(record) for record in self.script}
         self.random_baseline, self.workers = random_baseline, workers
         self.running: dict[concurrent.futures.Future, tuple[int, str]] = {}
-        # A rule size in flight -> the BlendSearch trials waiting for its loss: a size is never run twice at once,
+        # A rule size in flight -> the searcher's trials waiting for its loss: a size is never run twice at once,
         # so a second proposal of a running size waits for the first one's result.
         self.waiting: dict[int, list[tuple[str, dict]]] = {}
         self.twins: list[int] = []  # sizes whose random twin is due, first come first started
@@ -169,7 +84,7 @@ class TrialLoop:
                 for future in [f for f in self.running if f in done]:  # submission order: reproducible records
                     error = self._finish(future)
                     failure = failure or error
-                # A finished trial can open sizes that BlendSearch could not propose while it was running.
+                # A finished trial can open sizes that the searcher could not propose while it was running.
                 self.empty = 0
         except BaseException:
             # Ctrl-C (or a failure here) returns at once instead of waiting for the trials in flight: a thread
@@ -181,7 +96,7 @@ class TrialLoop:
             raise failure
 
     def _start_next(self, pool, num_samples: int | None) -> bool:
-        """Start a due random twin, or ask BlendSearch for a size; `False` when nothing can start for now."""
+        """Start a due random twin, or ask the searcher for a size; `False` when nothing can start for now."""
         if self.twins:
             self._submit(pool, self.twins.pop(0), "random")
             return True
@@ -198,10 +113,10 @@ class TrialLoop:
                 self.history.high,
             )
             return self._stop_proposing()
-        if self.empty >= _MAX_EMPTY_SUGGESTIONS:
+        if self.empty >= self.searcher.max_empty:
             if self.running:
                 return False
-            logger.info("Search %s: BlendSearch has nothing new to propose; stopping.", self.history.search_id)
+            logger.info("Search %s: the searcher has nothing new to propose; stopping.", self.history.search_id)
             return self._stop_proposing()
         trial_id = f"{self.history.search_id}-{self.suggestions}"
         self.suggestions += 1
@@ -212,6 +127,19 @@ class TrialLoop:
         self.empty = 0
         k = self.sizes.to_k(point)
         record = self.history.get(k, "rule")
+        if self.script and not self._replays(record):
+            logger.info(
+                "Search %s: the searcher proposed k=%d where its stored trial %d has k=%d (trials run several at a "
+                "time, or by another version); continuing from every stored trial as a warm start instead of a "
+                "replay.",
+                self.history.search_id,
+                k,
+                self.script[0]["trial"],
+                self.script[0]["k"],
+            )
+            self.searcher = self.make_searcher({k: r["loss"] for k, r in self.history.finished("rule").items()})
+            self.script = []
+            return True
         if record is not None:
             self.searcher.on_trial_complete(trial_id, _report(record, point))
             self._due_twin(k)
@@ -220,6 +148,19 @@ class TrialLoop:
         else:
             self.waiting[k] = [(trial_id, point)]
             self._submit(pool, k, "rule")
+        return True
+
+    def _replays(self, record: dict | None) -> bool:
+        """Whether a proposal of `record`'s size keeps the replay on track: a size already known, or the next
+        stored trial of this search (then consumed)."""
+        if record is None or (id(record) in self.unreplayed and record is not self.script[0]):
+            return False
+        if record is self.script[0]:
+            self.unreplayed.discard(id(self.script.pop(0)))
+            if not self.script:
+                logger.info(
+                    "Search %s: replayed its %d stored trial(s).", self.history.search_id, len(self.history.replay)
+                )
         return True
 
     def _stop_proposing(self) -> bool:
@@ -267,11 +208,17 @@ class _InlineExecutor:
 
 
 def _report(record: dict, point: dict) -> dict:
-    return {"loss": record["loss"], "time_total_s": record["time_s"], "config": point}
+    # BlendSearch's cost attribute: a trial's cost grows with its size, and reads no clock (reproducible).
+    return {"loss": record["loss"], "time_total_s": record["time_s"], "cost": record["k"], "config": point}
 
 
 class History:
-    """The trials of one search in [low, high]: loaded from the store, extended and persisted as they finish."""
+    """The trials of one search id in [low, high]: loaded from the store, extended and persisted as they finish.
+
+    `replay` holds this search's own rule trials (same range, same `PROPOSAL_FIELDS`) in the order they ran;
+    `warm` (size -> loss) the rule trials of other searches stored before this one's first trial, which is what
+    this search was warm-started from when it began.
+    """
 
     def __init__(self, store, search_id: str, low: int, high: int, config: "SearchConfig"):
         self.store, self.search_id, self.low, self.high = store, search_id, low, high
@@ -281,9 +228,28 @@ class History:
         self._next_trial = max((r.get("trial", 0) for r in mine), default=0) + 1
         self.trials: list[dict] = []
         self._by_key: dict[tuple[int, str], dict] = {}
-        for record in mine:
-            if low <= record["k"] <= high and record.get("loss") is not None:
-                self._add(record)
+        self.replay: list[dict] = []
+        self.warm: dict[int, float] = {}
+        started = False
+        for record in mine:  # in store order
+            if not (low <= record["k"] <= high and record.get("loss") is not None):
+                continue
+            self._add(record)
+            own = self._is_own(record)
+            started = started or own
+            if record["selection"] != "rule" or self.get(record["k"], "rule") is not record:
+                continue
+            if own:
+                self.replay.append(record)
+            elif not started:
+                self.warm[record["k"]] = record["loss"]
+        self.replay.sort(key=lambda r: r["trial"])
+
+    def _is_own(self, record: dict) -> bool:
+        stored = record.get("search_config") or {}
+        return (record.get("low"), record.get("high")) == (self.low, self.high) and all(
+            name in stored and stored[name] == self.config[name] for name in PROPOSAL_FIELDS
+        )
 
     def _add(self, record: dict) -> None:
         key = (record["k"], record["selection"])
@@ -344,7 +310,7 @@ class History:
         self._add(record)
         return record
 
-    def result(self, log_scale: bool) -> SearchResult:
+    def result(self) -> SearchResult:
         rule = self.finished("rule")
         if not rule:
             raise RuntimeError(f"Search {self.search_id} finished no trial: raise `time_budget_s` or `num_samples`.")
@@ -353,7 +319,16 @@ class History:
             {"trial": r["trial"], "k": r["k"], "loss": r["loss"], "time_s": r["time_s"], "selection": r["selection"]}
             for r in sorted(self.trials, key=lambda r: r["trial"])
         ]
-        return SearchResult(best_k, rule[best_k]["loss"], trace, self.search_id, self.low, self.high, log_scale)
+        return SearchResult(
+            best_k,
+            rule[best_k]["loss"],
+            trace,
+            self.search_id,
+            self.low,
+            self.high,
+            self.config["log_scale"],
+            self.config["method"],
+        )
 
 
 def trial_subset_id(search_id: str, selection: str, k: int) -> str:

@@ -344,14 +344,19 @@ def _search_block(search) -> dict | None:
     return {"best_k": data.get("best_k"), "best_loss": data.get("best_loss"), "num_trials": len(trace)}
 
 
+# `SearchConfig.method` in words; results saved before the field existed say only that a search ran.
+_SEARCHERS = {"bracket": "A bracketing search over k", "blendsearch": "FLAML BlendSearch"}
+
+
 def _search_summary(search) -> str | None:
     if search is None:
         return None
     block = _search_block(search)
     trace = search_dict(search).get("trace") or []
     rows = [[str(t.get("trial")), str(t.get("k")), fmt(t.get("loss")), str(t.get("selection", "rule"))] for t in trace]
+    searcher = _SEARCHERS.get(search_dict(search).get("method"), "A subset-size search")
     return (
-        f"FLAML BlendSearch tried {block['num_trials']} subset sizes, finetuning on the top k rows each time; the "
+        f"{searcher} tried {block['num_trials']} subset sizes, finetuning on the top k rows each time; the "
         f"lowest eval loss, {fmt(block['best_loss'])}, came with k = {block['best_k']}. The whole trace is in "
         "`instructmining_search.json`.\n\n" + _table(["trial", "k", "eval loss", "rows"], rows)
     )

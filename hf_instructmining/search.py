@@ -1,12 +1,15 @@
-"""How much data to keep: FLAML BlendSearch over the subset size k, and the data-size curve it traces.
+"""How much data to keep: a search over the subset size k, and the data-size curve it traces.
 
 The paper (Section 5.2) found that the eval loss of a model finetuned on the top k rows is not monotone in k
-(a "double descent") and used BlendSearch to pick k. Each trial here keeps the top k rows by `instruct_score`,
-finetunes the base model with the labelling runner and measures its eval loss; a user objective can replace that
-trial. Trials are written to a [`~hf_instructmining.LabelStore`] as they finish, so a search that is killed
-resumes where it stopped and a later search over the same data warm-starts from every finished trial. Several
-trials can run at once (`SearchConfig.max_concurrent_trials`): BlendSearch proposes sizes while others are still
-running, as it does under Ray Tune.
+(a "double descent") and used FLAML's BlendSearch to pick k. Each trial here keeps the top k rows by
+`instruct_score`, finetunes the base model with the labelling runner and measures its eval loss; a user objective
+can replace that trial. The default searcher brackets the minimum (a coarse sweep, then parabolic narrowing of the
+lowest basins), which needs fewer finetuning runs and fewer rows trained than a coarse-to-fine grid, random search
+or BlendSearch on every curve of `benchmarks/bench_search.py`; BlendSearch remains one setting away
+(`SearchConfig(method="blendsearch")`). Trials are written to a [`~hf_instructmining.LabelStore`] as they finish,
+so a search that is killed resumes by replaying them (and ends where the uninterrupted search would have), and a
+later search over the same data warm-starts from every finished trial. Several trials can run at once
+(`SearchConfig.max_concurrent_trials`): the searcher proposes sizes while others are still running.
 """
 
 import dataclasses
@@ -23,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._search_trials import History, SizeSpace, TrialLoop, blendsearch
+from ._search_strategy import METHODS, SizeSpace, make_searcher
+from ._search_trials import History, TrialLoop
 from .search_result import SearchResult
 
 
@@ -47,6 +51,13 @@ class SearchConfig:
     """How [`search_subset_size`] searches over the subset size k.
 
     Args:
+        method (`str`, *optional*, defaults to `"bracket"`):
+            The searcher. `"bracket"`: a coarse sweep of `initial_sizes` sizes over the whole range (cheapest first,
+            shifted by the seed), an end of the range tried as soon as the loss still falls towards it, then the
+            lowest local minima narrowed by parabolic interpolation, taking turns with bisecting the widest untried
+            stretch once a minimum is narrow and flat. `"blendsearch"`: FLAML's BlendSearch, cost-aware (a trial
+            costs its size), starting from `low` after `initial_sizes` log-spaced sizes. `benchmarks/bench_search.py`
+            compares them with a grid and random search on five curve shapes, with and without evaluation noise.
         log_scale (`bool`, *optional*, defaults to `True`):
             Search k on a log scale: the interesting sizes span orders of magnitude (the paper kept 2,532 of
             100,000 rows).
@@ -54,12 +65,14 @@ class SearchConfig:
             Spacing of the candidate sizes: on the log scale neighbouring candidates differ by this factor
             (`0.05`: 5%), on the linear scale by this fraction of the range. `0` makes every integer a candidate.
             Sizes closer than one finetuning run can tell apart only waste trials.
-        initial_sizes (`int`, *optional*, defaults to `3`):
-            How many log-spaced (or evenly spaced) sizes are tried first, cheapest first from `low`, leaving out
-            the expensive top of the range. They give the search a coarse look at the whole curve, so that it does
-            not settle in a local minimum next to the cheap start; `0` starts from `low` alone.
+        initial_sizes (`int`, *optional*, defaults to `4`):
+            How many spread-out sizes are tried first, cheapest first. They give the search a coarse look at the
+            whole curve, so that it does not settle in a local minimum next to the cheap start. The bracketing
+            search spreads them over the whole range (one per equal stretch, at a seeded offset); BlendSearch
+            log-spaces (or evenly spaces) them from `low`, leaving out the expensive top of the range. `0` starts
+            from `low` alone.
         seed (`int`, *optional*, defaults to `0`):
-            Seeds BlendSearch and the random-selection baseline.
+            Seeds the searcher and the random-selection baseline.
         score_column (`str`, *optional*, defaults to `"instruct_score"`):
             The column that ranks rows, lower is better.
         search_id (`str`, *optional*):
@@ -67,14 +80,23 @@ class SearchConfig:
             the trial (the labelling config and eval set, or the objective's name), so re-running the same search
             resumes it. Set it to share or separate trials explicitly.
         max_concurrent_trials (`int`, *optional*):
-            How many trials run at once: BlendSearch proposes the next sizes while earlier ones are still running.
+            How many trials run at once: the searcher proposes the next sizes while earlier ones are still running.
             By default one at a time in [`search_subset_size`], and as many as the cluster has room for in
             [`search_subset_size_with_ray`]. More than one needs an `objective` (called from several threads, so
             it must be thread-safe) or Ray: the built-in trial finetunes in this process, on one device. With one
-            at a time a seed gives the same search every time; with more, the sizes proposed depend on which
-            trials finish first. It does not enter the search id: any concurrency resumes the same search.
+            at a time a seed gives the same search every time, and a stopped search resumes to the same result;
+            with more, the sizes proposed depend on which trials finish first. It does not enter the search id:
+            any concurrency resumes the same search.
     """
 
+    method: str = field(
+        default="bracket",
+        metadata={
+            "help": "The searcher: bracket (a coarse sweep, then parabolic narrowing of the lowest basins) or "
+            "blendsearch (FLAML's BlendSearch, cost-aware).",
+            "choices": METHODS,
+        },
+    )
     log_scale: bool = field(default=True, metadata={"help": "Search k on a log scale."})
     resolution: float = field(
         default=0.05,
@@ -84,13 +106,13 @@ class SearchConfig:
         },
     )
     initial_sizes: int = field(
-        default=3,
+        default=4,
         metadata={
-            "help": "Spread-out sizes tried first, cheapest first, before BlendSearch takes over; 0 starts from "
+            "help": "Spread-out sizes tried first, cheapest first, before the searcher narrows down; 0 starts from "
             "the smallest size alone."
         },
     )
-    seed: int = field(default=0, metadata={"help": "Seeds BlendSearch and the random-selection baseline."})
+    seed: int = field(default=0, metadata={"help": "Seeds the searcher and the random-selection baseline."})
     score_column: str = field(
         default="instruct_score", metadata={"help": "The column that ranks rows (lower is better)."}
     )
@@ -106,6 +128,8 @@ class SearchConfig:
     )
 
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got `{self.method!r}`.")
         if not 0 <= self.resolution < 1:
             raise ValueError(f"`resolution` must be in [0, 1), got `{self.resolution!r}`.")
         if self.initial_sizes < 0:
@@ -130,17 +154,21 @@ def search_subset_size(
     eval_dataset: "Dataset | None" = None,
     labeling_config: Any = None,
 ) -> SearchResult:
-    """Find how many top-ranked rows to keep with FLAML BlendSearch over k in [`low`, `high`].
+    """Find how many top-ranked rows to keep: a search over k in [`low`, `high`], each trial a finetuning run.
 
     Each trial keeps the top k rows by score ([`select_top_k`]), finetunes with [`finetune_and_evaluate`] and
-    returns the eval loss, or calls `objective(k)` instead. The search first tries a few spread-out sizes, cheapest
-    first from `low` (`SearchConfig.initial_sizes`), then BlendSearch blends a local search around the best sizes
-    with a global one, cheap sizes first (`low_cost_partial_config`). Every finished trial is recorded in `store`
-    (kind `"search_trial"`): running the same search again resumes it, and every finished trial in range seeds
-    the next search (`points_to_evaluate` with `evaluated_rewards`); no finished size is ever run twice. With
-    `SearchConfig(max_concurrent_trials=n)` up to n trials run at once, each in a thread of this process (with
-    [`search_subset_size_with_ray`], each thread waits on a Ray task): BlendSearch proposes a new size whenever
-    one finishes, and results are recorded and reported to it as they come in.
+    returns the eval loss, or calls `objective(k)` instead. The default searcher (`SearchConfig.method`) first
+    sweeps a few sizes spread over the whole range, cheapest first (`SearchConfig.initial_sizes`), tries an end of
+    the range while the loss still falls towards it, then narrows the lowest local minima by parabolic
+    interpolation, taking turns with bisecting the widest untried stretch; `method="blendsearch"` runs FLAML's
+    BlendSearch instead. Every finished trial is recorded in `store` (kind `"search_trial"`). Running the same
+    search again resumes it by replay: its searcher is rebuilt from the seed and fed the stored trials in order,
+    so one trial at a time it proposes the same sizes and returns the same result as a search never stopped.
+    Finished trials of other searches over the same data (another range or configuration) in range warm-start
+    it; no finished size is ever run twice. With `SearchConfig(max_concurrent_trials=n)` up to n trials run at
+    once, each in a thread of this process (with [`search_subset_size_with_ray`], each thread waits on a Ray
+    task): the searcher proposes a new size whenever one finishes, and results are recorded and reported to it
+    as they come in.
 
     Args:
         scored (`Dataset`): the scored candidates (e.g. `ds.map(instruct_score)`).
@@ -156,7 +184,7 @@ def search_subset_size(
         store (`LabelStore`, `str` or `os.PathLike`, *optional*): where trials persist (a store or its path).
         random_baseline (`bool`, *optional*, defaults to `False`): also evaluate k random rows (seeded) at every
             size the search tries, to see whether the rule beats random at that size.
-        config (`SearchConfig`, *optional*): scale, resolution, seed, score column, search id, concurrency.
+        config (`SearchConfig`, *optional*): searcher, scale, resolution, seed, score column, search id, concurrency.
         eval_dataset (`Dataset`, *optional*): the evaluation set of the built-in trial.
         labeling_config (`LabelingConfig`, *optional*): base model and training settings of the built-in trial.
 
@@ -208,20 +236,27 @@ def search_subset_size(
         trial = _objective_trial(objective, random_baseline)
     history = History(store, search_id, low, high, config)
     sizes = SizeSpace(low, high, config)
-    searcher = blendsearch(sizes, history.finished("rule"), num_samples, time_budget_s, config)
     if history.trials:
         logger.info(
-            "Search %s: %d finished trial(s) in range [%d, %d] from the store.",
+            "Search %s: %d finished trial(s) in range [%d, %d] from the store, %d of them this search's own.",
             search_id,
             len(history.trials),
             low,
             high,
+            len(history.replay),
         )
 
     deadline = math.inf if time_budget_s is None else time.monotonic() + time_budget_s
-    loop = TrialLoop(searcher, sizes, history, trial, random_baseline, config.max_concurrent_trials or 1)
+    loop = TrialLoop(
+        lambda warm: make_searcher(sizes, warm, config),
+        sizes,
+        history,
+        trial,
+        random_baseline,
+        config.max_concurrent_trials or 1,
+    )
     loop.run(num_samples, deadline)
-    return history.result(config.log_scale)
+    return history.result()
 
 
 def _rankable_rows(scored: "Dataset", score_column: str) -> int:

@@ -27,6 +27,7 @@ class SearchResult:
         low (`int`, *optional*): the smallest size searched.
         high (`int`, *optional*): the largest size searched.
         log_scale (`bool`, *optional*, defaults to `True`): whether k was searched on a log scale.
+        method (`str`, *optional*): the searcher (`SearchConfig.method`: `"bracket"` or `"blendsearch"`).
 
     Example:
 
@@ -49,6 +50,7 @@ class SearchResult:
     low: int | None = None
     high: int | None = None
     log_scale: bool = True
+    method: str | None = None
 
     def curve(self, selection: str = "rule") -> list[tuple[int, float]]:
         """The (k, loss) points of one selection kind, sorted by k."""

@@ -19,7 +19,7 @@ COMMANDS = {
     "select": "keep the best rows of a scored dataset (top k, fraction or threshold)",
     "label": "finetune on sampled subsets and record their eval losses",
     "fit": "fit a quality rule (OLS) from labelled subsets",
-    "search": "BlendSearch over how many top-ranked rows to keep",
+    "search": "search how many top-ranked rows to keep (each trial finetunes)",
     "push": "save or push a scored dataset with its card to the Hub",
     "demo": "the offline end-to-end demo on the project's example data",
     "env": "print versions and devices, for bug reports",

@@ -1,4 +1,4 @@
-"""`instructmining search`: BlendSearch over how many top-ranked rows to keep, each trial a finetuning run."""
+"""`instructmining search`: search how many top-ranked rows to keep, each trial a finetuning run."""
 
 import json
 import os

@@ -136,7 +136,7 @@ def search_subset_size_with_ray(
 
     As many trials run at once as the cluster has room for when the search starts (its GPUs divided by
     `num_gpus`, or its CPUs by `num_cpus` on a CPU cluster), but no more than a third of `num_samples`, unless
-    `config.max_concurrent_trials` says otherwise: BlendSearch proposes a new size whenever a trial finishes. The
+    `config.max_concurrent_trials` says otherwise: the searcher proposes a new size whenever a trial finishes. The
     driver needs no GPU. The search has the same id as the single-process search of the same data and settings,
     whatever the concurrency, so either resumes the other's trials from `store`. Ctrl-C cancels the trials in flight.
 
