@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset
 
 from hf_instructmining import QualityRule, compute_indicators
-from hf_instructmining.cli import describe, main
+from hf_instructmining.cli import COMMANDS, describe, main
 from hf_instructmining.offline import example_data_path
 
 
@@ -93,7 +93,7 @@ CASES = [
     (["score", "--dataset", "empty.jsonl", "--output", "o.jsonl"], 1, ["`empty.jsonl`", "is empty"]),
     (["score", "--dataset", "blank.jsonl", "--output", "o.jsonl"], 1, ["`blank.jsonl`", "is empty"]),
     (["score", "--dataset", "broken.jsonl", "--output", "o.jsonl"], 1, ["`broken.jsonl`", "line 4", "fix or remove"]),
-    (["score", "--dataset", "broken.json", "--output", "o.jsonl"], 1, ["`broken.json`", "not valid JSON"]),
+    (["score", "--dataset", "broken.json", "--output", "o.jsonl"], 1, ["`broken.json`", "not valid JSON", "line 2"]),
     (["score", "--dataset", "notes.txt", "--output", "o.jsonl"], 1, ["`notes.txt`", "unknown file type"]),
     (["score", "--dataset", "emptydir", "--output", "o.jsonl"], 1, ["`emptydir`", "--dataset"]),
     (["score", "--dataset", "nobody/nothing", "--output", "o.jsonl"], 1, ["`nobody/nothing`", "Hub"]),
@@ -205,7 +205,7 @@ CASES = [
     (["push", *PUSH, "--repo_id", "not a repo"], 1, ["`--repo_id not a repo`", "owner/name"]),
     (["push", *PUSH, "--folder", "f", "--search", "missing.json"], 1, ["`missing.json`", "--search"]),
     (["push", *PUSH, "--folder", "f", "--search", "badsearch.json"], 1, ["`badsearch.json`", "--search"]),
-    (["push", *PUSH, "--folder", "f", "--search", "listsearch.json"], 1, ["`listsearch.json`", "--search"]),
+    (["push", *PUSH, "--folder", "f", "--search", "listsearch.json"], 1, ["`listsearch.json`", "JSON list"]),
     (["push", "--dataset", "good.jsonl", "--folder", "f"], 1, ["no `instruct_score`", "instructmining score"]),
     (["push", *PUSH, "--folder", "f", "--top_k", "0"], 1, ["`--top_k`", "at least 1"]),
     (["push", *PUSH, "--folder", "f", "--threshold", "-5"], 1, ["`--threshold -5.0`"]),
@@ -256,6 +256,7 @@ CASES = [
     (["demo", "--max_rows", "0"], 1, ["`--max_rows`"]),
     # the command itself
     (["rank"], 2, ["unknown command `rank`", "score"]),
+    (["scroe", "--dataset", "good.jsonl"], 2, ["unknown command `scroe`", "did you mean `score`"]),
 ]
 # fmt: on
 
@@ -267,7 +268,7 @@ def test_bad_input_is_one_line_with_the_fix(run, tiny_llama_dir, args, code, say
     lines = [line for line in err.splitlines() if line.strip()]
     assert exit_code == code, err
     assert len(lines) == 1, err
-    assert lines[0].startswith("instructmining:" if args[0] == "rank" else f"instructmining {args[0]}: error:"), err
+    assert lines[0].startswith(f"instructmining {args[0]}: error:" if args[0] in COMMANDS else "instructmining:"), err
     for text in says:
         assert text in lines[0], lines[0]
     assert "Traceback" not in err

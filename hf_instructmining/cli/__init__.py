@@ -7,6 +7,7 @@ library's argument name; set `INSTRUCTMINING_DEBUG=1` to see the traceback inste
 """
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = _top_parser()
         if argv and argv[0] not in ("-h", "--help"):
+            close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
             print(
-                f"instructmining: error: unknown command `{argv[0]}`; choose one of {list(COMMANDS)}", file=sys.stderr
+                f"instructmining: error: unknown command `{argv[0]}`{hint}; choose one of {list(COMMANDS)}",
+                file=sys.stderr,
             )
             return EXIT_USAGE
         parser.print_help()
@@ -122,7 +126,7 @@ def describe(err: Exception, flags: list[str]) -> str:
 
     ```py
     >>> from hf_instructmining.cli import describe
-    >>> describe(ValueError('pass `column_mapping=`, or pass `on_invalid="nan"`;\nsee row 3'), ["column_mapping", "on_invalid"])
+    >>> describe(ValueError('pass `column_mapping=`, or pass `on_invalid="nan"`;\\nsee row 3'), ["column_mapping", "on_invalid"])
     'pass `--column_mapping`, or pass `--on_invalid nan`; see row 3'
     ```
     """

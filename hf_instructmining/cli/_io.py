@@ -237,7 +237,9 @@ def _unreadable(path: Path, flag: str, err: Exception) -> str:
         try:
             json.loads(text)
         except json.JSONDecodeError as whole:
-            # Not one JSON document: a JSON Lines file, whose first line that does not parse is the culprit.
+            if text.lstrip().startswith("["):  # one JSON document (a list of rows): its own error says where
+                return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno}, column {whole.colno})."
+            # JSON Lines: the first line that does not parse is the culprit.
             for number, line in enumerate(text.splitlines(), 1):
                 try:
                     if line.strip():
@@ -298,6 +300,9 @@ def save_output(ds, output: str) -> str:
     check_output(output)
     path = Path(output)
     suffix = path.suffix.lower()
+    blocked = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocked is not None:
+        raise NotADirectoryError(f"Cannot write `{path}` (`--output`): `{blocked}` is a file, not a folder.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".parquet":

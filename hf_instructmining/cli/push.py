@@ -149,10 +149,13 @@ def _read_search(path: str):
 
     try:
         with open(path, encoding="utf-8") as f:
-            return SearchResult.from_dict(json.load(f))
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        return SearchResult.from_dict(data)
     except FileNotFoundError:
         raise FileNotFoundError(f"No such search trace `{path}` (`--search`).") from None
-    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(
             f"`{path}` (`--search`) is not a search trace written by `instructmining search`: {err}"
         ) from None
