@@ -33,6 +33,7 @@ def tiny_copy(monkeypatch, tiny_llama_dir):
         prepare=lambda: tiny_llama_dir,
     )
     monkeypatch.setitem(offline.OFFLINE_COPIES, HUB_ID, copy)
+    offline.log_substitution.cache_clear()  # it warns once per process: each test sees its own warning
     return copy
 
 
