@@ -5,7 +5,7 @@ Measured side by side in one process on the same real rows:
   plain Python loop over the same texts (the oracle pays no `map` overhead, so the comparison favours it);
 - `input_length`/`output_length`: through `Dataset.map(batched=True)` vs the same indicator unbatched.
 
-Rows come from `../shared/data/alpaca_eval_outputs` when present, else from `examples/data/instructions.jsonl`.
+Rows come from `../shared/data/alpaca_eval_outputs` when present, else from the project's example data (`hf_instructmining/example_data/`).
 
 Usage:
     python benchmarks/bench_text_indicators.py [--rows 4000] [--repeats 3]
@@ -25,7 +25,7 @@ from hf_instructmining.indicators.mtld import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "alpaca_eval_outputs"
-EXAMPLES = ROOT / "examples" / "data" / "instructions.jsonl"
+EXAMPLES = ROOT / "hf_instructmining" / "example_data" / "instructions.jsonl"
 
 
 def load_rows(limit: int) -> tuple[list[dict], str]:

@@ -20,13 +20,15 @@ import json
 import os
 import time
 
+from hf_instructmining.offline import example_data_path
+
 
 INDICATORS = ["input_length", "output_length", "mtld"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="examples/data/instructions.jsonl")
+    parser.add_argument("--data", default=example_data_path(), help="the project's example data by default")
     parser.add_argument("--workdir", default="instructmining-fit-example")
     parser.add_argument("--model", default=None, help="Hub id or folder; defaults to the packaged SmolLM2-135M.")
     parser.add_argument("--n-subsets", type=int, default=8)

@@ -12,10 +12,12 @@ use. Lower scores are better. Pass local copies (or any compatible models) with 
 
 import argparse
 
+from hf_instructmining.offline import example_data_path
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="examples/data/instructions.jsonl", help="a .jsonl file or a Hub id")
+    parser.add_argument("--dataset", default=example_data_path(), help="a .jsonl file or a Hub id")
     parser.add_argument("--reward-model", default=None, help="local folder or Hub id replacing the paper's")
     parser.add_argument("--unieval-model", default=None, help="local folder or Hub id replacing the paper's")
     parser.add_argument("--top-k", type=int, default=100)

@@ -14,10 +14,12 @@
 import argparse
 import os
 
+from hf_instructmining.offline import example_data_path
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="examples/data/instructions.jsonl")
+    parser.add_argument("--data", default=example_data_path(), help="the project's example data by default")
     parser.add_argument("--model", default=None, help="base model to finetune; the packaged SmolLM2-135M by default")
     parser.add_argument("--eval-size", type=int, default=24)
     parser.add_argument("--low", type=int, default=8)

@@ -14,11 +14,13 @@ that links the dataset it was trained on and the rule that selected it; the toke
 
 import argparse
 
+from hf_instructmining.offline import example_data_path
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Hub id or folder; defaults to the packaged SmolLM2-135M.")
-    parser.add_argument("--data", default="examples/data/instructions.jsonl")
+    parser.add_argument("--data", default=example_data_path(), help="the project's example data by default")
     parser.add_argument("--store", default="instructmining-callback-example/labels.jsonl")
     parser.add_argument("--subset-id", default="my-training-run")
     parser.add_argument("--max-steps", type=int, default=2)

@@ -77,6 +77,7 @@ def build_dataset_card(
     config = config or PushConfig()
     column = config.score_column
     where = repo_id or "<repo_id>"
+    indicators = indicator_provenance(scored, rule)
     statistics = {"scored": _statistics(scored[column])}
     if selection is not None:
         statistics["selected"] = _statistics(selection[column])
@@ -86,7 +87,7 @@ def build_dataset_card(
         "target": "log_eval_loss" if rule is None or rule.response == EVAL_LOSS_RESPONSE else rule.response,
         "lower_is_better": True,
         "rule": rule_block(rule),
-        "indicators": None if rule is None else rule.indicators,
+        "indicators": indicators or None,
         "score_statistics": statistics,
         "selection": _selection_block(scored, selection, column),
         "search": _search_block(search),
@@ -114,6 +115,7 @@ def build_dataset_card(
         **response_kwargs(rule),
         "coefficient_table": coefficient_table(rule) if rule is not None else None,
         "fit_summary": fit_summary(rule) if rule is not None else None,
+        "indicator_table": _indicator_table(indicators),
         "data_summary": _data_summary(scored, selection, rule, column),
         "load_snippet": _load_snippet(where, selection is not None),
         "statistics_table": _table(
@@ -175,9 +177,18 @@ def load_card(text: str, repo_type: str):
 
 
 def pictures(scored: "Dataset", rule: "QualityRule | None", search: Any) -> dict[str, str]:
-    """The pictures a dataset folder holds: name -> path inside the folder."""
+    """The pictures a dataset folder holds: name -> path inside the folder.
+
+    Each indicator column against the score for a few indicators, their correlation heatmap (score included) for
+    more; see [`~hf_instructmining.plots.FEW_INDICATORS`].
+    """
+    from .plots import FEW_INDICATORS
+
     found = {"score_histogram": "images/score_histogram.png"}
-    if len(indicator_columns(scored, rule)) >= 2:
+    count = len(indicator_columns(scored, rule))
+    if 0 < count <= FEW_INDICATORS:
+        found["indicators_against_score"] = "images/indicators_against_score.png"
+    elif count > FEW_INDICATORS:
         found["indicator_correlations"] = "images/indicator_correlations.png"
     if search is not None:
         found["search_curve"] = "images/search_curve.png"
@@ -192,6 +203,57 @@ def indicator_columns(scored: "Dataset", rule: "QualityRule | None") -> list[str
     known = [c for c in scored.column_names if any(re.fullmatch(p, c) for p in patterns)]
     ordered = [c for c in rule.columns if c in scored.column_names] if rule is not None else []
     return ordered + [c for c in known if c not in ordered]
+
+
+def indicator_provenance(scored: "Dataset", rule: "QualityRule | None") -> dict[str, dict[str, Any]]:
+    """How each indicator column of the data was made, for the card's `instructmining.indicators` block.
+
+    A column recorded by `compute_indicators` gets its record: the options it ran with, `recorded: true` and the
+    `offline_copy` that stood in for a Hub model, if any. Otherwise a column the rule reads gets the rule's
+    declaration of it, with `recorded: false`; other columns are left out, since nothing says how they were made.
+    """
+    from .provenance import read
+
+    recorded = read(scored).indicators
+    block: dict[str, dict[str, Any]] = {}
+    for column in indicator_columns(scored, rule):
+        if column in recorded:
+            entry = {**recorded[column]["options"], "recorded": True}
+            if "offline_copy" in recorded[column]:
+                entry["offline_copy"] = recorded[column]["offline_copy"]
+            block[column] = entry
+        elif rule is not None and column in rule.indicators:
+            block[column] = {**rule.indicators[column], "recorded": False}
+    return block
+
+
+def _indicator_table(indicators: dict[str, dict[str, Any]]) -> str | None:
+    """A Markdown table of how each indicator column was computed, with a note on what was not recorded."""
+    if not indicators:
+        return None
+    rows = []
+    for column, entry in indicators.items():
+        model = entry.get("model") or entry.get("tokenizer")
+        where = f"`{model}`" + (f" @ `{entry['revision']}`" if entry.get("revision") else "") if model else "–"
+        options = ", ".join(
+            f"`{k}={v}`"
+            for k, v in entry.items()
+            if k not in ("model", "tokenizer", "revision", "recorded", "offline_copy") and v is not None
+        )
+        copy = entry.get("offline_copy")
+        if copy:
+            source = f"offline copy ({copy['package']} {copy['version']}): {copy['note']}"
+        else:
+            source = "recorded with the data" if entry["recorded"] else "declared by the rule, not recorded"
+        rows.append([f"`{column}`", where, options or "–", source])
+    table = _table(["column", "model", "options", "how it is known"], rows)
+    if not all(entry["recorded"] for entry in indicators.values()):
+        table += (
+            "\n\nColumns marked *declared by the rule* carry no record of how they were computed (the data was "
+            "scored with `Dataset.map`, or went through a format without one, such as JSON Lines): the models shown "
+            "are the ones the rule names."
+        )
+    return table
 
 
 def coefficient_table(rule: "QualityRule") -> str:

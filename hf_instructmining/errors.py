@@ -125,3 +125,23 @@ def token_in_use(token: str | bool | None) -> str | None:
 def _rebuild(cls: type, args: tuple, kwargs: dict) -> Exception:
     """Unpickle an error of this module (its `__init__` takes context arguments, not only the message)."""
     return cls(*args, **kwargs)
+
+
+class ScoreProvenanceError(ValueError):
+    """Raised when the rule given to publish scores did not make them, so a card would misstate how they were made.
+
+    Attributes:
+        rule (`str`): the rule given (its name, or its formula when unnamed).
+        recorded (`str`, *optional*): the rule stored with the data as the one that made the scores, if any.
+        reason (`str`): how the scores and the rule disagree.
+    """
+
+    def __init__(self, rule: str, reason: str, *, recorded: str | None = None, score_column: str = "instruct_score"):
+        self.rule = rule
+        self.recorded = recorded
+        self.reason = reason
+        keep = f", leave out `rule=` to record `{recorded}` (stored with the data)" if recorded else ""
+        super().__init__(
+            f"`{score_column}` was not made by the rule `{rule}`: {reason}. Pass the rule that made the scores"
+            f"{keep}, or score again with this rule: `compute_indicators(ds, rule=rule)`."
+        )

@@ -8,7 +8,7 @@ instructmining_rule.json       the rule that made the scores (when given)
 instructmining_search.json     the subset-size search trace (when a search ran)
 scored/train-*.parquet         config `scored`: every row, its indicator columns, `instruct_score`, `row_index`
 selected/train-*.parquet       config `selected`: the selected rows, best first (when a selection exists)
-images/*.png                   score histogram, indicator correlations, search curve
+images/*.png                   score histogram, indicators against the score (or their correlations), search curve
 ```
 
 The folder is complete before anything is uploaded, so a failed upload loses nothing and can be resumed by
@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import cards
+from . import cards, provenance
 from .errors import HubUploadError, remove_token, token_in_use
 from .model_cards import build_rule_card
 from .rules import RULE_FILENAME
@@ -97,7 +97,9 @@ def save_scored(
     Args:
         ds (`datasets.Dataset`): the scored rows (with `instruct_score`; `row_index` is added when absent).
         folder (`str` or `os.PathLike`): the output folder (created; our files in it are replaced, others kept).
-        rule (`QualityRule`, *optional*): the rule that made the scores, saved as `instructmining_rule.json`.
+        rule (`QualityRule`, *optional*): the rule that made the scores, saved as `instructmining_rule.json`. It
+            must reproduce the score column from the indicator columns; by default, the rule recorded with the data
+            by `compute_indicators` (see [`~hf_instructmining.provenance`]), if any.
         selection (`datasets.Dataset`, *optional*): the selected rows, as returned by `select_top_k` and friends
             (they carry `row_index`).
         search (`SearchResult`, *optional*): the subset-size search that chose the selection's size.
@@ -109,6 +111,7 @@ def save_scored(
 
     Raises:
         `ValueError`: the score column is missing, or the selection has no `row_index` pointing into `ds`.
+        [`~hf_instructmining.errors.ScoreProvenanceError`]: `rule` did not make the scores (nothing is written).
 
     Example:
 
@@ -124,6 +127,7 @@ def save_scored(
     """
     config = config or PushConfig()
     scored, selection = _check_inputs(ds, selection, config.score_column)
+    rule = provenance.check_scores(scored, rule, config.score_column)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     for sub in ("scored", "selected", "images"):
@@ -432,8 +436,11 @@ def _draw_pictures(folder, scored, rule, selection, search, score_column) -> Non
             selected = None if selection is None else selection[score_column]
             plots.score_histogram(scored[score_column], target, selected=selected)
         elif name == "indicator_correlations":
-            columns = cards.indicator_columns(scored, rule)
+            columns = [*cards.indicator_columns(scored, rule), score_column]
             plots.indicator_correlations({c: scored[c] for c in columns}, target)
+        elif name == "indicators_against_score":
+            columns = cards.indicator_columns(scored, rule)
+            plots.indicators_against_score({c: scored[c] for c in columns}, scored[score_column], target)
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             search.plot(target)

@@ -1,4 +1,7 @@
-"""Pictures for dataset cards and reports: the score histogram and the indicator correlation heatmap.
+"""Pictures for dataset cards and reports: the score histogram, and how the indicators relate to the score.
+
+With a few indicators, one scatter panel per indicator against the score shows what the rule rewards; with
+many, a correlation heatmap of the indicators and the score does ([`FEW_INDICATORS`] is the switch).
 
 matplotlib is imported inside each function and drawn through its Agg canvas directly (no `pyplot`, so the
 caller's backend and global figure state are left alone). PNGs carry no software or date metadata, so the same
@@ -15,6 +18,9 @@ from .import_utils import require
 
 
 logger = logging.getLogger(__name__)
+
+#: Up to this many indicator columns, cards draw [`indicators_against_score`]; beyond, [`indicator_correlations`].
+FEW_INDICATORS = 3
 
 
 def _figure(width: float, height: float):
@@ -107,6 +113,8 @@ def indicator_correlations(columns: Mapping[str, Sequence[float]], path: str | o
     ```
     """
     names = list(columns)
+    if not names:
+        raise ValueError("`columns` is empty: give at least one indicator column to correlate.")
     matrix = np.column_stack([np.asarray(columns[name], dtype=float) for name in names])
     matrix = matrix[np.isfinite(matrix).all(axis=1)]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -124,4 +132,63 @@ def indicator_correlations(columns: Mapping[str, Sequence[float]], path: str | o
                 axes.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=8)
     figure.colorbar(image, ax=axes, label="Pearson r")
     axes.set_title(f"indicator correlations (n={len(matrix)})")
+    return _save(figure, path)
+
+
+def indicators_against_score(
+    columns: Mapping[str, Sequence[float]],
+    scores: Sequence[float],
+    path: str | os.PathLike,
+    *,
+    score_label: str = "instruct_score (lower is better)",
+    max_points: int = 5000,
+) -> str:
+    """Draw each indicator against the score, one scatter panel per indicator, titled with their Pearson r.
+
+    Rows with a NaN indicator or score are left out of that panel. Beyond `max_points` rows, a fixed random sample
+    is drawn (r still uses every row).
+
+    Args:
+        columns (`Mapping[str, Sequence[float]]`): indicator column -> values.
+        scores (`Sequence[float]`): the score of each row.
+        path (`str` or `os.PathLike`): where to write the PNG.
+        score_label (`str`, *optional*): the y-axis label.
+        max_points (`int`, *optional*, defaults to `5000`): most points drawn per panel.
+
+    Returns:
+        `str`: the PNG's path.
+
+    Example:
+
+    ```py
+    >>> import os, tempfile
+    >>> from hf_instructmining.plots import indicators_against_score
+    >>> cols = {"mtld": [50.0, 20.0, 35.0], "output_length": [120, 30, 80]}
+    >>> os.path.getsize(indicators_against_score(cols, [0.2, 0.5, 0.3], os.path.join(tempfile.mkdtemp(), "s.png"))) > 0
+    True
+    ```
+    """
+    names = list(columns)
+    if not names:
+        raise ValueError("`columns` is empty: give at least one indicator column to draw against the score.")
+    y_all = np.asarray(scores, dtype=float)
+    figure = _figure(max(5.2, 0.6 + 3.2 * len(names)), 3.4)  # wide enough for the title with one panel
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        axes = figure.add_subplot(1, len(names), i + 1, sharey=figure.axes[0] if i else None)
+        x = np.asarray(columns[name], dtype=float)
+        keep = np.isfinite(x) & np.isfinite(y_all)
+        x, y = x[keep], y_all[keep]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(x, y)[0, 1] if x.size > 1 else np.nan
+        shown = rng.choice(x.size, max_points, replace=False) if x.size > max_points else slice(None)
+        axes.scatter(x[shown], y[shown], s=8, alpha=0.5, color="#2f6fde", linewidths=0)
+        axes.set_xlabel(name)
+        axes.set_title(f"r = {r:.2f}" if np.isfinite(r) else "r undefined", fontsize=10)
+        if i == 0:
+            axes.set_ylabel(score_label)
+        else:
+            axes.tick_params(labelleft=False)
+    sample = f", {max_points} drawn" if y_all.size > max_points else ""
+    figure.suptitle(f"indicators against the score (n={y_all.size}{sample})", fontsize=11)
     return _save(figure, path)

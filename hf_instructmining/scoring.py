@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from . import provenance
 from ._plan import is_knn, load_reference, plan_indicators, resolve_rule
 from .formats import FORMATS
 from .indicators import Indicator
@@ -256,7 +257,12 @@ def compute_indicators(
         batch_size (`int`, *optional*, defaults to `256`): rows per `map` batch (models batch by tokens within it).
 
     Returns:
-        `datasets.Dataset`: `ds` with the indicator columns (and `instruct_score`) added or overwritten.
+        `datasets.Dataset`: `ds` with the indicator columns (and `instruct_score`) added or overwritten. Each
+        column records how it was made (see [`~hf_instructmining.provenance`]), for the dataset card.
+
+    Raises:
+        `ValueError`: a model cannot be loaded (offline, not in the Hugging Face cache, no offline copy), before any
+            work is done.
 
     Example:
 
@@ -284,7 +290,9 @@ def compute_indicators(
         format=format,
         column_mapping=dict(column_mapping) if column_mapping else None,
     )
-    indicators = plan_indicators(specs, config, fitted=rule, reference=load_reference(reference), stacklevel=3)
+    indicators = plan_indicators(
+        specs, config, fitted=rule, reference=load_reference(reference), stacklevel=3, require=True
+    )
     per_row = [i for i in indicators if not is_knn(i)]
     if per_row:
         ds = ds.map(
@@ -304,7 +312,7 @@ def compute_indicators(
                 ds = ds.add_column(column, values)
     if rule is not None:
         ds = ds.map(_RulePrediction(rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
-    return ds
+    return provenance.attach(ds, indicators, rule, SCORE_COLUMN)
 
 
 class _IndicatorMap:

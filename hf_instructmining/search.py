@@ -44,6 +44,9 @@ _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
 # `LabelingConfig` settings of generated-answer metrics: trials are ranked by eval loss and never generate, so these
 # settings do not change a trial, and leaving them out keeps the ids of searches stored before they existed.
 _GENERATION_PREFIX = "generation_"
+# `dtype="auto"` is the device's own precision (bf16 where it computes bf16 natively, as on CUDA before the field
+# existed), so like the device it is placement; an explicit dtype is a choice that changes the losses.
+_PLACEMENT_DEFAULTS = {"dtype": "auto"}
 
 
 @dataclass
@@ -303,7 +306,9 @@ def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -
         labeling = {
             name: value
             for name, value in dataclasses.asdict(identity["labeling"]).items()
-            if name not in _PLACEMENT_FIELDS and not name.startswith(_GENERATION_PREFIX)
+            if name not in _PLACEMENT_FIELDS
+            and not name.startswith(_GENERATION_PREFIX)
+            and _PLACEMENT_DEFAULTS.get(name, object()) != value
         }
         identity = {**identity, "labeling": labeling}
     key = {

@@ -64,9 +64,11 @@ def select_top_k(
         ds, score_column=score_column, deduplicate=deduplicate, format=format, column_mapping=column_mapping
     )
     if k > len(order):
-        logger.warning(
-            "Asked for the top %d rows but only %d rows have a score: selecting all of them.", k, len(order)
+        # With deduplication, duplicates are not counted: "have a score" would be untrue of them.
+        ranked = (
+            "distinct rows with a score remain after dropping exact duplicates" if deduplicate else "rows have a score"
         )
+        logger.warning("Asked for the top %d rows but only %d %s: selecting all of them.", k, len(order), ranked)
     return ds.select(order[:k])
 
 

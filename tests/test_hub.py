@@ -13,13 +13,14 @@ from huggingface_hub import DatasetCard, HfApi, ModelCard
 from hf_instructmining import PushConfig, QualityRule, push_to_hub, select_top_k
 from hf_instructmining.errors import HubUploadError
 from hf_instructmining.hub import push_rule_to_hub
+from hf_instructmining.offline import example_data_path
 from hf_instructmining.scoring import InstructScorer
 from tests.test_cards import FULL_LAYOUT, make_rule, make_scored, make_search
 
 
 REPO = "me/scored"
 FAKE_TOKEN = "hf_fakeSECRETtoken0123456789abcdef"
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "data", "instructions.jsonl")
+EXAMPLES = example_data_path()
 
 
 def load_config(repo_id, name, tmp_path, revision=None):

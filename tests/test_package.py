@@ -48,9 +48,11 @@ def test_every_submodule_imports_in_a_fresh_interpreter():
         run_python(f"import {module}")
 
 
-@pytest.mark.slow
-def test_wheel_ships_templates_rules_and_types(tmp_path):
-    subprocess.run(
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """The wheel as `pip wheel .` builds it, and what the build printed."""
+    folder = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -58,23 +60,56 @@ def test_wheel_ships_templates_rules_and_types(tmp_path):
             "wheel",
             "--no-deps",
             "--no-build-isolation",
-            "-q",
+            "-v",
             "-w",
-            str(tmp_path),
+            str(folder),
             str(ROOT),
         ],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("hf_instructmining-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    assert build.returncode == 0, build.stderr[-3000:]
+    (path,) = folder.glob("hf_instructmining-*.whl")
+    return path, build.stdout + build.stderr
+
+
+@pytest.mark.slow
+def test_wheel_ships_templates_rules_example_data_and_types_without_warnings(wheel):
+    path, log = wheel
+    assert "would be ignored" not in log  # setuptools' package-discovery warnings
+    names = zipfile.ZipFile(path).namelist()
     assert "hf_instructmining/py.typed" in names
-    for folder in ("builtin_rules/", "model_card_templates/"):
+    for folder in ("builtin_rules/", "model_card_templates/", "example_data/"):
         packaged = [n for n in names if n.startswith(f"hf_instructmining/{folder}")]
         on_disk = list((ROOT / "hf_instructmining" / folder).glob("*"))
-        assert len(packaged) >= len([p for p in on_disk if p.suffix in (".json", ".md")]) > 0
+        assert len(packaged) >= len([p for p in on_disk if p.suffix in (".json", ".md", ".jsonl")]) > 0
+    assert "hf_instructmining/example_data/instructions.jsonl" in names
+    assert not any("__pycache__" in n for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_an_installed_wheel_in_any_folder(wheel, tmp_path):
+    import os
+
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel[0])]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    command = [sys.executable, "-m", "hf_instructmining", "demo", "--max_rows", "24", "--output_dir", "demo"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=elsewhere, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rows scored    24" in result.stdout
+    assert (elsewhere / "demo" / "README.md").is_file()
+    # the code that ran is the installed wheel's, not this checkout's
+    where = subprocess.run(
+        [sys.executable, "-c", "import hf_instructmining; print(hf_instructmining.__file__)"],
+        capture_output=True, text=True, cwd=elsewhere, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert where.startswith(str(site))
 
 
 @settings(max_examples=100, deadline=None)

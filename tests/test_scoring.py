@@ -113,8 +113,8 @@ def test_rule_given_by_name_file_and_dict(tmp_path):
 
 
 def test_models_keys_are_checked_and_overrides_warn_once(tiny_tokenizer_dir):
-    with pytest.raises(ValueError, match=r"key\(s\) \['perplexity'\]"):
-        InstructScorer(rule=TEXT_RULE, models={"perplexity": "x"})
+    with pytest.raises(ValueError, match=r"key\(s\) \['perplexty'\].*did you mean"):
+        InstructScorer(rule=TEXT_RULE, models={"perplexty": "x"})
     with pytest.raises(ValueError, match="uses no model"):
         InstructScorer(rule=TEXT_RULE, models={"mtld": "x"})
     with pytest.warns(UserWarning, match="not calibrated") as record:

@@ -146,13 +146,12 @@ def test_invalid_rows_under_each_policy(on_invalid):
 
 
 def test_example_data_scored_then_top_100_are_the_100_lowest():
-    from pathlib import Path
-
     from datasets import load_dataset
 
     from hf_instructmining import QualityRule, compute_indicators
+    from hf_instructmining.offline import example_data_path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "data" / "instructions.jsonl"
+    path = example_data_path()
     ds = load_dataset("json", data_files=str(path), split="train")
     rule = QualityRule(2.0, {"mtld": -0.01, "output_length": -0.001}, {"mtld": {}, "output_length": {}})
     scored = compute_indicators(ds, rule=rule, on_invalid="nan")

@@ -20,11 +20,12 @@ from hf_instructmining.indicators import (
     register_indicator,
 )
 from hf_instructmining.indicators.mtld import mtld, tokenize
+from hf_instructmining.offline import example_data_path
 
 
 lexicalrichness = pytest.importorskip("lexicalrichness")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_outputs"
-EXAMPLE_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "instructions.jsonl"
+EXAMPLE_DATA = Path(example_data_path())
 
 ROWS = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, sleep, move daily."},
@@ -44,7 +45,7 @@ def real_responses(limit: int | None = None) -> list[str]:
     elif EXAMPLE_DATA.is_file():
         texts = [json.loads(line)["output"] for line in EXAMPLE_DATA.read_text().splitlines() if line.strip()]
     else:
-        pytest.skip("no real text available (neither ../shared/data nor examples/data)")
+        pytest.skip("no real text available (neither ../shared/data nor the packaged example data)")
     return texts[:limit]
 
 

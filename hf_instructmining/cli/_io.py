@@ -1,8 +1,10 @@
-"""Shared pieces of the subcommands: the input-dataset arguments, loading inputs and writing outputs."""
+"""Shared pieces of the subcommands: the parser, the input-dataset arguments, loading inputs and writing outputs."""
 
 import argparse
+import difflib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,11 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+
+
+class UsageError(Exception):
+    """A command line that does not parse: an unknown or malformed flag (exit code 2)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -17,16 +24,77 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def make_command_parser(name: str, dataclass_types: tuple, description: str, examples: str):
-    """A `TrlParser` for one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`."""
+    """The parser of one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`."""
     from trl import TrlParser
 
-    return TrlParser(
-        dataclass_types,
-        prog=f"instructmining {name}",
-        description=description,
-        epilog=f"examples:\n{examples}",
-        formatter_class=HelpFormatter,
-    )
+    class CommandParser(TrlParser):
+        """`TrlParser` whose errors are one line naming the flag (and the closest real one), never a usage dump."""
+
+        def __init__(self):
+            super().__init__(
+                dataclass_types,
+                prog=f"instructmining {name}",
+                description=description,
+                epilog=f"examples:\n{examples}\n\nErrors print one line; INSTRUCTMINING_DEBUG=1 shows the traceback.",
+                formatter_class=HelpFormatter,
+            )
+            for action in self._actions:
+                # An optional boolean (`bool | None`, e.g. `--private`) works as a bare switch too, like `bool` ones
+                # (the parser gives both the same `string_to_bool` type, but a value only to the plain ones).
+                if getattr(action.type, "__name__", None) == "string_to_bool" and action.nargs is None:
+                    action.nargs, action.const = "?", True
+
+        @property
+        def flags(self) -> list[str]:
+            return sorted(a.dest for a in self._actions if a.option_strings and a.dest != "help")
+
+        def error(self, message: str):
+            raise UsageError(f"{message}; see `{self.prog} --help`")
+
+        def parse_args_and_config(self, args):
+            args = list(args)
+            if "--config" in args:
+                self._check_config(args)
+            *configs, unknown = super().parse_args_and_config(args, return_remaining_strings=True)
+            if unknown:
+                flag = next((a for a in unknown if a.startswith("-")), unknown[0])
+                self.error(f"unrecognized argument `{flag}`{_close(flag.lstrip('-').replace('-', '_'), self.flags)}")
+            return configs
+
+        def _check_config(self, args: list[str]) -> None:
+            import yaml
+
+            at = args.index("--config")
+            if at + 1 >= len(args):
+                self.error("argument --config: expected a YAML file")
+            path = args[at + 1]
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"No such config file `{path}` (`--config`).")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    config = yaml.safe_load(f)
+            except yaml.YAMLError as err:
+                where = getattr(err, "problem_mark", None)
+                at_line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+                raise ValueError(
+                    f"`--config {path}` is not valid YAML{at_line}: {getattr(err, 'problem', None) or err}."
+                ) from None
+            if not isinstance(config, dict):
+                raise ValueError(f"`--config {path}` must hold a YAML mapping of flag names to values.")
+            unknown = [k for k in config if k not in self.flags and k != "env"]
+            if unknown:
+                close = "".join(_close(str(k), self.flags) for k in unknown)
+                raise ValueError(
+                    f"`--config {path}` has unknown key(s) {unknown}{close}; its keys are the flags of "
+                    f"`{self.prog} --help`, without the dashes."
+                )
+
+    return CommandParser()
+
+
+def _close(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean `--{close[0]}`?)" if close else ""
 
 
 @dataclass
@@ -84,8 +152,12 @@ def json_object(value: str | dict | None, flag: str) -> dict | None:
     return parsed
 
 
-def load_input(args: InputArguments):
-    """Load the rows that `args` names, as a `datasets.Dataset`."""
+def load_input(args: InputArguments, flag: str = "--dataset"):
+    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors.
+
+    Raises:
+        `FileNotFoundError`, `ValueError`: one line naming the file (and the line of a broken JSON Lines file).
+    """
     import datasets
 
     path = Path(args.dataset)
@@ -93,57 +165,170 @@ def load_input(args: InputArguments):
         builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(
-                f"Cannot read `{path}`: unknown file type `{path.suffix}`; use one of {sorted(DATA_FILE_BUILDERS)}."
+                f"Cannot read `{path}` (`{flag}`): unknown file type `{path.suffix}`; use one of "
+                f"{sorted(DATA_FILE_BUILDERS)}, a saved dataset folder or a Hub dataset id."
             )
-        if _has_no_rows(path):  # datasets fails on such files with errors that do not say so
-            raise ValueError(f"`{path}` is empty: there are no rows to read.")
-        ds = datasets.load_dataset(builder, data_files={args.split: str(path)}, split=args.split)
+        _check_file(path, flag)
+        try:
+            ds = datasets.load_dataset(builder, data_files={args.split: str(path)}, split=args.split)
+        except Exception as err:  # the builders raise many types; the file's own problem is said below
+            raise ValueError(_unreadable(path, flag, err)) from err
     elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
+            if args.split not in ds:
+                raise ValueError(
+                    f"`{path}` (`{flag}`) has no split `{args.split}`; use `--split` with one of {list(ds)}."
+                )
             ds = ds[args.split]
     elif path.is_dir():
-        ds = datasets.load_dataset(str(path), name=args.dataset_config, split=args.split)
-    elif path.suffix.lower() in DATA_FILE_BUILDERS or str(path).startswith((".", "/")):
-        raise FileNotFoundError(f"No such file or folder: `{path}`.")
+        try:
+            ds = datasets.load_dataset(str(path), name=args.dataset_config, split=args.split)
+        except Exception as err:  # no data files, mixed formats, unknown split...: say which flag it was
+            raise ValueError(f"Cannot read the folder `{path}` (`{flag}`): {err}") from err
+    elif path.suffix.lower() in DATA_FILE_BUILDERS or str(path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No such file or folder: `{path}` (`{flag}`).")
     else:
-        ds = datasets.load_dataset(args.dataset, name=args.dataset_config, split=args.split)
+        ds = _load_from_hub(args, flag)
     if len(ds) == 0:
-        raise ValueError(f"`{args.dataset}` (split `{args.split}`) is empty: there are no rows to read.")
+        raise ValueError(f"`{args.dataset}` (`{flag}`, split `{args.split}`) is empty: there are no rows to read.")
     if args.max_rows is not None:
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)
     return ds
 
 
-def _has_no_rows(path: Path) -> bool:
-    """Whether a data file holds no rows: a parquet file of 0 rows, a CSV header alone, blank JSON Lines, `[]`."""
-    if path.suffix.lower() == ".parquet":
+def _load_from_hub(args: InputArguments, flag: str):
+    import datasets
+
+    from ..offline import hub_reachable
+
+    try:
+        return datasets.load_dataset(args.dataset, name=args.dataset_config, split=args.split)
+    except Exception as err:  # offline, datasets says "Couldn't reach ...": say what the name was taken for
+        if hub_reachable():
+            raise
+        raise FileNotFoundError(
+            f"`{args.dataset}` (`{flag}`) is not a local file or folder, and the Hub is not reachable (or "
+            "`HF_HUB_OFFLINE=1`) to load it as a Hub dataset, nor is it in the datasets cache; give a local "
+            f"{'/'.join(sorted(DATA_FILE_BUILDERS))} file or a saved dataset folder."
+        ) from err
+
+
+def _check_file(path: Path, flag: str) -> None:
+    """Catch a file without rows or a file that is not parquet before `datasets` does (with errors that do not say
+    so, a traceback or log spam): no bytes, blank lines, `[]`, a CSV header alone, a parquet file of 0 rows."""
+    empty = f"`{path}` (`{flag}`) is empty: give a file with at least one row."
+    size = path.stat().st_size
+    suffix = path.suffix.lower()
+    # A small file is cheap to read whole; a big one is not worth reading to tell.
+    if size < 4096:
+        text = path.read_bytes().strip()
+        if text in (b"", b"[]") or (suffix == ".csv" and b"\n" not in text):
+            raise ValueError(empty)
+    if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows == 0
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if len(head) == 1 << 16:
-        return False
-    text = head.strip()
-    return b"\n" not in text if path.suffix.lower() == ".csv" else text in (b"", b"[]")
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not a parquet file"
+            raise ValueError(f"`{path}` (`{flag}`) is not a readable parquet file: {err}") from None
+        if rows == 0:
+            raise ValueError(empty)
+
+
+def _unreadable(path: Path, flag: str, err: Exception) -> str:
+    """Why `datasets` could not read a data file: the first broken line of a JSON (Lines) file, else the cause."""
+    if path.suffix.lower() in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as whole:
+            if text.lstrip().startswith("["):  # one JSON document (a list of rows): its own error says where
+                return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno}, column {whole.colno})."
+            # JSON Lines: the first line that does not parse is the culprit.
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    if line.strip():
+                        json.loads(line)
+                except json.JSONDecodeError as bad:
+                    return (
+                        f"`{path}` (`{flag}`) line {number} is not valid JSON ({bad.msg} at column {bad.colno}); "
+                        "fix or remove that line (JSON Lines: one JSON object per line)."
+                    )
+            return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno})."
+        return (
+            f"`{path}` (`{flag}`) is valid JSON but not a list of rows (or one object per line): "
+            f"{type(err).__name__}: {err}"
+        )
+    cause = err.__cause__ or err
+    return f"Cannot read `{path}` (`{flag}`): {type(cause).__name__}: {cause}"
+
+
+def check_device(device: str | None) -> None:
+    """Fail at once on a `--device` that torch does not know (instead of after the models load)."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"`--device {device}` is not a device: use `cpu`, `cuda` or `cuda:<index>`.") from None
+
+
+def require_score_column(ds, column: str, source: str) -> None:
+    """Fail with the command that makes scores when `ds` has none (before selecting or publishing)."""
+    if column not in ds.column_names:
+        raise ValueError(
+            f"`{source}` (`--dataset`) has no `{column}` column (columns: {ds.column_names}): score it first with "
+            "`instructmining score`, or name the score column with `--score_column`."
+        )
+
+
+def check_output(output: str) -> None:
+    """Fail before any work on an output path that `save_output` could not write."""
+    suffix = Path(output).suffix.lower()
+    if suffix and suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(
+            f"Cannot write `{output}` (`--output`): unknown file type `{suffix}`; use {', '.join(OUTPUT_SUFFIXES)}, "
+            "or a folder name without a suffix (`save_to_disk`)."
+        )
 
 
 def save_output(ds, output: str) -> str:
-    """Write a dataset to `output`: a file by its extension, else a `save_to_disk` folder. Returns the path."""
+    """Write a dataset to `output`: a file by its extension, else a `save_to_disk` folder. Returns the path.
+
+    Parquet files and folders keep the record of how each column was made (for dataset cards); JSON Lines, JSON and
+    CSV cannot hold it, which a warning says when there is one to lose.
+    """
+    from ..provenance import read
+
+    check_output(output)
     path = Path(output)
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        ds.to_parquet(str(path))
-    elif suffix in (".jsonl", ".json"):
-        # pandas writes 10 significant digits by default: scores must survive the round trip.
-        ds.to_json(str(path), lines=suffix == ".jsonl", force_ascii=False, double_precision=15)
-    elif suffix == ".csv":
-        ds.to_csv(str(path), index=False)
-    elif suffix:
-        raise ValueError(f"Cannot write `{path}`: unknown file type `{suffix}`; use .parquet, .jsonl, .json or .csv.")
-    else:
-        ds.save_to_disk(str(path))
+    blocked = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocked is not None:
+        raise NotADirectoryError(f"Cannot write `{path}` (`--output`): `{blocked}` is a file, not a folder.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            ds.to_parquet(str(path))
+        elif suffix in (".jsonl", ".json"):
+            # pandas writes 10 significant digits by default: scores must survive the round trip.
+            ds.to_json(str(path), lines=suffix == ".jsonl", force_ascii=False, double_precision=15)
+        elif suffix == ".csv":
+            ds.to_csv(str(path), index=False)
+        else:
+            ds.save_to_disk(str(path))
+    except OSError as err:
+        raise OSError(f"Cannot write `{path}` (`--output`): {err.strerror or err}.") from err
+    made = read(ds)
+    if suffix in (".jsonl", ".json", ".csv") and (made.rule or made.indicators):
+        logger.warning(
+            "`%s` cannot record how its columns were made (%s has no schema): dataset cards made from it will say "
+            "so. Write a .parquet file or a folder to keep the record.",
+            path,
+            suffix,
+        )
     return str(path)

@@ -1,8 +1,9 @@
 """Finetuning options shared by `instructmining label` and `instructmining search`."""
 
+import os
 from dataclasses import dataclass, field
 
-from ._io import json_object
+from ._io import check_device, json_object
 
 
 @dataclass
@@ -56,13 +57,35 @@ class FinetuneArguments:
         for name in ("model_name_or_path", "eval_dataset"):
             if not getattr(self, name):
                 raise ValueError(f"`--{name}` is required.")
+        check_device(self.device)
+        for name in ("per_device_train_batch_size", "max_length", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name}` must be at least 1, got {getattr(self, name)}.")
+
+    def base_model(self) -> str:
+        """`--model_name_or_path`, or its offline copy when the Hub cannot serve it; fails fast when neither loads."""
+        from ..offline import hub_reachable, in_hub_cache, log_substitution, offline_substitute
+
+        model = self.model_name_or_path
+        if self.gguf_file or os.path.isdir(model):
+            return model
+        local = offline_substitute(model)
+        if local is not None:
+            log_substitution(model, local)
+            return local
+        if not in_hub_cache(model) and not hub_reachable():
+            raise ValueError(
+                f"`--model_name_or_path {model}` is not a local folder, not in the Hugging Face cache, and the Hub "
+                "is not reachable (or `HF_HUB_OFFLINE=1`); give a local model folder."
+            )
+        return model
 
     def labeling_config(self):
         from ..labeling import LabelingConfig
 
         overrides = json_object(self.sft_overrides, "sft_overrides") or {}
         return LabelingConfig(
-            model_name_or_path=self.model_name_or_path,
+            model_name_or_path=self.base_model(),
             gguf_file=self.gguf_file,
             finetuning=self.finetuning,
             learning_rate=self.learning_rate,

@@ -1,6 +1,7 @@
 """`instructmining demo`: the whole pipeline offline, on the project's example data, in a few minutes on a CPU.
 
-1. Scores `examples/data/instructions.jsonl` with every indicator that runs offline: input/output length (SmolLM2
+1. Scores the project's example data (shipped in the package, see `hf_instructmining.offline.example_data_path`)
+   with every indicator that runs offline: input/output length (SmolLM2
    tokens), MTLD, KNN-6 (MiniLM embeddings) and perplexity (SmolLM2-135M-Instruct), using the real models that
    install from the package index (see `hf_instructmining.offline`).
 2. Applies `instructmining-smollm2-135m-demo`, a rule this project fitted with its own labelling loop on the same
@@ -11,15 +12,17 @@
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ._io import make_command_parser
+from ._io import InputArguments, check_device, load_input, make_command_parser
+from .select_ import SelectArguments, select_rows
 
 
 DEMO_RULE = "instructmining-smollm2-135m-demo"
 EXAMPLES = """\
   instructmining demo
-  instructmining demo --fraction 0.5 --output_dir /tmp/demo"""
+  instructmining demo --fraction 0.5 --output_dir /tmp/demo
+  instructmining demo --dataset my_data.jsonl
+  instructmining demo --max_rows 40   # a quick trial"""
 
 
 @dataclass
@@ -27,20 +30,29 @@ class DemoArguments:
     """Options of the offline demo.
 
     Args:
-        dataset (`str`, *optional*, defaults to `"examples/data/instructions.jsonl"`):
-            The data to score (any supported file); the project's example data by default.
+        dataset (`str`, *optional*):
+            The data to score (any supported file or folder); the project's example data (shipped in the
+            package) by default.
         output_dir (`str`, *optional*, defaults to `"instructmining-demo"`):
             Where the scored dataset folder (card, parquet, rule, pictures) is written.
         fraction (`float`, *optional*, defaults to `0.3`):
-            Fraction of rows to select, best first.
+            Fraction of rows to select, best first (0 < fraction <= 1).
         device (`str`, *optional*):
             Where the models run; a GPU when one is visible.
+        max_rows (`int`, *optional*):
+            Score only the first N rows (a quick trial).
     """
 
-    dataset: str = field(default="examples/data/instructions.jsonl", metadata={"help": "The data to score."})
+    dataset: str | None = field(default=None, metadata={"help": "The data to score; the packaged example data."})
     output_dir: str = field(default="instructmining-demo", metadata={"help": "Where the dataset folder is written."})
     fraction: float = field(default=0.3, metadata={"help": "Fraction of rows to select, best first."})
     device: str | None = field(default=None, metadata={"help": "Where the models run; a visible GPU by default."})
+    max_rows: int | None = field(default=None, metadata={"help": "Score only the first N rows (a quick trial)."})
+
+    def __post_init__(self):
+        # Checked as `instructmining select` checks it, before the models are prepared.
+        self.selection = SelectArguments(output="", fraction=self.fraction, dedupe=True)
+        check_device(self.device)
 
 
 def make_parser():
@@ -48,29 +60,22 @@ def make_parser():
 
 
 def main(args: DemoArguments) -> dict[str, object]:
-    import datasets
-
     from ..hub import PushConfig, save_scored
-    from ..offline import OFFLINE_INDICATORS, localize_rule, offline_models
+    from ..offline import OFFLINE_INDICATORS, example_data_path, offline_models
     from ..rules import QualityRule
     from ..scoring import compute_indicators
-    from ..selection import select_fraction
 
-    if not Path(args.dataset).is_file():
-        raise FileNotFoundError(
-            f"No data at `{args.dataset}`. Run the demo from the project folder (where `examples/data/` is), or "
-            "pass `--dataset path/to/data.jsonl`."
-        )
+    data = load_input(InputArguments(dataset=args.dataset or example_data_path(), max_rows=args.max_rows))
     print("Preparing the offline models (SmolLM2-135M-Instruct is converted from GGUF once)...")
     models = offline_models()
     rule = QualityRule.from_builtin(DEMO_RULE)
-    data = datasets.load_dataset("json", data_files=args.dataset, split="train")
     print(f"Scoring {len(data)} rows with {', '.join(OFFLINE_INDICATORS)} and the rule `{DEMO_RULE}`:")
     print(f"  {rule.formula()}")
-    # The indicators the rule does not use still run on the same offline models, for the card's statistics.
+    # The indicators the rule does not use still run on the same offline models, for the card's statistics. The
+    # rule names the public ids of its models; `models` points every indicator at their offline copies.
     others = [name for name in OFFLINE_INDICATORS if name not in rule.columns]
-    scored = compute_indicators(data, others, rule=localize_rule(rule), models=models, device=args.device)
-    selected = select_fraction(scored, args.fraction, deduplicate=True)
+    scored = compute_indicators(data, others, rule=rule, models=models, device=args.device)
+    selected = select_rows(scored, args.selection)
     folder = save_scored(
         scored,
         args.output_dir,
@@ -92,6 +97,8 @@ def main(args: DemoArguments) -> dict[str, object]:
 
 def _print_ranking(scored) -> None:
     """What the score sees: its mean per hand-labelled style, and the best and worst rows."""
+    from ..formats import extract_pairs
+
     scores = scored["instruct_score"]
     if "style" in scored.column_names:
         by_style: dict[str, list[float]] = {}
@@ -101,8 +108,9 @@ def _print_ranking(scored) -> None:
         for style, values in sorted(by_style.items(), key=lambda item: sum(item[1]) / len(item[1])):
             print(f"  {style:<12} {sum(values) / len(values):8.4f}   ({len(values)} rows)")
     order = sorted(range(len(scores)), key=scores.__getitem__)
+    pairs = extract_pairs(scored[:], on_invalid="nan")
     for title, rows in (("Best", order[:3]), ("Worst", order[-3:])):
         print(f"\n{title} rows:")
         for i in rows:
-            response = " ".join(scored[i]["output"].split())
-            print(f"  {scores[i]:8.4f}  {scored[i]['instruction'][:50]!r} -> {response[:60]!r}")
+            response = " ".join(pairs.responses[i].split())
+            print(f"  {scores[i]:8.4f}  {pairs.instructions[i][:50]!r} -> {response[:60]!r}")

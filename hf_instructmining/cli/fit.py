@@ -1,5 +1,6 @@
 """`instructmining fit`: fit a quality rule (OLS of log eval loss on mean indicators) from a label store."""
 
+import os
 from dataclasses import dataclass, field
 
 from ._io import make_command_parser
@@ -68,9 +69,17 @@ def main(args: FitArguments) -> dict[str, object]:
     from ..fitting import fit_rule
     from ..labeling import LabelStore
 
+    if not os.path.isfile(args.store):
+        raise FileNotFoundError(f"No label store `{args.store}` (`--store`): write one with `instructmining label`.")
+    store = LabelStore(args.store)
+    if not store.labels():
+        raise ValueError(
+            f"The label store `{args.store}` (`--store`) has no finished subsets to fit on: label some with "
+            "`instructmining label --store ...` first."
+        )
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
     result = fit_rule(
-        LabelStore(args.store),
+        store,
         target=args.target,
         higher_is_better=args.higher_is_better,
         indicators=indicators,

@@ -66,6 +66,9 @@ class LabelArguments:
     def __post_init__(self):
         if not self.store:
             raise ValueError("`--store` is required (a .jsonl path for the labels).")
+        for name in ("n_subsets", "subset_size", "generation_num_samples", "generation_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name}` must be at least 1, got {getattr(self, name)}.")
 
 
 def make_parser():
@@ -83,7 +86,7 @@ def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArgumen
     from ..labeling import LabelStore, run_labeling, sample_subsets, split_by_column
 
     pool = load_input(inputs)
-    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split))
+    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split), "--eval_dataset")
     sources = split_by_column(pool, args.source_column) if args.source_column else pool
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed)
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None

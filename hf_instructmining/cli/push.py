@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..hub import PushConfig
-from ._io import InputArguments, load_input, make_command_parser
+from ._io import InputArguments, load_input, make_command_parser, require_score_column
 from .select_ import SelectArguments, select_rows
 
 
@@ -17,7 +17,13 @@ EXAMPLES = """\
       --repo_id me/alpaca-instructmining --private
   instructmining push --dataset scored.parquet --rule my_rule.json --fraction 0.1 --folder ./alpaca-selected
   instructmining push --dataset scored.parquet --rule my_rule.json --search search/instructmining_search.json \\
-      --top_k 2532 --repo_id me/openorca-top --create_pr"""
+      --top_k 2532 --repo_id me/openorca-top --create_pr
+  # scores made by another rule: score again with this one before publishing
+  instructmining push --dataset scored.parquet --rule instructmining-smollm2-135m-demo --rescore --folder ./out
+
+The card names the rule that made `instruct_score`: by default the one recorded in the data by
+`instructmining score` (parquet files and folders keep it). A `--rule` that does not reproduce the scores from
+the indicator columns is refused, unless `--rescore` scores the data again with it."""
 
 
 @dataclass
@@ -31,6 +37,9 @@ class PushArguments:
             Write the Hub layout to this local folder instead of pushing.
         rule (`str`, *optional*):
             The rule that made `instruct_score` (built-in name, JSON file, or folder/Hub repo); recorded in the card.
+            By default, the rule recorded in the data; a rule that did not make the scores is refused.
+        rescore (`bool`, *optional*, defaults to `False`):
+            Score the data again with `rule` (its indicators and `instruct_score`) before publishing.
         top_k (`int`, *optional*):
             Publish a `selected` config with the k best rows.
         fraction (`float`, *optional*):
@@ -49,7 +58,10 @@ class PushArguments:
 
     repo_id: str | None = field(default=None, metadata={"help": "Hub dataset repo to push to."})
     folder: str | None = field(default=None, metadata={"help": "Write the Hub layout locally instead of pushing."})
-    rule: str | None = field(default=None, metadata={"help": "The rule that made instruct_score (name, file, repo)."})
+    rule: str | None = field(
+        default=None, metadata={"help": "The rule that made instruct_score (name, file, repo); default: recorded."}
+    )
+    rescore: bool = field(default=False, metadata={"help": "Score the data again with --rule before publishing."})
     top_k: int | None = field(default=None, metadata={"help": "Publish a `selected` config with the k best rows."})
     fraction: float | None = field(default=None, metadata={"help": "Publish a `selected` config with this fraction."})
     threshold: float | None = field(default=None, metadata={"help": "Publish a `selected` config: score <= this."})
@@ -64,6 +76,15 @@ class PushArguments:
         given = [n for n in ("top_k", "fraction", "threshold") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"Give at most one of `--top_k`, `--fraction`, `--threshold` (got {given}).")
+        if self.repo_id is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.repo_id)
+            except HFValidationError as err:
+                raise ValueError(f"`--repo_id {self.repo_id}` is not a Hub repo id (`owner/name`): {err}") from None
+        if self.rescore and not self.rule:
+            raise ValueError("`--rescore` scores the data again with `--rule`: give `--rule` too.")
 
 
 def make_parser():
@@ -76,13 +97,12 @@ def make_parser():
 
 
 def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dict[str, object]:
+    from ..errors import ScoreProvenanceError
     from ..hub import push_to_hub, save_scored
-    from ..scoring import resolve_rule
-    from ..search_result import SearchResult
+    from ..scoring import compute_indicators, resolve_rule
 
-    scored = load_input(inputs)
     rule = resolve_rule(args.rule) if args.rule else None
-    selection = None
+    choice = None
     if any(getattr(args, n) is not None for n in ("top_k", "fraction", "threshold")):
         choice = SelectArguments(
             output="",
@@ -91,25 +111,51 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dic
             threshold=args.threshold,
             score_column=config.score_column,
         )
-        selection = select_rows(scored, choice)
-    search = None
-    if args.search:
-        with open(args.search) as f:
-            search = SearchResult.from_dict(json.load(f))
+    search = _read_search(args.search) if args.search else None
+    scored = load_input(inputs)
+    if args.rescore:
+        scored = compute_indicators(scored, rule=rule, format=inputs.format, column_mapping=inputs.mapping)
+    require_score_column(scored, config.score_column, inputs.dataset)
+    selection = select_rows(scored, choice) if choice else None
     rows = {"rows": len(scored), "rows selected": len(selection) if selection is not None else "-"}
-    if args.folder:
-        rows["folder"] = save_scored(scored, args.folder, rule, selection, search, config=config)
-    else:
-        commit = push_to_hub(
-            scored,
-            args.repo_id,
-            rule,
-            selection,
-            search,
-            config=config,
-            private=args.private,
-            revision=args.revision,
-            create_pr=args.create_pr,
-        )
-        rows["repo"] = f"{args.repo_id} ({getattr(commit, 'commit_url', commit)})"
+    try:
+        if args.folder:
+            rows["folder"] = save_scored(scored, args.folder, rule, selection, search, config=config)
+        else:
+            commit = push_to_hub(
+                scored,
+                args.repo_id,
+                rule,
+                selection,
+                search,
+                config=config,
+                private=args.private,
+                revision=args.revision,
+                create_pr=args.create_pr,
+            )
+            rows["repo"] = f"{args.repo_id} ({getattr(commit, 'commit_url', commit)})"
+    except ScoreProvenanceError as err:
+        keep = f", leave `--rule` out to publish with `{err.recorded}` (recorded in the data)" if err.recorded else ""
+        raise ValueError(
+            f"`{config.score_column}` in `{inputs.dataset}` was not made by the rule `{err.rule}`: {err.reason}. "
+            f"Give the `--rule` that made the scores{keep}, or add `--rescore` to score the data again with "
+            f"`--rule {args.rule or err.rule}`."
+        ) from err
     return rows
+
+
+def _read_search(path: str):
+    from ..search_result import SearchResult
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        return SearchResult.from_dict(data)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No such search trace `{path}` (`--search`).") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"`{path}` (`--search`) is not a search trace written by `instructmining search`: {err}"
+        ) from None

@@ -1,18 +1,28 @@
 """`instructmining score`: add indicator columns and `instruct_score` to every row of a dataset."""
 
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 
-from ._io import InputArguments, json_object, load_input, make_command_parser, save_output
+from .._rule_checks import is_known_indicator
+from ..indicators import available_indicators
+from ._io import InputArguments, check_device, check_output, json_object, load_input, make_command_parser, save_output
 
 
 EXAMPLES = """\
   # the paper's default rule (reward model + UniEval, downloaded from the Hub):
   instructmining score --dataset tatsu-lab/alpaca --output scored.parquet
+  # offline: a rule whose models install from the package index (`instructmining env` lists them):
+  HF_HUB_OFFLINE=1 instructmining score --dataset data.jsonl --rule instructmining-smollm2-135m-demo \\
+      --output scored.parquet
   # a rule file, with a local stand-in for one of its models:
   instructmining score --dataset data.jsonl --rule my_rule.json --models '{"perplexity": "./my-llm"}' \\
       --output scored.parquet
-  # indicators only, no rule:
-  instructmining score --dataset data.jsonl --indicators mtld,output_length --output scored.jsonl"""
+  # indicators only, no rule (add --rule to get both):
+  instructmining score --dataset data.jsonl --indicators mtld,output_length --output scored.parquet
+
+Offline (HF_HUB_OFFLINE=1, or no network), a Hub model that is not in the Hugging Face cache is loaded from its
+offline copy when one installs from the package index (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); the dataset
+card records that it was."""
 
 
 @dataclass
@@ -22,10 +32,12 @@ class ScoreArguments:
     Args:
         output (`str`):
             Output file (`.parquet`, `.jsonl`, `.json`, `.csv`) or folder (`save_to_disk`).
-        rule (`str`, *optional*, defaults to `"instructmining-llama2-7b"`):
-            Built-in rule name, rule JSON file, or folder/Hub repo holding `instructmining_rule.json`.
+        rule (`str`, *optional*):
+            Built-in rule name, rule JSON file, or folder/Hub repo holding `instructmining_rule.json`;
+            `instructmining-llama2-7b` (the paper's) unless `indicators` is given alone.
         indicators (`str`, *optional*):
-            Comma-separated indicator columns to compute instead of a rule (no `instruct_score` then).
+            Comma-separated indicator columns to compute: alone, instead of a rule (no `instruct_score` then); with
+            `rule`, as well as the rule's.
         models (`str`, *optional*):
             JSON object: indicator column or family -> model id or local path, replacing the rule's model (warns).
         device (`str`, *optional*):
@@ -39,12 +51,16 @@ class ScoreArguments:
     """
 
     output: str = field(metadata={"help": "Output file (.parquet, .jsonl, .json, .csv) or folder."})
-    rule: str = field(
-        default="instructmining-llama2-7b",
-        metadata={"help": "Built-in rule name, rule JSON file, or folder/Hub repo with instructmining_rule.json."},
+    rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "Built-in rule name, rule JSON file, or folder/Hub repo with instructmining_rule.json; "
+            "instructmining-llama2-7b unless --indicators is given alone."
+        },
     )
     indicators: str | None = field(
-        default=None, metadata={"help": "Comma-separated indicator columns to compute instead of a rule."}
+        default=None,
+        metadata={"help": "Comma-separated indicator columns to compute: alone, instead of a rule; with --rule, too."},
     )
     models: str | None = field(
         default=None, metadata={"help": "JSON: indicator column or family -> model id or path (replaces the rule's)."}
@@ -55,6 +71,27 @@ class ScoreArguments:
     )
     reference: str | None = field(default=None, metadata={"help": "Neighbour set for KNN indicators."})
     num_proc: int | None = field(default=None, metadata={"help": "Dataset.map worker processes."})
+
+    def __post_init__(self):
+        check_output(self.output)
+        check_device(self.device)
+        if self.indicators is not None and not self.names:
+            raise ValueError(
+                f"`--indicators {self.indicators!r}` names no indicator: give comma-separated columns such as "
+                "`mtld,output_length`, or leave it out to score with a rule."
+            )
+        unknown = [n for n in self.names if not is_known_indicator(n)]
+        if unknown:
+            close = get_close_matches(unknown[0], available_indicators(), 1)
+            raise ValueError(
+                f"`--indicators` names unknown indicator(s) {unknown}"
+                f"{f' (did you mean `{close[0]}`?)' if close else ''}; the indicators are {available_indicators()}."
+            )
+
+    @property
+    def names(self) -> list[str]:
+        """The indicator columns of `--indicators` (empty when not given)."""
+        return [n.strip() for n in (self.indicators or "").split(",") if n.strip()]
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -68,13 +105,14 @@ def make_parser():
 
 
 def main(inputs: InputArguments, args: ScoreArguments) -> dict[str, object]:
+    from ..rules import DEFAULT_RULE
     from ..scoring import compute_indicators, resolve_rule
     from ..summary import summarize_dataset
 
+    names = args.names or None
+    rule = resolve_rule(args.rule or DEFAULT_RULE) if args.rule or not names else None
     ds = load_input(inputs)
-    reference = load_input(InputArguments(dataset=args.reference)) if args.reference else None
-    names = [n.strip() for n in args.indicators.split(",") if n.strip()] if args.indicators else None
-    rule = None if names else resolve_rule(args.rule)
+    reference = load_input(InputArguments(dataset=args.reference), "--reference") if args.reference else None
     scored = compute_indicators(
         ds,
         names,
@@ -87,8 +125,10 @@ def main(inputs: InputArguments, args: ScoreArguments) -> dict[str, object]:
         format=inputs.format,
         column_mapping=inputs.mapping,
     )
-    summary = summarize_dataset(scored, rule, columns=names)
-    rows = {"rows scored": summary.num_rows, "invalid rows": summary.num_invalid}
+    columns = list(dict.fromkeys([*(rule.columns if rule else []), *(names or [])]))
+    summary = summarize_dataset(scored, rule, columns=columns)
+    rows = {"rule": rule.name or rule.formula() if rule else "- (indicators only)"}
+    rows.update({"rows scored": summary.num_rows, "invalid rows": summary.num_invalid})
     for column, mean in summary.means.items():
         rows[f"mean {column}"] = f"{mean:.4g}"
     if summary.predicted_log_eval_loss is not None:

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..search import SearchConfig
-from ._io import InputArguments, load_input, make_command_parser
+from ._io import InputArguments, load_input, make_command_parser, require_score_column
 from ._training import FinetuneArguments
 
 
@@ -49,6 +49,10 @@ class SearchArguments:
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("`--output_dir` is required.")
+        if self.low < 1 or self.num_samples < 1:
+            raise ValueError(f"`--low` and `--num_samples` must be at least 1, got {self.low} and {self.num_samples}.")
+        if self.high is not None and self.high < self.low:
+            raise ValueError(f"`--high` ({self.high}) must be at least `--low` ({self.low}).")
 
 
 def make_parser():
@@ -64,7 +68,8 @@ def main(inputs: InputArguments, args: SearchArguments, config: SearchConfig, tr
     from ..search import search_subset_size
 
     scored = load_input(inputs)
-    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split))
+    require_score_column(scored, config.score_column, inputs.dataset)
+    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split), "--eval_dataset")
     os.makedirs(args.output_dir, exist_ok=True)
     result = search_subset_size(
         scored,

@@ -45,13 +45,27 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int 
 
 
 def run_in_batches(
-    lengths: Sequence[int], max_tokens: int, score: Callable[[list[int]], Sequence[float]], max_rows: int | None = None
+    lengths: Sequence[int],
+    max_tokens: int,
+    score: Callable[[list[int]], Sequence[float]],
+    max_rows: int | None = None,
+    desc: str = "Model pass",
 ) -> list[float]:
-    """Call `score(batch_indices)` on token-budget batches and return the values in the input order."""
+    """Call `score(batch_indices)` on token-budget batches and return the values in the input order.
+
+    A progress bar counts rows per batch, with rows/s: a model pass over one `Dataset.map` batch can take minutes on
+    a CPU, during which `map`'s own bar does not move. It is a `datasets` bar, so `disable_progress_bars()` and
+    `HF_DATASETS_DISABLE_PROGRESS_BARS=1` silence it, and it clears itself when the pass ends.
+    """
+    from datasets.utils.tqdm import tqdm
+
     values = [0.0] * len(lengths)
-    for batch in token_budget_batches(lengths, max_tokens, max_rows):
-        for i, value in zip(batch, score(batch), strict=True):
-            values[i] = float(value)
+    batches = token_budget_batches(lengths, max_tokens, max_rows)
+    with tqdm(total=len(lengths), desc=desc, unit="rows", leave=False, disable=len(batches) < 2) as progress:
+        for batch in batches:
+            for i, value in zip(batch, score(batch), strict=True):
+                values[i] = float(value)
+            progress.update(len(batch))
     return values
 
 

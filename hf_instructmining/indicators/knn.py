@@ -129,7 +129,9 @@ class KNNDistance(ModelIndicator):
                 out[batch] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
             return [0.0] * len(batch)
 
-        run_in_batches([len(r) for r in rows], self.token_budget(device), encode)
+        run_in_batches(
+            [len(r) for r in rows], self.token_budget(device), encode, desc=f"Embedding for {self.columns[0]}"
+        )
         return out
 
     def compute(self, pairs: InstructionPairs, rank: int | None = None) -> dict[str, list[float]]:

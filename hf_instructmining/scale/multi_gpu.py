@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import provenance
 from ._steps import embed_batch, plan, search
 
 
@@ -101,7 +102,8 @@ def score_on_gpus(
         dataset = dataset.map(
             _RulePrediction(rule), batched=True, batch_size=batch_size, desc="Computing instruct_score"
         )
-    return dataset
+    # Each column records how it was made, as from `compute_indicators`.
+    return provenance.attach(dataset, [*per_row, *whole], rule)
 
 
 class _Embed:

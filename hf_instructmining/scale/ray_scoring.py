@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import provenance
 from ..import_utils import require
 from ..indicators import Indicator
 from ..rules import QualityRule
@@ -158,7 +159,8 @@ def score_with_ray(
     table = table.take(np.argsort(table[row_id_column].to_numpy(), kind="stable"))
     if not keep_row_id:
         table = table.drop_columns([row_id_column])
-    return _to_dataset(table, getattr(dataset, "features", None))
+    # Each column records how it was made, as from `compute_indicators` (parquet written by Ray does not).
+    return provenance.attach(_to_dataset(table, getattr(dataset, "features", None)), [*per_row, *whole], rule)
 
 
 class _ScoreWorker:

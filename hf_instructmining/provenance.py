@@ -1,0 +1,204 @@
+"""What made a scored dataset: the rule behind `instruct_score`, and how each indicator column was computed.
+
+[`~hf_instructmining.compute_indicators`] records on every column it writes how that column was made. An
+indicator column gets the indicator's options and how it ran (`metadata()` for model indicators, e.g. the resolved
+prompt template; `spec()` for the others), plus the offline copy that stood in for a Hub model when one did; the
+score column gets the whole rule. A record sits in the column's feature (`datasets.Value("float64", id=<JSON>)`),
+so it travels with the data through `select`, `filter`, `map`, `save_to_disk` and parquet files (the Hub's
+included). Formats without a schema (JSON Lines, CSV) and rewrites outside `datasets` (pandas) drop it.
+
+[`check_scores`] runs before a card is written ([`~hf_instructmining.save_scored`], `push_to_hub`): whatever the
+records say, the rule given must reproduce the score column from the indicator columns, row by row, and must be
+the rule recorded with the data when there is one. So a card never names a rule that did not make its scores.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import offline
+from ._rule_checks import json_safe
+from .errors import ScoreProvenanceError
+from .rules import QualityRule
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .indicators import Indicator
+
+
+logger = logging.getLogger(__name__)
+
+_KEY = "hf_instructmining"
+# Scores written as JSON Lines keep 15 significant digits, CSV as many as pandas prints: far tighter than any two
+# different rules, far looser than a round trip.
+_RTOL, _ATOL = 1e-6, 1e-9
+
+
+@dataclass
+class Provenance:
+    """The records of a scored dataset.
+
+    Args:
+        rule ([`QualityRule`], *optional*): the rule that made the score column, when recorded.
+        indicators (`dict[str, dict]`): indicator column -> how it was made (`indicator`, `options`, and
+            `offline_copy` when a packaged copy stood in for the Hub model).
+    """
+
+    rule: QualityRule | None = None
+    indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def indicator_record(indicator: "Indicator") -> dict[str, Any]:
+    """How an indicator makes its columns: its class, its options and how it ran, and any offline copy it used.
+
+    A model that was loaded from an offline copy is recorded under the Hub id it stands in for (the copy's local
+    path says nothing to a reader of the card), with `offline_copy` saying what the copy is.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators import MTLD
+    >>> from hf_instructmining.provenance import indicator_record
+    >>> indicator_record(MTLD())
+    {'indicator': 'MTLD', 'options': {'threshold': 0.72}}
+    ```
+    """
+    # `metadata()` (model indicators) adds what the run resolved to `spec()`; whatever it returns is recorded.
+    options = dict(json_safe(getattr(indicator, "metadata", indicator.spec)()))
+    record: dict[str, Any] = {"indicator": type(indicator).__name__, "options": options}
+    for key in ("model", "tokenizer"):
+        copy = offline.copy_of(options[key]) if isinstance(options.get(key), str) else None
+        if copy is not None:
+            options[key] = copy.model_id
+            record["offline_copy"] = copy.record()
+    return record
+
+
+def attach(
+    ds: "Dataset",
+    indicators: "list[Indicator]",
+    rule: QualityRule | None = None,
+    score_column: str = "instruct_score",
+) -> "Dataset":
+    """Record on `ds`'s columns how they were made: each indicator's columns, and `rule` on the score column.
+
+    Returns:
+        `datasets.Dataset`: the same rows; only the features change (a cheap Arrow-level cast).
+    """
+    from datasets import Value
+
+    records = {column: indicator_record(indicator) for indicator in indicators for column in indicator.columns}
+    if rule is not None:
+        records[score_column] = {"rule": rule.to_dict()}
+    features = ds.features.copy()
+    for column, record in records.items():
+        if isinstance(features.get(column), Value):
+            features[column] = Value(features[column].dtype, id=json.dumps({_KEY: record}))
+    return ds.cast(features)
+
+
+def read(ds: "Dataset", score_column: str = "instruct_score") -> Provenance:
+    """The records on `ds`'s columns (empty when the data carries none, e.g. after a JSON Lines round trip)."""
+    found = Provenance()
+    for column, feature in ds.features.items():
+        record = _record(feature)
+        if record is None:
+            continue
+        if column == score_column and "rule" in record:
+            found.rule = QualityRule.from_dict(record["rule"], source=f"the `{column}` column's record")
+        elif "indicator" in record:
+            found.indicators[column] = record
+    return found
+
+
+def _record(feature: Any) -> dict[str, Any] | None:
+    identifier = getattr(feature, "id", None)
+    if not isinstance(identifier, str) or _KEY not in identifier:
+        return None
+    try:
+        record = json.loads(identifier)
+    except json.JSONDecodeError:
+        return None
+    return record.get(_KEY) if isinstance(record, dict) else None
+
+
+def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "instruct_score") -> QualityRule | None:
+    """The rule that made `ds[score_column]`: `rule` once checked, else the one recorded with the data, else `None`.
+
+    Args:
+        ds (`datasets.Dataset`): scored rows.
+        rule ([`QualityRule`], *optional*): the rule said to have made the scores.
+        score_column (`str`, *optional*, defaults to `"instruct_score"`): the score column.
+
+    Raises:
+        [`~hf_instructmining.errors.ScoreProvenanceError`]: the data records another rule, lacks columns the rule
+            reads, or holds scores the rule does not give.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import QualityRule
+    >>> from hf_instructmining.provenance import check_scores
+    >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, name="toy")
+    >>> ds = Dataset.from_dict({"mtld": [10.0, 50.0], "instruct_score": [0.9, 0.5]})
+    >>> check_scores(ds, rule).name
+    'toy'
+    >>> try:
+    ...     check_scores(ds, QualityRule(1.0, {"mtld": -0.02}, {"mtld": {}}, name="other"))
+    ... except ValueError as err:
+    ...     print(str(err).split(". ")[0])
+    `instruct_score` was not made by the rule `other`: its formula gives other scores on 2 of 2 rows (row 0: 0.9 in the data, 0.8 by the rule)
+    ```
+    """
+    recorded = read(ds, score_column).rule
+    if rule is not None and recorded is not None and not _same_formula(rule, recorded):
+        raise ScoreProvenanceError(
+            _name(rule),
+            f"the data records that the rule `{_name(recorded)}` ({recorded.formula()}) made them",
+            recorded=_name(recorded),
+            score_column=score_column,
+        )
+    checked = rule if rule is not None else recorded
+    if checked is not None:
+        reason = _disagreement(ds, checked, score_column)
+        if reason:
+            raise ScoreProvenanceError(
+                _name(checked),
+                reason,
+                recorded=_name(recorded) if recorded is not None and checked is not recorded else None,
+                score_column=score_column,
+            )
+    return checked
+
+
+def _same_formula(a: QualityRule, b: QualityRule) -> bool:
+    return a.intercept == b.intercept and a.coefficients == b.coefficients
+
+
+def _name(rule: QualityRule) -> str:
+    return rule.name or rule.formula()
+
+
+def _disagreement(ds: "Dataset", rule: QualityRule, score_column: str) -> str | None:
+    """Why `rule` does not give `ds[score_column]` from the indicator columns, or `None` when it does."""
+    missing = [c for c in rule.columns if c not in ds.column_names]
+    if missing:
+        return f"the data has no {', '.join(f'`{c}`' for c in missing)} column(s), which the rule reads"
+    table = ds.select_columns([*rule.columns, score_column]).with_format("arrow")[:]
+    columns = {c: table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in table.column_names}
+    expected = rule.predict({c: columns[c] for c in rule.columns}, allow_nan=True)
+    actual = columns[score_column]
+    same = np.isclose(actual, expected, rtol=_RTOL, atol=_ATOL) | (np.isnan(actual) & np.isnan(expected))
+    if same.all():
+        return None
+    first = int(np.flatnonzero(~same)[0])
+    return (
+        f"its formula gives other scores on {int((~same).sum())} of {len(same)} rows (row {first}: "
+        f"{actual[first]:.6g} in the data, {expected[first]:.6g} by the rule)"
+    )

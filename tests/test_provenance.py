@@ -1,0 +1,113 @@
+"""Scored data records what made it, the record survives what it should, and cards never name the wrong rule."""
+
+import json
+import os
+
+import pytest
+from datasets import Dataset, load_dataset, load_from_disk
+from huggingface_hub import DatasetCard
+
+from hf_instructmining import QualityRule, compute_indicators, save_scored, select_top_k
+from hf_instructmining.errors import ScoreProvenanceError
+from hf_instructmining.provenance import check_scores, read
+
+
+RULE = QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}}, name="toy")
+OTHER = QualityRule(0.5, {"mtld": -0.02, "output_length": 0.001}, {"mtld": {}, "output_length": {}}, name="other")
+ROWS = {
+    "instruction": ["Say hi", "Count to three", "Name a colour", "Give a fruit"],
+    "output": ["Hello there, my friend.", "one two three", "Blue, like the sea.", "An apple a day."],
+}
+
+
+@pytest.fixture(scope="module")
+def scored():
+    return compute_indicators(Dataset.from_dict(ROWS), ["input_length"], rule=RULE)
+
+
+def test_every_written_column_records_how_it_was_made(scored):
+    made = read(scored)
+    assert made.rule == RULE
+    assert set(made.indicators) == {"input_length", "mtld", "output_length"}
+    assert made.indicators["mtld"] == {"indicator": "MTLD", "options": {"threshold": 0.72}}
+    assert made.indicators["input_length"]["options"] == {"tokenizer": None, "revision": None}
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda ds, tmp: ds.select([2, 0]),
+        lambda ds, tmp: ds.filter(lambda row: row["mtld"] > 0),
+        lambda ds, tmp: ds.map(lambda row: {"extra": 1}),
+        lambda ds, tmp: ds.map(lambda batch: {"extra": [1] * len(batch["mtld"])}, batched=True),
+        lambda ds, tmp: ds.add_column("extra", list(range(len(ds)))),
+        lambda ds, tmp: ds.shuffle(seed=0),
+        lambda ds, tmp: (ds.save_to_disk(str(tmp / "disk")), load_from_disk(str(tmp / "disk")))[1],
+        lambda ds, tmp: (ds.to_parquet(str(tmp / "s.parquet")), Dataset.from_parquet(str(tmp / "s.parquet")))[1],
+        lambda ds, tmp: (
+            ds.to_parquet(str(tmp / "s.parquet")),
+            load_dataset("parquet", data_files=str(tmp / "s.parquet"), split="train"),
+        )[1],
+    ],
+    ids=["select", "filter", "map", "batched map", "add_column", "shuffle", "save_to_disk", "parquet", "load_dataset"],
+)
+def test_the_record_survives_datasets_operations_and_files(scored, tmp_path, transform):
+    made = read(transform(scored, tmp_path))
+    assert made.rule == RULE and set(made.indicators) == {"input_length", "mtld", "output_length"}
+
+
+def test_json_lines_drop_the_record_but_the_formula_still_checks(scored, tmp_path):
+    scored.to_json(str(tmp_path / "s.jsonl"), double_precision=15)
+    back = load_dataset("json", data_files=str(tmp_path / "s.jsonl"), split="train")
+    assert read(back).rule is None and read(back).indicators == {}
+    assert check_scores(back, RULE) == RULE
+    with pytest.raises(ScoreProvenanceError, match="formula gives other scores on 4 of 4 rows"):
+        check_scores(back, OTHER)
+
+
+def test_check_scores_names_the_recorded_rule_and_what_is_missing(scored):
+    assert check_scores(scored, None) == RULE  # the recorded rule, when none is given
+    with pytest.raises(ScoreProvenanceError, match="records that the rule `toy`") as error:
+        check_scores(scored, OTHER)
+    assert error.value.recorded == "toy" and error.value.rule == "other"
+    llama = QualityRule.from_builtin("instructmining-llama-7b")
+    with pytest.raises(ScoreProvenanceError, match="no `reward`, `knn_6` column"):
+        check_scores(scored.remove_columns("instruct_score").add_column("instruct_score", [0.1] * 4), llama)
+    changed = scored.map(lambda row: {"instruct_score": row["instruct_score"] + 1})
+    with pytest.raises(ScoreProvenanceError, match="other scores on 4 of 4 rows"):
+        check_scores(changed, None)  # the scores were changed after scoring: the recorded rule no longer holds
+    assert check_scores(Dataset.from_dict({"instruct_score": [0.1]}), None) is None  # nothing recorded, nothing said
+
+
+def test_save_scored_refuses_a_rule_that_did_not_make_the_scores_and_writes_nothing(scored, tmp_path):
+    with pytest.raises(ScoreProvenanceError, match="`instructmining-llama-7b`"):
+        save_scored(scored, tmp_path / "out", rule=QualityRule.from_builtin("instructmining-llama-7b"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_card_names_the_recorded_rule_and_how_each_column_was_made(scored, tmp_path):
+    folder = save_scored(scored, tmp_path / "out", selection=select_top_k(scored, 2))
+    assert QualityRule.load(os.path.join(folder, "instructmining_rule.json")) == RULE
+    card = DatasetCard.load(os.path.join(folder, "README.md"))
+    block = card.data.instructmining
+    assert block["rule"]["name"] == "toy"
+    assert block["indicators"]["mtld"] == {"threshold": 0.72, "recorded": True}
+    assert set(block["indicators"]) == {"mtld", "output_length", "input_length"}
+    assert "| `mtld` | – | `threshold=0.72` | recorded with the data |" in card.text
+
+
+def test_a_card_from_unrecorded_scores_says_the_models_are_the_rules(tmp_path):
+    ds = Dataset.from_dict({**ROWS, "mtld": [10.0, 20.0, 30.0, 40.0], "output_length": [4.0, 3.0, 4.0, 4.0]})
+    ds = ds.add_column("instruct_score", RULE.predict(ds).tolist())
+    card = DatasetCard.load(os.path.join(save_scored(ds, tmp_path / "out", rule=RULE), "README.md"))
+    assert card.data.instructmining["indicators"]["mtld"] == {"recorded": False}
+    assert "declared by the rule, not recorded" in card.text and "*declared by the rule*" in card.text
+
+
+def test_the_record_is_plain_json_in_the_parquet_schema(scored, tmp_path):
+    import pyarrow.parquet as pq
+
+    scored.to_parquet(str(tmp_path / "s.parquet"))
+    features = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"huggingface"])["info"]["features"]
+    record = json.loads(features["instruct_score"]["id"])["hf_instructmining"]
+    assert record["rule"]["name"] == "toy" and record["rule"]["coefficients"] == RULE.coefficients
