@@ -80,7 +80,11 @@ class TrialLoop:
                         break
                 if not self.running:
                     break
-                done, _ = concurrent.futures.wait(self.running, return_when=concurrent.futures.FIRST_COMPLETED)
+                done: set = set()
+                while not done:
+                    # A wait with a timeout: a SIGINT that the OS handed to a trial's thread is only seen when the
+                    # calling thread wakes up, and an endless wait would never wake for it.
+                    done, _ = concurrent.futures.wait(self.running, 0.2, concurrent.futures.FIRST_COMPLETED)
                 for future in [f for f in self.running if f in done]:  # submission order: reproducible records
                     error = self._finish(future)
                     failure = failure or error
