@@ -130,15 +130,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--validate", type=int, default=16, help="rows on which the simulation meets real bf16")
+    parser.add_argument("--only", nargs="+", choices=["perplexity", "reward", "knn_6"], default=None)
     args = parser.parse_args()
     rows = load_rows(args.rows)
     real = cpu_supports_bf16()
     print(f"{args.rows} real rows; bf16 side: {'real (native bf16 CPU)' if real else 'simulated (no native bf16)'}")
     from hf_instructmining import loading
 
-    def fresh(cls, model, dtype, **options):
+    def fresh(cls, path, dtype, **options):
         loading.load_model.cache_clear()  # each side gets its own copy of the weights (the simulation edits them)
-        return cls(model, dtype=dtype or "float32", **options) if model else cls(dtype=dtype or "float32", **options)
+        return cls(path, dtype=dtype or "float32", **options) if path else cls(dtype=dtype or "float32", **options)
 
     def ppl(dtype):
         return fresh(Perplexity, smollm2_path(), dtype)
@@ -168,6 +169,8 @@ def main():
             ("perplexity", ppl, simulate_ppl, lambda ind, r: ind(r)["perplexity"]),
             ("reward", reward, simulate_reward, lambda ind, r: ind(r)["reward"]),
         ]
+        only = set(args.only or ["perplexity", "reward", "knn_6"])
+        families = [family for family in families if family[0] in only]
         if not real and args.validate:
             print(f"-- the simulation against real (emulated) bf16 on {args.validate} rows")
             small = {k: v[: args.validate] for k, v in rows.items()}
@@ -197,6 +200,8 @@ def main():
                 simulate(indicator)
                 values = run(indicator, rows)
             compare(name, exact, values)
+        if "knn_6" not in only:
+            return
         pairs = extract_pairs(rows)
         exact = knn(None).embed(pairs)
         if real:
