@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..formats import FORMATS
+
 
 logger = logging.getLogger(__name__)
 
-DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 
@@ -126,7 +127,7 @@ class InputArguments:
     )
     format: str | None = field(
         default=None,
-        metadata={"help": "Force the input layout.", "choices": ["alpaca", "prompt_completion", "messages"]},
+        metadata={"help": "Force the input layout.", "choices": list(FORMATS)},
     )
     max_rows: int | None = field(default=None, metadata={"help": "Read only the first N rows."})
 
@@ -153,116 +154,15 @@ def json_object(value: str | dict | None, flag: str) -> dict | None:
 
 
 def load_input(args: InputArguments, flag: str = "--dataset"):
-    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors.
+    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors (see
+    [`~hf_instructmining.loading.load_rows`])."""
+    from ..loading import load_rows
 
-    Raises:
-        `FileNotFoundError`, `ValueError`: one line naming the file (and the line of a broken JSON Lines file).
-    """
-    import datasets
-
-    path = Path(args.dataset)
-    if path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"Cannot read `{path}` (`{flag}`): unknown file type `{path.suffix}`; use one of "
-                f"{sorted(DATA_FILE_BUILDERS)}, a saved dataset folder or a Hub dataset id."
-            )
-        _check_file(path, flag)
-        try:
-            ds = datasets.load_dataset(builder, data_files={args.split: str(path)}, split=args.split)
-        except Exception as err:  # the builders raise many types; the file's own problem is said below
-            raise ValueError(_unreadable(path, flag, err)) from err
-    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            if args.split not in ds:
-                raise ValueError(
-                    f"`{path}` (`{flag}`) has no split `{args.split}`; use `--split` with one of {list(ds)}."
-                )
-            ds = ds[args.split]
-    elif path.is_dir():
-        try:
-            ds = datasets.load_dataset(str(path), name=args.dataset_config, split=args.split)
-        except Exception as err:  # no data files, mixed formats, unknown split...: say which flag it was
-            raise ValueError(f"Cannot read the folder `{path}` (`{flag}`): {err}") from err
-    elif path.suffix.lower() in DATA_FILE_BUILDERS or str(path).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"No such file or folder: `{path}` (`{flag}`).")
-    else:
-        ds = _load_from_hub(args, flag)
-    if len(ds) == 0:
-        raise ValueError(f"`{args.dataset}` (`{flag}`, split `{args.split}`) is empty: there are no rows to read.")
+    ds = load_rows(args.dataset, split=args.split, config_name=args.dataset_config, argument=flag)
     if args.max_rows is not None:
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)
     return ds
-
-
-def _load_from_hub(args: InputArguments, flag: str):
-    import datasets
-
-    from ..offline import hub_reachable
-
-    try:
-        return datasets.load_dataset(args.dataset, name=args.dataset_config, split=args.split)
-    except Exception as err:  # offline, datasets says "Couldn't reach ...": say what the name was taken for
-        if hub_reachable():
-            raise
-        raise FileNotFoundError(
-            f"`{args.dataset}` (`{flag}`) is not a local file or folder, and the Hub is not reachable (or "
-            "`HF_HUB_OFFLINE=1`) to load it as a Hub dataset, nor is it in the datasets cache; give a local "
-            f"{'/'.join(sorted(DATA_FILE_BUILDERS))} file or a saved dataset folder."
-        ) from err
-
-
-def _check_file(path: Path, flag: str) -> None:
-    """Catch a file without rows or a file that is not parquet before `datasets` does (with errors that do not say
-    so, a traceback or log spam): no bytes, blank lines, `[]`, a CSV header alone, a parquet file of 0 rows."""
-    empty = f"`{path}` (`{flag}`) is empty: give a file with at least one row."
-    size = path.stat().st_size
-    suffix = path.suffix.lower()
-    # A small file is cheap to read whole; a big one is not worth reading to tell.
-    if size < 4096:
-        text = path.read_bytes().strip()
-        if text in (b"", b"[]") or (suffix == ".csv" and b"\n" not in text):
-            raise ValueError(empty)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not a parquet file"
-            raise ValueError(f"`{path}` (`{flag}`) is not a readable parquet file: {err}") from None
-        if rows == 0:
-            raise ValueError(empty)
-
-
-def _unreadable(path: Path, flag: str, err: Exception) -> str:
-    """Why `datasets` could not read a data file: the first broken line of a JSON (Lines) file, else the cause."""
-    if path.suffix.lower() in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as whole:
-            if text.lstrip().startswith("["):  # one JSON document (a list of rows): its own error says where
-                return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno}, column {whole.colno})."
-            # JSON Lines: the first line that does not parse is the culprit.
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    if line.strip():
-                        json.loads(line)
-                except json.JSONDecodeError as bad:
-                    return (
-                        f"`{path}` (`{flag}`) line {number} is not valid JSON ({bad.msg} at column {bad.colno}); "
-                        "fix or remove that line (JSON Lines: one JSON object per line)."
-                    )
-            return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno})."
-        return (
-            f"`{path}` (`{flag}`) is valid JSON but not a list of rows (or one object per line): "
-            f"{type(err).__name__}: {err}"
-        )
-    cause = err.__cause__ or err
-    return f"Cannot read `{path}` (`{flag}`): {type(cause).__name__}: {cause}"
 
 
 def check_device(device: str | None) -> None:
@@ -302,7 +202,7 @@ def save_output(ds, output: str) -> str:
     Parquet files and folders keep the record of how each column was made (for dataset cards); JSON Lines, JSON and
     CSV cannot hold it, which a warning says when there is one to lose.
     """
-    from ..provenance import read
+    from ..scoring.provenance import read
 
     check_output(output)
     path = Path(output)

@@ -145,7 +145,7 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dic
 
 
 def _read_search(path: str):
-    from ..search_result import SearchResult
+    from ..search import SearchResult
 
     try:
         with open(path, encoding="utf-8") as f:

@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 
-from .._rule_checks import is_known_indicator
 from ..indicators import available_indicators
+from ..indicators.registry import is_indicator_column
 from ._io import InputArguments, check_device, check_output, json_object, load_input, make_command_parser, save_output
 
 
@@ -80,7 +80,7 @@ class ScoreArguments:
                 f"`--indicators {self.indicators!r}` names no indicator: give comma-separated columns such as "
                 "`mtld,output_length`, or leave it out to score with a rule."
             )
-        unknown = [n for n in self.names if not is_known_indicator(n)]
+        unknown = [n for n in self.names if not is_indicator_column(n)]
         if unknown:
             close = get_close_matches(unknown[0], available_indicators(), 1)
             raise ValueError(
@@ -106,8 +106,7 @@ def make_parser():
 
 def main(inputs: InputArguments, args: ScoreArguments) -> dict[str, object]:
     from ..rules import DEFAULT_RULE
-    from ..scoring import compute_indicators, resolve_rule
-    from ..summary import summarize_dataset
+    from ..scoring import compute_indicators, resolve_rule, summarize_dataset
 
     names = args.names or None
     rule = resolve_rule(args.rule or DEFAULT_RULE) if args.rule or not names else None

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import to_jsonable
+from .._json import to_jsonable
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
