@@ -1,14 +1,15 @@
 """Shared pieces of the subcommands: the parser, the input-dataset arguments, loading inputs and writing outputs."""
 
 import argparse
+import copy
 import difflib
 import json
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from ..formats import FORMATS
 
 
 logger = logging.getLogger(__name__)
@@ -24,14 +25,35 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show defaults and keep the hand-wrapped examples in descriptions and epilogs."""
 
 
-def make_command_parser(name: str, dataclass_types: tuple, description: str, examples: str):
-    """The parser of one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`."""
+def make_command_parser(
+    name: str,
+    dataclass_types: tuple,
+    description: str,
+    examples: str,
+    *,
+    renamed: dict[tuple[type, str], str] | None = None,
+    hidden: set[tuple[type, str]] | None = None,
+):
+    """The parser of one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`.
+
+    The dataclasses are the library's configs (`ScoreConfig`, `LabelingConfig`, ...) and command-line-only ones for
+    inputs and outputs; every field is a flag of the same name. A `dict` field takes a JSON object (a mapping in a
+    YAML config). Two configs of one command may share a field name: `renamed` maps `(config class, field)` to the
+    flag that sets it (e.g. `LabelingConfig.seed` is `--training_seed` beside `SearchConfig.seed`), and `hidden`
+    leaves fields to their defaults (e.g. the trainer's `output_dir` beside the search's).
+    """
+    import dataclasses
+
     from trl import TrlParser
+
+    renamed, hidden = renamed or {}, hidden or set()
 
     class CommandParser(TrlParser):
         """`TrlParser` whose errors are one line naming the flag (and the closest real one), never a usage dump."""
 
         def __init__(self):
+            self._adding: type | None = None
+            self._json_flags: set[str] = set()
             super().__init__(
                 dataclass_types,
                 prog=f"instructmining {name}",
@@ -44,6 +66,42 @@ def make_command_parser(name: str, dataclass_types: tuple, description: str, exa
                 # (the parser gives both the same `string_to_bool` type, but a value only to the plain ones).
                 if getattr(action.type, "__name__", None) == "string_to_bool" and action.nargs is None:
                     action.nargs, action.const = "?", True
+                if action.dest in self._json_flags:  # read as text here, as a JSON object in `_field_values`
+                    action.type = str
+
+        def _add_dataclass_arguments(self, dtype):
+            self._adding = dtype
+            super()._add_dataclass_arguments(dtype)
+
+        def _parse_dataclass_field(self, parser, config_field):
+            if (self._adding, config_field.name) in hidden:
+                return
+            if (self._adding, config_field.name) in renamed:
+                config_field = copy.copy(config_field)
+                config_field.name = renamed[(self._adding, config_field.name)]
+            TrlParser._parse_dataclass_field(parser, config_field)
+            if _is_dict(config_field.type):
+                self._json_flags.add(config_field.name)
+            if config_field.default is not dataclasses.MISSING and config_field.default is not None:
+                # `HfArgumentParser` drops the default of a `str | list[str]` field (e.g. `"all-linear"`).
+                for action in parser._actions:
+                    if action.dest == config_field.name and action.default is None:
+                        action.default = config_field.default
+
+        def parse_args_into_dataclasses(self, args=None, return_remaining_strings=False, **kwargs):
+            namespace, remaining = self.parse_known_args(args=args)
+            configs = [dtype(**self._field_values(dtype, namespace)) for dtype in self.dataclass_types]
+            return (*configs, remaining) if return_remaining_strings else tuple(configs)
+
+        def _field_values(self, dtype, namespace) -> dict:
+            values = {}
+            for config_field in dataclasses.fields(dtype):
+                if not config_field.init or (dtype, config_field.name) in hidden:
+                    continue
+                flag = renamed.get((dtype, config_field.name), config_field.name)
+                value = getattr(namespace, flag)
+                values[config_field.name] = json_object(value, flag) if flag in self._json_flags else value
+            return values
 
         @property
         def flags(self) -> list[str]:
@@ -93,6 +151,13 @@ def make_command_parser(name: str, dataclass_types: tuple, description: str, exa
     return CommandParser()
 
 
+def _is_dict(annotation) -> bool:
+    """Whether a field holds a mapping: `dict`, `dict[...]`, or either `| None`."""
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    options = typing.get_args(annotation) if union else (annotation,)
+    return any((typing.get_origin(option) or option) is dict for option in options)
+
+
 def _close(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return f" (did you mean `--{close[0]}`?)" if close else ""
@@ -100,7 +165,7 @@ def _close(name: str, choices: list[str]) -> str:
 
 @dataclass
 class InputArguments:
-    """Where the input rows come from.
+    """Where the input rows come from (how to read their layout is `ScoreConfig`'s `--format`/`--column_mapping`).
 
     Args:
         dataset (`str`):
@@ -110,10 +175,6 @@ class InputArguments:
             The split to read (files and Hub datasets).
         dataset_config (`str`, *optional*):
             The configuration (subset) of a Hub dataset.
-        column_mapping (`str`, *optional*):
-            JSON object saying which column plays which role, e.g. `{"instruction": "question", "output": "answer"}`.
-        format (`str`, *optional*):
-            Force the layout instead of detecting it.
         max_rows (`int`, *optional*):
             Read only the first N rows (quick trials).
     """
@@ -121,23 +182,11 @@ class InputArguments:
     dataset: str = field(metadata={"help": "Local file (json, jsonl, csv, parquet), saved dataset folder, or Hub id."})
     split: str = field(default="train", metadata={"help": "Split to read."})
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a Hub dataset."})
-    column_mapping: str | None = field(
-        default=None,
-        metadata={"help": 'JSON role -> column, e.g. \'{"instruction": "question", "output": "answer"}\'.'},
-    )
-    format: str | None = field(
-        default=None,
-        metadata={"help": "Force the input layout.", "choices": list(FORMATS)},
-    )
     max_rows: int | None = field(default=None, metadata={"help": "Read only the first N rows."})
 
     def __post_init__(self):
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"`--max_rows` must be at least 1, got {self.max_rows}.")
-
-    @property
-    def mapping(self) -> dict[str, str] | None:
-        return json_object(self.column_mapping, "column_mapping")
 
 
 def json_object(value: str | dict | None, flag: str) -> dict | None:
@@ -163,6 +212,26 @@ def load_input(args: InputArguments, flag: str = "--dataset"):
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)
     return ds
+
+
+def compute_with(ds, names: list[str] | None, rule, config, num_proc: int | None = None):
+    """`compute_indicators` with a command's `ScoreConfig`: its `--reference` is read like `--dataset`."""
+    from ..scoring import compute_indicators
+
+    check_device(config.device)
+    reference = load_input(InputArguments(dataset=config.reference), "--reference") if config.reference else None
+    return compute_indicators(
+        ds,
+        names,
+        rule=rule,
+        models=config.models,
+        device=config.device,
+        on_invalid=config.on_invalid,
+        num_proc=num_proc,
+        reference=reference,
+        format=config.format,
+        column_mapping=config.column_mapping,
+    )
 
 
 def check_device(device: str | None) -> None:
