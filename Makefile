@@ -26,8 +26,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check hf_instructmining tests benchmarks examples
-	$(VENV)/bin/ruff format --check hf_instructmining tests benchmarks examples
+	$(VENV)/bin/ruff check hf_instructmining model_card_templates setup.py tests benchmarks examples
+	$(VENV)/bin/ruff format --check hf_instructmining model_card_templates setup.py tests benchmarks examples
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_text_indicators.py

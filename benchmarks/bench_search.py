@@ -174,7 +174,7 @@ def blendsearch_cost_aware(observe, low, high, seed, budget) -> None:
 
 
 def flaml_defaults(observe, low, high, seed, budget) -> None:
-    from hf_instructmining._search_strategy import load_flaml
+    from hf_instructmining.search.strategy import load_flaml
 
     flaml = load_flaml()
     searcher = flaml.BlendSearch(

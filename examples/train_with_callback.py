@@ -81,7 +81,7 @@ def main():
     print(f"{len(store)} records in {store.path}")
 
     if args.push_to_hub:
-        from hf_instructmining.model_cards import build_model_card
+        from hf_instructmining.hub.model_cards import build_model_card
         from hf_instructmining.scoring import resolve_rule
 
         trainer.model.push_to_hub(args.push_to_hub)

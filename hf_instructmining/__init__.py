@@ -15,8 +15,8 @@ Example:
 import importlib
 from typing import TYPE_CHECKING
 
+from ._version import __version__
 
-__version__ = "0.1.0.dev0"
 
 # submodule -> public names it defines (the contract in DESIGN.md)
 _SUBMOD_ATTRS: dict[str, list[str]] = {
@@ -46,11 +46,9 @@ _SUBMOD_ATTRS: dict[str, list[str]] = {
     "scale.multi_gpu": ["score_on_gpus"],
     "scale.ray_labeling": ["run_labeling_with_ray", "search_subset_size_with_ray"],
     "scale.ray_scoring": ["score_with_ray"],
-    "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score"],
-    "search": ["SearchConfig", "search_subset_size"],
-    "search_result": ["SearchResult"],
+    "scoring": ["InstructScorer", "ScoreConfig", "compute_indicators", "instruct_score", "summarize_dataset"],
+    "search": ["SearchConfig", "SearchResult", "search_subset_size"],
     "selection": ["select_fraction", "select_threshold", "select_top_k"],
-    "summary": ["summarize_dataset"],
 }
 _ATTR_TO_SUBMOD = {attr: mod for mod, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -84,11 +82,9 @@ if TYPE_CHECKING:
     from .scale.multi_gpu import score_on_gpus
     from .scale.ray_labeling import run_labeling_with_ray, search_subset_size_with_ray
     from .scale.ray_scoring import score_with_ray
-    from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score
-    from .search import SearchConfig, search_subset_size
-    from .search_result import SearchResult
+    from .scoring import InstructScorer, ScoreConfig, compute_indicators, instruct_score, summarize_dataset
+    from .search import SearchConfig, SearchResult, search_subset_size
     from .selection import select_fraction, select_threshold, select_top_k
-    from .summary import summarize_dataset
 
 
 def __getattr__(name: str):

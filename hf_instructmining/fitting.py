@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .import_utils import require
-from .labeling.stats import indicator_columns
+from .indicators.registry import indicator_columns
 from .labeling.store import LabelStore, library_versions
 
 

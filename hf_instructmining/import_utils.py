@@ -1,8 +1,8 @@
 """Availability checks for optional dependencies, computed once per process.
 
-Modules never import an optional package at top level: they call `is_<pkg>_available()` (or
-`require(...)`) at the use site, so `import hf_instructmining` stays light and a missing package fails
-with a message that names the extra to install.
+Modules never import an optional package at top level: they call `require(...)` at the use site, so
+`import hf_instructmining` stays light and a missing package fails with a message that names the extra to install.
+`is_<pkg>_available()` exists for the packages of the extras (faiss, ray) that tests skip without.
 """
 
 import importlib.metadata
@@ -12,18 +12,15 @@ from functools import cache
 from packaging.version import Version
 
 
-# package import name -> (distribution name, minimum version, extra that installs it)
+# package import name -> (distribution name, minimum version, extra that installs it), for each `require`d package
 _OPTIONAL = {
     "trl": ("trl", "0.20", None),
     "peft": ("peft", "0.15", None),
     "flaml": ("flaml", "2.3", None),
     "statsmodels": ("statsmodels", "0.14", None),
     "evaluate": ("evaluate", "0.4", None),
-    "jinja2": ("jinja2", "3.1", None),
     "matplotlib": ("matplotlib", "3.8", None),
-    "sentence_transformers": ("sentence-transformers", "3.0", "test"),
     "faiss": ("faiss-cpu", "1.8", "faiss"),
-    "gguf": ("gguf", "0.10", "offline"),
     "ray": ("ray", "2.40", "ray"),
 }
 
@@ -40,44 +37,8 @@ def _is_available(module: str) -> bool:
         return True
 
 
-def is_trl_available() -> bool:
-    return _is_available("trl")
-
-
-def is_peft_available() -> bool:
-    return _is_available("peft")
-
-
-def is_flaml_available() -> bool:
-    return _is_available("flaml")
-
-
-def is_statsmodels_available() -> bool:
-    return _is_available("statsmodels")
-
-
-def is_evaluate_available() -> bool:
-    return _is_available("evaluate")
-
-
-def is_jinja2_available() -> bool:
-    return _is_available("jinja2")
-
-
-def is_matplotlib_available() -> bool:
-    return _is_available("matplotlib")
-
-
-def is_sentence_transformers_available() -> bool:
-    return _is_available("sentence_transformers")
-
-
 def is_faiss_available() -> bool:
     return _is_available("faiss")
-
-
-def is_gguf_available() -> bool:
-    return _is_available("gguf")
 
 
 def is_ray_available() -> bool:

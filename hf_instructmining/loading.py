@@ -2,13 +2,17 @@
 
 Every indicator that needs a tokenizer or a model asks this module for it, so that two indicators naming the
 same checkpoint share one load (e.g. `input_length` and `output_length`, or the three UniEval columns).
-Loading never trusts remote code unless the caller says so explicitly.
+Loading never trusts remote code unless the caller says so explicitly. Datasets named by a file, a folder or a Hub id
+are read by [`load_rows`], for the command line and for KNN reference sets alike.
 """
 
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,25 @@ _TASKS = {
     "sequence_classification": "AutoModelForSequenceClassification",
     "encoder": "AutoModel",
 }
+# Tasks whose checkpoints may be in a format stock `transformers` has no class for: task -> (loader, fallback task).
+# The indicator that needs one registers it (`indicators/reward.py`), so this module imports no indicator.
+_CHECKPOINT_LOADERS: dict[str, tuple[Callable, str]] = {}
+
+
+def register_checkpoint_loader(task: str, loader: Callable, fallback: str) -> None:
+    """Let [`load_model`] read checkpoints of `task` that no `Auto*` class reads.
+
+    Args:
+        task (`str`): the task name the indicator passes to [`load_model`] (e.g. `"reward"`).
+        loader (`Callable`): `loader(name_or_path, revision, torch_dtype)` returns the model, or `None` when the
+            checkpoint is an ordinary one, which is then loaded as `fallback`.
+        fallback (`str`): one of the stock tasks (`"sequence_classification"`, ...).
+    """
+    if task in _TASKS or fallback not in _TASKS:
+        raise ValueError(
+            f"`task` must be a new name and `fallback` one of {list(_TASKS)}, got {task!r}, {fallback!r}."
+        )
+    _CHECKPOINT_LOADERS[task] = (loader, fallback)
 
 
 def cuda_device_count() -> int:
@@ -186,9 +209,9 @@ def load_model(
 
     Args:
         name_or_path (`str`): a Hub id or a local folder.
-        task (`str`): `"causal_lm"`, `"seq2seq_lm"`, `"sequence_classification"`, `"encoder"`, or `"reward"`
-            (a sequence classifier, or an OpenAssistant `GPTNeoXRewardModel` checkpoint, see
-            [`~hf_instructmining.indicators.RewardScore`]).
+        task (`str`): `"causal_lm"`, `"seq2seq_lm"`, `"sequence_classification"`, `"encoder"`, or a task with a
+            [`register_checkpoint_loader`] loader, e.g. `"reward"` (a sequence classifier, or an OpenAssistant
+            `GPTNeoXRewardModel` checkpoint, see [`~hf_instructmining.indicators.RewardScore`]).
         revision (`str`, *optional*): a branch, tag or commit on the Hub.
         device (`str`, *optional*, defaults to `"cpu"`): where the model runs (see [`resolve_device`]).
         dtype (`str`, *optional*): a dtype name, or `None` for [`default_dtype`] of the device.
@@ -205,17 +228,15 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     logger.info("Loading %s model %s (revision %s) on %s", task, name_or_path, revision or "default", device)
     try:
-        if task == "reward":
-            from .indicators._oa_reward import is_oa_reward_checkpoint, load_oa_reward_model
-
-            if is_oa_reward_checkpoint(name_or_path, revision):
-                model = load_oa_reward_model(name_or_path, revision, torch_dtype)
+        if task in _CHECKPOINT_LOADERS:
+            loader, task = _CHECKPOINT_LOADERS[task]
+            model = loader(name_or_path, revision, torch_dtype)
+            if model is not None:
                 if torch_dtype.itemsize < 4:
                     _float32_head(model)
                 return model.to(device).eval().requires_grad_(False)
-            task = "sequence_classification"
         if task not in _TASKS:
-            raise ValueError(f"Unknown task `{task}`; expected one of {[*_TASKS, 'reward']}.")
+            raise ValueError(f"Unknown task `{task}`; expected one of {[*_TASKS, *_CHECKPOINT_LOADERS]}.")
         auto_class = getattr(transformers, _TASKS[task])
         model = auto_class.from_pretrained(
             name_or_path, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code
@@ -240,6 +261,134 @@ def _float32_head(model) -> None:
     head.register_forward_pre_hook(
         lambda module, args: tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
     )
+
+
+# File suffix -> the `datasets` builder that reads it.
+DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_rows(
+    source: str | os.PathLike, split: str = "train", config_name: str | None = None, argument: str = "dataset"
+):
+    """Rows from a data file, a `save_to_disk` folder, a folder of data files or a Hub dataset id.
+
+    The one dataset loader: the command line's inputs and the KNN `reference` sets are read here.
+
+    Args:
+        source (`str` or `os.PathLike`): a `.json`, `.jsonl`, `.csv` or `.parquet` file, a folder, or a Hub id.
+        split (`str`, *optional*, defaults to `"train"`): the split to read (of a `DatasetDict` folder too).
+        config_name (`str`, *optional*): the configuration (subset) of a Hub dataset or a data folder.
+        argument (`str`, *optional*, defaults to `"dataset"`): the argument named in errors (a command-line flag).
+
+    Returns:
+        `datasets.Dataset` with at least one row.
+
+    Raises:
+        `FileNotFoundError`, `ValueError`: one line naming the file and `argument` (and the line of a broken JSON
+            Lines file).
+    """
+    import datasets
+
+    path = Path(source)
+    if path.is_file():
+        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"Cannot read `{path}` (`{argument}`): unknown file type `{path.suffix}`; use one of "
+                f"{sorted(DATA_FILE_BUILDERS)}, a saved dataset folder or a Hub dataset id."
+            )
+        _check_file(path, argument)
+        try:
+            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+        except Exception as err:  # the builders raise many types; the file's own problem is said below
+            raise ValueError(_unreadable(path, argument, err)) from err
+    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(
+                    f"`{path}` (`{argument}`) has no split `{split}`; use `--split` with one of {list(ds)}."
+                )
+            ds = ds[split]
+    elif path.is_dir():
+        try:
+            ds = datasets.load_dataset(str(path), name=config_name, split=split)
+        except Exception as err:  # no data files, mixed formats, unknown split...: say which argument it was
+            raise ValueError(f"Cannot read the folder `{path}` (`{argument}`): {err}") from err
+    elif path.suffix.lower() in DATA_FILE_BUILDERS or str(path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No such file or folder: `{path}` (`{argument}`).")
+    else:
+        ds = _load_from_hub(os.fspath(source), split, config_name, argument)
+    if len(ds) == 0:
+        raise ValueError(f"`{source}` (`{argument}`, split `{split}`) is empty: there are no rows to read.")
+    return ds
+
+
+def _load_from_hub(name: str, split: str, config_name: str | None, argument: str):
+    import datasets
+
+    from .offline import hub_reachable
+
+    try:
+        return datasets.load_dataset(name, name=config_name, split=split)
+    except Exception as err:  # offline, datasets says "Couldn't reach ...": say what the name was taken for
+        if hub_reachable():
+            raise
+        raise FileNotFoundError(
+            f"`{name}` (`{argument}`) is not a local file or folder, and the Hub is not reachable (or "
+            "`HF_HUB_OFFLINE=1`) to load it as a Hub dataset, nor is it in the datasets cache; give a local "
+            f"{'/'.join(sorted(DATA_FILE_BUILDERS))} file or a saved dataset folder."
+        ) from err
+
+
+def _check_file(path: Path, argument: str) -> None:
+    """Catch a file without rows or a file that is not parquet before `datasets` does (with errors that do not say
+    so, a traceback or log spam): no bytes, blank lines, `[]`, a CSV header alone, a parquet file of 0 rows."""
+    empty = f"`{path}` (`{argument}`) is empty: give a file with at least one row."
+    size = path.stat().st_size
+    suffix = path.suffix.lower()
+    # A small file is cheap to read whole; a big one is not worth reading to tell.
+    if size < 4096:
+        text = path.read_bytes().strip()
+        if text in (b"", b"[]") or (suffix == ".csv" and b"\n" not in text):
+            raise ValueError(empty)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not a parquet file"
+            raise ValueError(f"`{path}` (`{argument}`) is not a readable parquet file: {err}") from None
+        if rows == 0:
+            raise ValueError(empty)
+
+
+def _unreadable(path: Path, argument: str, err: Exception) -> str:
+    """Why `datasets` could not read a data file: the first broken line of a JSON (Lines) file, else the cause."""
+    if path.suffix.lower() in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as whole:
+            if text.lstrip().startswith("["):  # one JSON document (a list of rows): its own error says where
+                return f"`{path}` (`{argument}`) is not valid JSON ({whole.msg} at line {whole.lineno}, column {whole.colno})."
+            # JSON Lines: the first line that does not parse is the culprit.
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    if line.strip():
+                        json.loads(line)
+                except json.JSONDecodeError as bad:
+                    return (
+                        f"`{path}` (`{argument}`) line {number} is not valid JSON ({bad.msg} at column {bad.colno}); "
+                        "fix or remove that line (JSON Lines: one JSON object per line)."
+                    )
+            return f"`{path}` (`{argument}`) is not valid JSON ({whole.msg} at line {whole.lineno})."
+        return (
+            f"`{path}` (`{argument}`) is valid JSON but not a list of rows (or one object per line): "
+            f"{type(err).__name__}: {err}"
+        )
+    cause = err.__cause__ or err
+    return f"Cannot read `{path}` (`{argument}`): {type(cause).__name__}: {cause}"
 
 
 def _torch_single_threaded_after_fork() -> None:

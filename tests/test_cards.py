@@ -10,8 +10,8 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, ModelCard
 
 from hf_instructmining import PushConfig, QualityRule, save_scored, select_top_k
-from hf_instructmining.cards import build_dataset_card, merge_card
-from hf_instructmining.model_cards import build_model_card, build_rule_card
+from hf_instructmining.hub.cards import build_dataset_card, merge_card
+from hf_instructmining.hub.model_cards import build_model_card, build_rule_card
 from hf_instructmining.search import SearchResult
 from tests.fixtures.hub import _card_schema_errors
 

@@ -292,11 +292,11 @@ def test_optional_switches_work_bare_as_in_the_examples():
     from hf_instructmining.cli.push import make_parser
 
     parser = make_parser()
-    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private"])
+    _, args, *_ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private"])
     assert args.private is True
-    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private", "false"])
+    _, args, *_ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x", "--private", "false"])
     assert args.private is False
-    _, args, _ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x"])
+    _, args, *_ = parser.parse_args_and_config(["--dataset", "x.parquet", "--repo_id", "me/x"])
     assert args.private is None  # an existing repo keeps its visibility
 
 

@@ -11,9 +11,9 @@ import pytest
 from datasets import Dataset
 
 from hf_instructmining import QualityRule, compute_indicators, offline
-from hf_instructmining._plan import offline_rules, resolve_rule
-from hf_instructmining.provenance import read
 from hf_instructmining.scoring import InstructScorer
+from hf_instructmining.scoring.plan import offline_rules, resolve_rule
+from hf_instructmining.scoring.provenance import read
 
 
 HUB_ID = "tiny-org/tiny-llama"

@@ -200,7 +200,7 @@ def test_the_family_is_one_indicator_and_one_pass_when_scored_together(tiny_chat
     from datasets.fingerprint import Hasher
 
     from hf_instructmining import ScoreConfig
-    from hf_instructmining._plan import plan_indicators
+    from hf_instructmining.scoring.plan import plan_indicators
 
     specs = {c: {"model": tiny_chat_llama_dir} for c in ("perplexity", "ifd", "end_of_turn_logprob")}
     specs["mtld"] = {}

@@ -58,7 +58,7 @@ def test_indicators_against_score_handle_nan_constant_and_many_rows(tmp_path, co
 def test_cards_draw_each_indicator_against_the_score_when_few_and_correlations_when_many():
     from datasets import Dataset
 
-    from hf_instructmining.cards import pictures
+    from hf_instructmining.hub.cards import pictures
 
     names = ["mtld", "output_length", "input_length", "perplexity"]
     few = Dataset.from_dict({**{n: [1.0, 2.0] for n in names[:FEW_INDICATORS]}, "instruct_score": [0.1, 0.2]})

@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard
 
 from hf_instructmining import QualityRule, compute_indicators, save_scored, select_top_k
 from hf_instructmining.errors import ScoreProvenanceError
-from hf_instructmining.provenance import check_scores, read
+from hf_instructmining.scoring.provenance import check_scores, read
 
 
 RULE = QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}}, name="toy")

@@ -275,7 +275,7 @@ def test_built_in_trial_resumes_a_search_stored_before_the_generation_settings(t
 
 def test_an_explicit_training_dtype_is_another_search():
     from hf_instructmining import LabelingConfig
-    from hf_instructmining.search import _derive_search_id
+    from hf_instructmining.search.api import _derive_search_id
 
     scored = Dataset.from_dict({"instruction": ["q"], "output": ["a"], "instruct_score": [0.0]})
     ids = {

@@ -1,17 +1,19 @@
 """Shared pieces of the subcommands: the parser, the input-dataset arguments, loading inputs and writing outputs."""
 
 import argparse
+import copy
 import difflib
 import json
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 logger = logging.getLogger(__name__)
 
-DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 
@@ -23,14 +25,35 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show defaults and keep the hand-wrapped examples in descriptions and epilogs."""
 
 
-def make_command_parser(name: str, dataclass_types: tuple, description: str, examples: str):
-    """The parser of one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`."""
+def make_command_parser(
+    name: str,
+    dataclass_types: tuple,
+    description: str,
+    examples: str,
+    *,
+    renamed: dict[tuple[type, str], str] | None = None,
+    hidden: set[tuple[type, str]] | None = None,
+):
+    """The parser of one subcommand: `--config x.yaml` defaults, flags override, examples in `--help`.
+
+    The dataclasses are the library's configs (`ScoreConfig`, `LabelingConfig`, ...) and command-line-only ones for
+    inputs and outputs; every field is a flag of the same name. A `dict` field takes a JSON object (a mapping in a
+    YAML config). Two configs of one command may share a field name: `renamed` maps `(config class, field)` to the
+    flag that sets it (e.g. `LabelingConfig.seed` is `--training_seed` beside `SearchConfig.seed`), and `hidden`
+    leaves fields to their defaults (e.g. the trainer's `output_dir` beside the search's).
+    """
+    import dataclasses
+
     from trl import TrlParser
+
+    renamed, hidden = renamed or {}, hidden or set()
 
     class CommandParser(TrlParser):
         """`TrlParser` whose errors are one line naming the flag (and the closest real one), never a usage dump."""
 
         def __init__(self):
+            self._adding: type | None = None
+            self._json_flags: set[str] = set()
             super().__init__(
                 dataclass_types,
                 prog=f"instructmining {name}",
@@ -43,6 +66,42 @@ def make_command_parser(name: str, dataclass_types: tuple, description: str, exa
                 # (the parser gives both the same `string_to_bool` type, but a value only to the plain ones).
                 if getattr(action.type, "__name__", None) == "string_to_bool" and action.nargs is None:
                     action.nargs, action.const = "?", True
+                if action.dest in self._json_flags:  # read as text here, as a JSON object in `_field_values`
+                    action.type = str
+
+        def _add_dataclass_arguments(self, dtype):
+            self._adding = dtype
+            super()._add_dataclass_arguments(dtype)
+
+        def _parse_dataclass_field(self, parser, config_field):
+            if (self._adding, config_field.name) in hidden:
+                return
+            if (self._adding, config_field.name) in renamed:
+                config_field = copy.copy(config_field)
+                config_field.name = renamed[(self._adding, config_field.name)]
+            TrlParser._parse_dataclass_field(parser, config_field)
+            if _is_dict(config_field.type):
+                self._json_flags.add(config_field.name)
+            if config_field.default is not dataclasses.MISSING and config_field.default is not None:
+                # `HfArgumentParser` drops the default of a `str | list[str]` field (e.g. `"all-linear"`).
+                for action in parser._actions:
+                    if action.dest == config_field.name and action.default is None:
+                        action.default = config_field.default
+
+        def parse_args_into_dataclasses(self, args=None, return_remaining_strings=False, **kwargs):
+            namespace, remaining = self.parse_known_args(args=args)
+            configs = [dtype(**self._field_values(dtype, namespace)) for dtype in self.dataclass_types]
+            return (*configs, remaining) if return_remaining_strings else tuple(configs)
+
+        def _field_values(self, dtype, namespace) -> dict:
+            values = {}
+            for config_field in dataclasses.fields(dtype):
+                if not config_field.init or (dtype, config_field.name) in hidden:
+                    continue
+                flag = renamed.get((dtype, config_field.name), config_field.name)
+                value = getattr(namespace, flag)
+                values[config_field.name] = json_object(value, flag) if flag in self._json_flags else value
+            return values
 
         @property
         def flags(self) -> list[str]:
@@ -92,6 +151,13 @@ def make_command_parser(name: str, dataclass_types: tuple, description: str, exa
     return CommandParser()
 
 
+def _is_dict(annotation) -> bool:
+    """Whether a field holds a mapping: `dict`, `dict[...]`, or either `| None`."""
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    options = typing.get_args(annotation) if union else (annotation,)
+    return any((typing.get_origin(option) or option) is dict for option in options)
+
+
 def _close(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return f" (did you mean `--{close[0]}`?)" if close else ""
@@ -99,7 +165,7 @@ def _close(name: str, choices: list[str]) -> str:
 
 @dataclass
 class InputArguments:
-    """Where the input rows come from.
+    """Where the input rows come from (how to read their layout is `ScoreConfig`'s `--format`/`--column_mapping`).
 
     Args:
         dataset (`str`):
@@ -109,10 +175,6 @@ class InputArguments:
             The split to read (files and Hub datasets).
         dataset_config (`str`, *optional*):
             The configuration (subset) of a Hub dataset.
-        column_mapping (`str`, *optional*):
-            JSON object saying which column plays which role, e.g. `{"instruction": "question", "output": "answer"}`.
-        format (`str`, *optional*):
-            Force the layout instead of detecting it.
         max_rows (`int`, *optional*):
             Read only the first N rows (quick trials).
     """
@@ -120,23 +182,11 @@ class InputArguments:
     dataset: str = field(metadata={"help": "Local file (json, jsonl, csv, parquet), saved dataset folder, or Hub id."})
     split: str = field(default="train", metadata={"help": "Split to read."})
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration (subset) of a Hub dataset."})
-    column_mapping: str | None = field(
-        default=None,
-        metadata={"help": 'JSON role -> column, e.g. \'{"instruction": "question", "output": "answer"}\'.'},
-    )
-    format: str | None = field(
-        default=None,
-        metadata={"help": "Force the input layout.", "choices": ["alpaca", "prompt_completion", "messages"]},
-    )
     max_rows: int | None = field(default=None, metadata={"help": "Read only the first N rows."})
 
     def __post_init__(self):
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"`--max_rows` must be at least 1, got {self.max_rows}.")
-
-    @property
-    def mapping(self) -> dict[str, str] | None:
-        return json_object(self.column_mapping, "column_mapping")
 
 
 def json_object(value: str | dict | None, flag: str) -> dict | None:
@@ -153,116 +203,35 @@ def json_object(value: str | dict | None, flag: str) -> dict | None:
 
 
 def load_input(args: InputArguments, flag: str = "--dataset"):
-    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors.
+    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors (see
+    [`~hf_instructmining.loading.load_rows`])."""
+    from ..loading import load_rows
 
-    Raises:
-        `FileNotFoundError`, `ValueError`: one line naming the file (and the line of a broken JSON Lines file).
-    """
-    import datasets
-
-    path = Path(args.dataset)
-    if path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"Cannot read `{path}` (`{flag}`): unknown file type `{path.suffix}`; use one of "
-                f"{sorted(DATA_FILE_BUILDERS)}, a saved dataset folder or a Hub dataset id."
-            )
-        _check_file(path, flag)
-        try:
-            ds = datasets.load_dataset(builder, data_files={args.split: str(path)}, split=args.split)
-        except Exception as err:  # the builders raise many types; the file's own problem is said below
-            raise ValueError(_unreadable(path, flag, err)) from err
-    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            if args.split not in ds:
-                raise ValueError(
-                    f"`{path}` (`{flag}`) has no split `{args.split}`; use `--split` with one of {list(ds)}."
-                )
-            ds = ds[args.split]
-    elif path.is_dir():
-        try:
-            ds = datasets.load_dataset(str(path), name=args.dataset_config, split=args.split)
-        except Exception as err:  # no data files, mixed formats, unknown split...: say which flag it was
-            raise ValueError(f"Cannot read the folder `{path}` (`{flag}`): {err}") from err
-    elif path.suffix.lower() in DATA_FILE_BUILDERS or str(path).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"No such file or folder: `{path}` (`{flag}`).")
-    else:
-        ds = _load_from_hub(args, flag)
-    if len(ds) == 0:
-        raise ValueError(f"`{args.dataset}` (`{flag}`, split `{args.split}`) is empty: there are no rows to read.")
+    ds = load_rows(args.dataset, split=args.split, config_name=args.dataset_config, argument=flag)
     if args.max_rows is not None:
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)
     return ds
 
 
-def _load_from_hub(args: InputArguments, flag: str):
-    import datasets
+def compute_with(ds, names: list[str] | None, rule, config, num_proc: int | None = None):
+    """`compute_indicators` with a command's `ScoreConfig`: its `--reference` is read like `--dataset`."""
+    from ..scoring import compute_indicators
 
-    from ..offline import hub_reachable
-
-    try:
-        return datasets.load_dataset(args.dataset, name=args.dataset_config, split=args.split)
-    except Exception as err:  # offline, datasets says "Couldn't reach ...": say what the name was taken for
-        if hub_reachable():
-            raise
-        raise FileNotFoundError(
-            f"`{args.dataset}` (`{flag}`) is not a local file or folder, and the Hub is not reachable (or "
-            "`HF_HUB_OFFLINE=1`) to load it as a Hub dataset, nor is it in the datasets cache; give a local "
-            f"{'/'.join(sorted(DATA_FILE_BUILDERS))} file or a saved dataset folder."
-        ) from err
-
-
-def _check_file(path: Path, flag: str) -> None:
-    """Catch a file without rows or a file that is not parquet before `datasets` does (with errors that do not say
-    so, a traceback or log spam): no bytes, blank lines, `[]`, a CSV header alone, a parquet file of 0 rows."""
-    empty = f"`{path}` (`{flag}`) is empty: give a file with at least one row."
-    size = path.stat().st_size
-    suffix = path.suffix.lower()
-    # A small file is cheap to read whole; a big one is not worth reading to tell.
-    if size < 4096:
-        text = path.read_bytes().strip()
-        if text in (b"", b"[]") or (suffix == ".csv" and b"\n" not in text):
-            raise ValueError(empty)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not a parquet file"
-            raise ValueError(f"`{path}` (`{flag}`) is not a readable parquet file: {err}") from None
-        if rows == 0:
-            raise ValueError(empty)
-
-
-def _unreadable(path: Path, flag: str, err: Exception) -> str:
-    """Why `datasets` could not read a data file: the first broken line of a JSON (Lines) file, else the cause."""
-    if path.suffix.lower() in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as whole:
-            if text.lstrip().startswith("["):  # one JSON document (a list of rows): its own error says where
-                return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno}, column {whole.colno})."
-            # JSON Lines: the first line that does not parse is the culprit.
-            for number, line in enumerate(text.splitlines(), 1):
-                try:
-                    if line.strip():
-                        json.loads(line)
-                except json.JSONDecodeError as bad:
-                    return (
-                        f"`{path}` (`{flag}`) line {number} is not valid JSON ({bad.msg} at column {bad.colno}); "
-                        "fix or remove that line (JSON Lines: one JSON object per line)."
-                    )
-            return f"`{path}` (`{flag}`) is not valid JSON ({whole.msg} at line {whole.lineno})."
-        return (
-            f"`{path}` (`{flag}`) is valid JSON but not a list of rows (or one object per line): "
-            f"{type(err).__name__}: {err}"
-        )
-    cause = err.__cause__ or err
-    return f"Cannot read `{path}` (`{flag}`): {type(cause).__name__}: {cause}"
+    check_device(config.device)
+    reference = load_input(InputArguments(dataset=config.reference), "--reference") if config.reference else None
+    return compute_indicators(
+        ds,
+        names,
+        rule=rule,
+        models=config.models,
+        device=config.device,
+        on_invalid=config.on_invalid,
+        num_proc=num_proc,
+        reference=reference,
+        format=config.format,
+        column_mapping=config.column_mapping,
+    )
 
 
 def check_device(device: str | None) -> None:
@@ -302,7 +271,7 @@ def save_output(ds, output: str) -> str:
     Parquet files and folders keep the record of how each column was made (for dataset cards); JSON Lines, JSON and
     CSV cannot hold it, which a warning says when there is one to lose.
     """
-    from ..provenance import read
+    from ..scoring.provenance import read
 
     check_output(output)
     path = Path(output)

@@ -58,8 +58,8 @@ def offline_rows() -> dict[str, str]:
     """The Hub's state, each offline model copy (where it is, or how to install it), the rules that run offline."""
     from huggingface_hub import constants
 
-    from .._plan import offline_rules
     from ..offline import OFFLINE_COPIES, example_data_path, hub_reachable
+    from ..scoring.plan import offline_rules
 
     if constants.HF_HUB_OFFLINE:
         rows = {"hub": "offline (HF_HUB_OFFLINE=1): offline copies stand in for uncached models"}

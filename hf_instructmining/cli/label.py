@@ -3,8 +3,9 @@
 from dataclasses import dataclass, field
 
 from ..labeling.claims import DEFAULT_LEASE_S
+from ..labeling.config import LabelingConfig
 from ._io import InputArguments, load_input, make_command_parser
-from ._training import FinetuneArguments
+from ._training import EvalArguments, training_config
 
 
 EXAMPLES = """\
@@ -38,11 +39,8 @@ class LabelArguments:
             Seed of the subset sampling.
         metrics (`str`, *optional*):
             Comma-separated `evaluate` metric modules (local folders `<name>/<name>.py`, or Hub names when online)
-            that also score greedy answers to a sample of eval prompts, e.g. `./metrics/rouge`.
-        generation_num_samples (`int`, *optional*, defaults to `16`):
-            Eval prompts answered per eval set for `--metrics`.
-        generation_max_new_tokens (`int`, *optional*, defaults to `64`):
-            Tokens generated per answer.
+            that also score greedy answers to a sample of eval prompts, e.g. `./metrics/rouge` (how many prompts
+            and tokens: `LabelingConfig`'s `--generation_*` flags).
         claim_lease_s (`float`, *optional*, defaults to `300.0`):
             Seconds a worker's claim on a subset lasts without renewal: a subset whose worker was on a machine that
             is gone goes to another worker after this long (a worker that died on this machine is seen at once).
@@ -57,8 +55,6 @@ class LabelArguments:
     metrics: str | None = field(
         default=None, metadata={"help": "Comma-separated evaluate metric modules scoring generated answers."}
     )
-    generation_num_samples: int = field(default=16, metadata={"help": "Eval prompts answered per eval set."})
-    generation_max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer."})
     claim_lease_s: float = field(
         default=DEFAULT_LEASE_S, metadata={"help": "Seconds a claim on a subset lasts without renewal."}
     )
@@ -66,7 +62,7 @@ class LabelArguments:
     def __post_init__(self):
         if not self.store:
             raise ValueError("`--store` is required (a .jsonl path for the labels).")
-        for name in ("n_subsets", "subset_size", "generation_num_samples", "generation_max_new_tokens"):
+        for name in ("n_subsets", "subset_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name}` must be at least 1, got {getattr(self, name)}.")
 
@@ -74,28 +70,25 @@ class LabelArguments:
 def make_parser():
     return make_command_parser(
         "label",
-        (InputArguments, LabelArguments, FinetuneArguments),
+        (InputArguments, LabelArguments, EvalArguments, LabelingConfig),
         "Finetune on sampled subsets of a scored pool and record each subset's eval loss.",
         EXAMPLES,
+        renamed={(LabelingConfig, "seed"): "training_seed"},  # `--subset_seed` seeds the sampling
     )
 
 
-def main(inputs: InputArguments, args: LabelArguments, training: FinetuneArguments) -> dict[str, object]:
-    import dataclasses
-
+def main(
+    inputs: InputArguments, args: LabelArguments, evaluation: EvalArguments, config: LabelingConfig
+) -> dict[str, object]:
     from ..labeling import LabelStore, run_labeling, sample_subsets, split_by_column
 
+    config = training_config(config)
     pool = load_input(inputs)
-    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split), "--eval_dataset")
+    eval_set = load_input(InputArguments(dataset=evaluation.eval_dataset, split=inputs.split), "--eval_dataset")
     sources = split_by_column(pool, args.source_column) if args.source_column else pool
     subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed)
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    config = dataclasses.replace(
-        training.labeling_config(),
-        generation_num_samples=args.generation_num_samples,
-        generation_max_new_tokens=args.generation_max_new_tokens,
-    )
     store = LabelStore(args.store)
     labels = run_labeling(
         subsets,

@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 
 from ..hub import PushConfig
-from ._io import InputArguments, load_input, make_command_parser, require_score_column
+from ..scoring.config import ScoreConfig
+from ._io import InputArguments, compute_with, load_input, make_command_parser, require_score_column
 from .select_ import SelectArguments, select_rows
 
 
@@ -35,11 +36,9 @@ class PushArguments:
             Hub dataset repo to push to (created when missing). Give this or `folder`.
         folder (`str`, *optional*):
             Write the Hub layout to this local folder instead of pushing.
-        rule (`str`, *optional*):
-            The rule that made `instruct_score` (built-in name, JSON file, or folder/Hub repo); recorded in the card.
-            By default, the rule recorded in the data; a rule that did not make the scores is refused.
         rescore (`bool`, *optional*, defaults to `False`):
-            Score the data again with `rule` (its indicators and `instruct_score`) before publishing.
+            Score the data again with `--rule` (its indicators and `instruct_score`) before publishing, with the
+            other `ScoreConfig` flags (`--models`, `--device`, `--format`, ...).
         top_k (`int`, *optional*):
             Publish a `selected` config with the k best rows.
         fraction (`float`, *optional*):
@@ -58,9 +57,6 @@ class PushArguments:
 
     repo_id: str | None = field(default=None, metadata={"help": "Hub dataset repo to push to."})
     folder: str | None = field(default=None, metadata={"help": "Write the Hub layout locally instead of pushing."})
-    rule: str | None = field(
-        default=None, metadata={"help": "The rule that made instruct_score (name, file, repo); default: recorded."}
-    )
     rescore: bool = field(default=False, metadata={"help": "Score the data again with --rule before publishing."})
     top_k: int | None = field(default=None, metadata={"help": "Publish a `selected` config with the k best rows."})
     fraction: float | None = field(default=None, metadata={"help": "Publish a `selected` config with this fraction."})
@@ -83,25 +79,30 @@ class PushArguments:
                 validate_repo_id(self.repo_id)
             except HFValidationError as err:
                 raise ValueError(f"`--repo_id {self.repo_id}` is not a Hub repo id (`owner/name`): {err}") from None
-        if self.rescore and not self.rule:
-            raise ValueError("`--rescore` scores the data again with `--rule`: give `--rule` too.")
 
 
 def make_parser():
-    return make_command_parser(
+    parser = make_command_parser(
         "push",
-        (InputArguments, PushArguments, PushConfig),
+        (InputArguments, PushArguments, PushConfig, ScoreConfig),
         "Publish a scored dataset with its selection, rule and card (or write the same folder locally).",
         EXAMPLES,
     )
+    # The rule that made the scores is the one recorded in the data unless `--rule` names it.
+    parser.set_defaults(rule=None)
+    rule = next(a for a in parser._actions if a.dest == "rule")
+    rule.help = "The rule that made instruct_score (name, file, repo); recorded in the card. Default: recorded."
+    return parser
 
 
-def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dict[str, object]:
+def main(inputs: InputArguments, args: PushArguments, config: PushConfig, scoring: ScoreConfig) -> dict[str, object]:
     from ..errors import ScoreProvenanceError
     from ..hub import push_to_hub, save_scored
-    from ..scoring import compute_indicators, resolve_rule
+    from ..scoring import resolve_rule
 
-    rule = resolve_rule(args.rule) if args.rule else None
+    if args.rescore and not scoring.rule:
+        raise ValueError("`--rescore` scores the data again with `--rule`: give `--rule` too.")
+    rule = resolve_rule(scoring.rule) if scoring.rule else None
     choice = None
     if any(getattr(args, n) is not None for n in ("top_k", "fraction", "threshold")):
         choice = SelectArguments(
@@ -114,7 +115,7 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dic
     search = _read_search(args.search) if args.search else None
     scored = load_input(inputs)
     if args.rescore:
-        scored = compute_indicators(scored, rule=rule, format=inputs.format, column_mapping=inputs.mapping)
+        scored = compute_with(scored, None, rule, scoring)
     require_score_column(scored, config.score_column, inputs.dataset)
     selection = select_rows(scored, choice) if choice else None
     rows = {"rows": len(scored), "rows selected": len(selection) if selection is not None else "-"}
@@ -139,13 +140,13 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig) -> dic
         raise ValueError(
             f"`{config.score_column}` in `{inputs.dataset}` was not made by the rule `{err.rule}`: {err.reason}. "
             f"Give the `--rule` that made the scores{keep}, or add `--rescore` to score the data again with "
-            f"`--rule {args.rule or err.rule}`."
+            f"`--rule {scoring.rule or err.rule}`."
         ) from err
     return rows
 
 
 def _read_search(path: str):
-    from ..search_result import SearchResult
+    from ..search import SearchResult
 
     try:
         with open(path, encoding="utf-8") as f:

@@ -3,9 +3,11 @@
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 
-from .._rule_checks import is_known_indicator
 from ..indicators import available_indicators
-from ._io import InputArguments, check_device, check_output, json_object, load_input, make_command_parser, save_output
+from ..indicators.registry import is_indicator_column
+from ..rules import DEFAULT_RULE
+from ..scoring.config import ScoreConfig
+from ._io import InputArguments, check_output, compute_with, load_input, make_command_parser, save_output
 
 
 EXAMPLES = """\
@@ -27,60 +29,33 @@ card records that it was."""
 
 @dataclass
 class ScoreArguments:
-    """What to compute and where to write it.
+    """What to compute besides the rule's indicators, and where to write it (the rest is `ScoreConfig`).
 
     Args:
         output (`str`):
             Output file (`.parquet`, `.jsonl`, `.json`, `.csv`) or folder (`save_to_disk`).
-        rule (`str`, *optional*):
-            Built-in rule name, rule JSON file, or folder/Hub repo holding `instructmining_rule.json`;
-            `instructmining-llama2-7b` (the paper's) unless `indicators` is given alone.
         indicators (`str`, *optional*):
             Comma-separated indicator columns to compute: alone, instead of a rule (no `instruct_score` then); with
-            `rule`, as well as the rule's.
-        models (`str`, *optional*):
-            JSON object: indicator column or family -> model id or local path, replacing the rule's model (warns).
-        device (`str`, *optional*):
-            `cpu`, `cuda`, `cuda:1`; a visible GPU by default.
-        on_invalid (`str`, *optional*, defaults to `"raise"`):
-            Unreadable rows: `raise`, or `nan` (NaN indicators and score, never selected).
-        reference (`str`, *optional*):
-            Neighbour set for KNN indicators (a dataset file, folder or Hub id); the scored dataset by default.
+            `--rule`, as well as the rule's.
         num_proc (`int`, *optional*):
             `Dataset.map` worker processes (one GPU each when several are visible).
     """
 
     output: str = field(metadata={"help": "Output file (.parquet, .jsonl, .json, .csv) or folder."})
-    rule: str | None = field(
-        default=None,
-        metadata={
-            "help": "Built-in rule name, rule JSON file, or folder/Hub repo with instructmining_rule.json; "
-            "instructmining-llama2-7b unless --indicators is given alone."
-        },
-    )
     indicators: str | None = field(
         default=None,
         metadata={"help": "Comma-separated indicator columns to compute: alone, instead of a rule; with --rule, too."},
     )
-    models: str | None = field(
-        default=None, metadata={"help": "JSON: indicator column or family -> model id or path (replaces the rule's)."}
-    )
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1; a visible GPU by default."})
-    on_invalid: str = field(
-        default="raise", metadata={"help": "Unreadable rows: raise, or nan.", "choices": ["raise", "nan"]}
-    )
-    reference: str | None = field(default=None, metadata={"help": "Neighbour set for KNN indicators."})
     num_proc: int | None = field(default=None, metadata={"help": "Dataset.map worker processes."})
 
     def __post_init__(self):
         check_output(self.output)
-        check_device(self.device)
         if self.indicators is not None and not self.names:
             raise ValueError(
                 f"`--indicators {self.indicators!r}` names no indicator: give comma-separated columns such as "
                 "`mtld,output_length`, or leave it out to score with a rule."
             )
-        unknown = [n for n in self.names if not is_known_indicator(n)]
+        unknown = [n for n in self.names if not is_indicator_column(n)]
         if unknown:
             close = get_close_matches(unknown[0], available_indicators(), 1)
             raise ValueError(
@@ -93,38 +68,27 @@ class ScoreArguments:
         """The indicator columns of `--indicators` (empty when not given)."""
         return [n.strip() for n in (self.indicators or "").split(",") if n.strip()]
 
-    @property
-    def model_map(self) -> dict[str, str]:
-        return json_object(self.models, "models") or {}
-
 
 def make_parser():
-    return make_command_parser(
-        "score", (InputArguments, ScoreArguments), "Add indicator columns and instruct_score to every row.", EXAMPLES
+    parser = make_command_parser(
+        "score",
+        (InputArguments, ScoreArguments, ScoreConfig),
+        "Add indicator columns and instruct_score to every row.",
+        EXAMPLES,
     )
+    # `--indicators` alone computes no rule: on the command line the paper's rule is the default only without them.
+    parser.set_defaults(rule=None)
+    rule = next(a for a in parser._actions if a.dest == "rule")
+    rule.help += f" Default: {DEFAULT_RULE}, unless --indicators is given alone."
+    return parser
 
 
-def main(inputs: InputArguments, args: ScoreArguments) -> dict[str, object]:
-    from ..rules import DEFAULT_RULE
-    from ..scoring import compute_indicators, resolve_rule
-    from ..summary import summarize_dataset
+def main(inputs: InputArguments, args: ScoreArguments, config: ScoreConfig) -> dict[str, object]:
+    from ..scoring import resolve_rule, summarize_dataset
 
     names = args.names or None
-    rule = resolve_rule(args.rule or DEFAULT_RULE) if args.rule or not names else None
-    ds = load_input(inputs)
-    reference = load_input(InputArguments(dataset=args.reference), "--reference") if args.reference else None
-    scored = compute_indicators(
-        ds,
-        names,
-        rule=rule,
-        models=args.model_map,
-        device=args.device,
-        on_invalid=args.on_invalid,
-        num_proc=args.num_proc,
-        reference=reference,
-        format=inputs.format,
-        column_mapping=inputs.mapping,
-    )
+    rule = resolve_rule(config.rule or DEFAULT_RULE) if config.rule or not names else None
+    scored = compute_with(load_input(inputs), names, rule, config, num_proc=args.num_proc)
     columns = list(dict.fromkeys([*(rule.columns if rule else []), *(names or [])]))
     summary = summarize_dataset(scored, rule, columns=columns)
     rows = {"rule": rule.name or rule.formula() if rule else "- (indicators only)"}

@@ -4,9 +4,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..labeling.config import LabelingConfig
 from ..search import SearchConfig
 from ._io import InputArguments, load_input, make_command_parser, require_score_column
-from ._training import FinetuneArguments
+from ._training import EvalArguments, training_config
 
 
 EXAMPLES = """\
@@ -58,18 +59,28 @@ class SearchArguments:
 def make_parser():
     return make_command_parser(
         "search",
-        (InputArguments, SearchArguments, SearchConfig, FinetuneArguments),
+        (InputArguments, SearchArguments, SearchConfig, EvalArguments, LabelingConfig),
         "BlendSearch over how many top-ranked rows to keep (the paper's data-size curve).",
         EXAMPLES,
+        # `--seed` seeds the search; each trial's trainer writes to a temporary folder, not to `--output_dir`.
+        renamed={(LabelingConfig, "seed"): "training_seed"},
+        hidden={(LabelingConfig, "output_dir")},
     )
 
 
-def main(inputs: InputArguments, args: SearchArguments, config: SearchConfig, training: FinetuneArguments):
+def main(
+    inputs: InputArguments,
+    args: SearchArguments,
+    config: SearchConfig,
+    evaluation: EvalArguments,
+    labeling_config: LabelingConfig,
+):
     from ..search import search_subset_size
 
+    labeling_config = training_config(labeling_config)
     scored = load_input(inputs)
     require_score_column(scored, config.score_column, inputs.dataset)
-    eval_set = load_input(InputArguments(dataset=training.eval_dataset, split=inputs.split), "--eval_dataset")
+    eval_set = load_input(InputArguments(dataset=evaluation.eval_dataset, split=inputs.split), "--eval_dataset")
     os.makedirs(args.output_dir, exist_ok=True)
     result = search_subset_size(
         scored,
@@ -81,7 +92,7 @@ def main(inputs: InputArguments, args: SearchArguments, config: SearchConfig, tr
         random_baseline=args.random_baseline,
         config=config,
         eval_dataset=eval_set,
-        labeling_config=training.labeling_config(),
+        labeling_config=labeling_config,
     )
     trace_path = os.path.join(args.output_dir, "instructmining_search.json")
     with open(trace_path, "w") as f:

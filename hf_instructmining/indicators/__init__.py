@@ -20,6 +20,7 @@ _LAZY = {
     "Perplexity": "perplexity",
     "UniEval": "unieval",
     "KNNDistance": "knn",
+    "ModelIndicator": "_model_base",
 }
 
 __all__ = sorted(
@@ -37,6 +38,7 @@ __all__ = sorted(
 )
 
 if TYPE_CHECKING:
+    from ._model_base import ModelIndicator
     from .knn import KNNDistance
     from .perplexity import Perplexity
     from .reward import RewardScore

@@ -94,16 +94,6 @@ class Indicator:
         [`map_arguments`]); an invalid row's error names its dataset row either way.
         """
         indices, rank = map_arguments(map_args, indices=indices, rank=rank)
-        return self.process(examples, indices=indices, rank=rank)
-
-    def process(
-        self,
-        examples: Mapping[str, Any],
-        *,
-        indices: Sequence[int] | int | None = None,
-        rank: int | None = None,
-    ) -> dict[str, Any]:
-        """Like `__call__`, with dataset row `indices` for error messages (used by `compute_indicators`)."""
         return self.process_pairs(self.read_pairs(examples, indices=indices), rank=rank)
 
     def read_pairs(

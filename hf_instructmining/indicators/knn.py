@@ -143,9 +143,7 @@ class KNNDistance(ModelIndicator):
             )
         if self._reference_embeddings is None:
             self._reference_embeddings = self._embed_reference(self.reference, rank)
-        values = kth_neighbour_distance(
-            self.embed(pairs, rank), self._reference_embeddings, self.k, backend=self.backend, device=self._device
-        )
+        values = self.kth_distances(self.embed(pairs, rank), self._reference_embeddings)
         return {self.columns[0]: values.tolist()}
 
     def compute_dataset(self, dataset, *, reference: Any = None, rank: int | None = None) -> dict[str, list[float]]:
@@ -166,8 +164,21 @@ class KNNDistance(ModelIndicator):
         embeddings, valid = self._embed_rows(dataset, rank)
         if valid:
             keys = None if reference is None else self._embed_reference(reference, rank)
-            values[valid] = kth_neighbour_distance(embeddings, keys, self.k, backend=self.backend, device=self._device)
+            values[valid] = self.kth_distances(embeddings, keys)
         return {self.columns[0]: values.tolist()}
+
+    def kth_distances(self, embeddings: np.ndarray, keys: np.ndarray | None = None, device: str | None = None):
+        """Each embedding's distance to its k-th nearest neighbour among `keys`, or among the other embeddings.
+
+        Args:
+            embeddings (`np.ndarray`): `(n, d)` embeddings of the rows to score (see [`embed`]).
+            keys (`np.ndarray`, *optional*): `(m, d)` embeddings of a fixed neighbour set.
+            device (`str`, *optional*): where the search runs; defaults to the device the model was loaded on.
+
+        Returns:
+            `np.ndarray`: `(n,)` distances.
+        """
+        return kth_neighbour_distance(embeddings, keys, self.k, backend=self.backend, device=device or self._device)
 
     def _embed_rows(self, dataset, rank: int | None) -> tuple[np.ndarray, list[int]]:
         """Embeddings of a dataset's valid rows and their positions, read `_READ_CHUNK` rows at a time: memory holds

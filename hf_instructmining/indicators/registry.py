@@ -7,7 +7,7 @@ Built-in families are named by module path so that looking one up imports only t
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .base import Indicator
@@ -22,19 +22,14 @@ _BUILTIN: dict[str, str] = {
     "perplexity": "perplexity:Perplexity",
     "compression_ratio": "repetition:CompressionRatio",
 }
+_KNN = re.compile(r"knn_([1-9][0-9]*)")
+_UNIEVAL = ("unieval_coherence", "unieval_naturalness", "unieval_understandability")
+_PERPLEXITY_OUTPUTS = ("end_of_turn_logprob", "ifd", "unconditional_perplexity")
 # (pattern, "module:Class", options derived from the match)
 _BUILTIN_PATTERNS: list[tuple[re.Pattern, str, Callable[[re.Match], dict[str, Any]]]] = [
-    (re.compile(r"knn_([1-9][0-9]*)"), "knn:KNNDistance", lambda m: {"k": int(m[1])}),
-    (
-        re.compile(r"unieval_(naturalness|coherence|understandability)"),
-        "unieval:UniEval",
-        lambda m: {"aspects": [m[1]]},
-    ),
-    (
-        re.compile(r"unconditional_perplexity|ifd|end_of_turn_logprob"),
-        "perplexity:Perplexity",
-        lambda m: {"outputs": [m[0]]},
-    ),
+    (_KNN, "knn:KNNDistance", lambda m: {"k": int(m[1])}),
+    (re.compile("|".join(_UNIEVAL)), "unieval:UniEval", lambda m: {"aspects": [m[0].removeprefix("unieval_")]}),
+    (re.compile("|".join(_PERPLEXITY_OUTPUTS)), "perplexity:Perplexity", lambda m: {"outputs": [m[0]]}),
 ]
 # Families whose columns one indicator writes together from one model pass: family -> (the option that lists the
 # columns, the prefix a column adds to each listed value). Scoring builds one indicator per family and model.
@@ -65,11 +60,28 @@ def register_indicator(column: str, factory: Callable[..., Indicator]) -> None:
 
 def available_indicators() -> list[str]:
     """The column names `get_indicator` knows (families shown by pattern, e.g. `knn_{k}`)."""
-    return (
-        sorted([*_BUILTIN, "end_of_turn_logprob", "ifd", "unconditional_perplexity"])
-        + ["knn_{k}", "unieval_coherence", "unieval_naturalness", "unieval_understandability"]
-        + (sorted(_CUSTOM))
-    )
+    return sorted([*_BUILTIN, *_PERPLEXITY_OUTPUTS]) + ["knn_{k}", *_UNIEVAL] + sorted(_CUSTOM)
+
+
+def is_indicator_column(column: str) -> bool:
+    """Whether `get_indicator(column)` knows the column: a built-in name, a family member or a registered name.
+
+    The one place that decides what an indicator column is: rules, cards, labels and fits all ask it.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators.registry import is_indicator_column
+    >>> [is_indicator_column(c) for c in ("knn_6", "knn_0", "unieval_coherence", "mtld", "instruction")]
+    [True, False, True, True, False]
+    ```
+    """
+    return column in _BUILTIN or column in _CUSTOM or any(p.fullmatch(column) for p, _, _ in _BUILTIN_PATTERNS)
+
+
+def indicator_columns(columns: Iterable[str]) -> list[str]:
+    """The columns, in order, that name an indicator (see [`is_indicator_column`])."""
+    return [c for c in columns if isinstance(c, str) and is_indicator_column(c)]
 
 
 def indicator_family(column: str) -> str:

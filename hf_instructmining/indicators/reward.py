@@ -20,11 +20,24 @@ Prompt formats (`prompt_format="auto"` picks one per model family):
 from typing import Any
 
 from ..formats import InstructionPairs
+from ..loading import register_checkpoint_loader
 from ._batching import inference, pad, run_in_batches, truncate_pair, warn_truncated
 from ._model_base import ModelIndicator, render_chat
 
 
 PROMPT_FORMATS = ("auto", "oasst", "chat", "pair")
+
+
+def _load_oa_checkpoint(name_or_path: str, revision: str | None, torch_dtype):
+    """An OpenAssistant GPT-NeoX reward checkpoint rebuilt from stock parts, or `None` for any other checkpoint."""
+    from ._oa_reward import is_oa_reward_checkpoint, load_oa_reward_model
+
+    if not is_oa_reward_checkpoint(name_or_path, revision):
+        return None
+    return load_oa_reward_model(name_or_path, revision, torch_dtype)
+
+
+register_checkpoint_loader("reward", _load_oa_checkpoint, fallback="sequence_classification")
 
 
 class RewardScore(ModelIndicator):

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import to_jsonable
+from .._json import to_jsonable
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -39,8 +39,9 @@ class LabelingConfig:
             float32 weights, bf16 autocast), `"float16"` (CUDA only), `"float32"`, or `"auto"` for bf16 where the
             device computes it natively (GPUs with bf16, CPUs with AMX-BF16 or AVX512-BF16) and float32 elsewhere.
             Eval losses differ by about 2e-3 between bf16 and float32: compare labels made at one precision only.
-        devices (`list[str]` or `str`, *optional*): label several subsets at once, one worker process per device;
-            `"auto"` uses every visible GPU when there are several.
+        devices (`list[str]` or `str`, *optional*): label several subsets at once, one worker process per device
+            (a list, or a comma-separated string such as `"cuda:0,cuda:1"`); `"auto"` uses every visible GPU when
+            there are several.
         sft_overrides (`dict`, *optional*): any other `trl.SFTConfig` fields, e.g. `{"warmup_ratio": 0.1}`.
         output_dir (`str`, *optional*): where the trainer writes; a temporary folder by default (nothing is saved).
 
@@ -97,7 +98,8 @@ class LabelingConfig:
         },
     )
     devices: list[str] | str | None = field(
-        default=None, metadata={"help": "One worker process per device; 'auto' uses every visible GPU."}
+        default=None,
+        metadata={"help": "One worker process per device (cuda:0,cuda:1); 'auto' uses every visible GPU."},
     )
     sft_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Other trl.SFTConfig fields."})
     output_dir: str | None = field(default=None, metadata={"help": "Trainer output folder; temporary by default."})
@@ -118,9 +120,19 @@ class LabelingConfig:
             raise ValueError(f"`text_format` must be auto, conversational or text, got `{self.text_format!r}`.")
         if self.learning_rate is None:
             self.learning_rate = 2e-4 if self.finetuning == "lora" else 2e-5
+        if isinstance(self.devices, str) and self.devices != "auto":
+            self.devices = [device.strip() for device in self.devices.split(",") if device.strip()]
         if not isinstance(self.sft_overrides, Mapping):
             raise TypeError("`sft_overrides` must be a dict of `trl.SFTConfig` field -> value.")
-        for name in ("generation_num_samples", "generation_max_new_tokens", "generation_batch_size"):
+        for name in (
+            "lora_r",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "max_length",
+            "generation_num_samples",
+            "generation_max_new_tokens",
+            "generation_batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
 

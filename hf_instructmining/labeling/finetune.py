@@ -21,11 +21,13 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from .._json import to_jsonable
 from ..formats import extract_pairs
 from ..import_utils import require
+from ..loading import resolve_device
 from .claims import process_is_gone
 from .config import LabelingConfig
-from .store import LabelStore, is_eval_loss, to_jsonable
+from .store import LabelStore, is_eval_loss
 
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def finetune_and_evaluate(
 
     ```py
     >>> from hf_instructmining import LabelingConfig
-    >>> from hf_instructmining.labeling.runner import finetune_and_evaluate
+    >>> from hf_instructmining import finetune_and_evaluate
     >>> config = LabelingConfig(model_name_or_path="path/to/model", max_steps=4, device="cpu")
     >>> # finetune_and_evaluate(train_ds, eval_ds, config)["eval_loss"]
     ```
@@ -95,7 +97,7 @@ def finetune_and_evaluate(
 
     metrics = (load_metrics(metrics) or None) if metrics is not None else None  # before any model loads
 
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     tokenizer = _load_tokenizer(config.model_name_or_path, config.revision, config.gguf_file)
     conversational = config.text_format == "conversational" or (
         config.text_format == "auto" and bool(getattr(tokenizer, "chat_template", None))
@@ -210,16 +212,6 @@ def build_sft_config(config: LabelingConfig, *, output_dir: str, device: str):
     if unknown:
         raise ValueError(f"`sft_overrides` has fields that `trl.SFTConfig` does not know: {unknown}.")
     return SFTConfig(**{**settings, **config.sft_overrides})
-
-
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"`device={device!r}` but CUDA is not available; use `device='cpu'`.")
-    return device
 
 
 def _mixed_precision(dtype: str, device: str) -> dict[str, bool]:

@@ -114,8 +114,8 @@ def _work(device: str, subsets, stats, eval_dataset, config, store_path: str, co
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
         device = "cuda"
     from .claims import Lease, claim_each
-    from .runner import label_subset
     from .store import LabelStore
+    from .task import label_subset
 
     config = dataclasses.replace(config, device=device, devices=None)
     store = LabelStore(store_path)

@@ -18,9 +18,9 @@ from typing import Any
 
 from .claims import DEFAULT_LEASE_S, Lease, check_lease, claim_each
 from .config import LabelingConfig
-from .finetune import finetune_and_evaluate
-from .store import LabelStore, library_versions
+from .store import LabelStore
 from .subsets import Subset
+from .task import label_subset, prepare
 
 
 logger = logging.getLogger(__name__)
@@ -79,24 +79,11 @@ def run_labeling(
     ```
     """
     from .metrics import load_metrics, metric_sources
-    from .stats import indicator_stats, resolve_indicators
 
     check_lease(claim_lease_s)
     store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
-    subsets = _as_subsets(subsets)
+    subsets, stats, context = prepare(subsets, eval_dataset, config, scored_pool, indicators)
     metrics = (load_metrics(metrics) or None) if metrics is not None else None
-    specs = resolve_indicators(indicators, scored_pool, subsets)
-    # Check every subset's indicators before any training starts.
-    stats = {s.subset_id: indicator_stats(s, scored_pool, list(specs)) for s in subsets}
-    first_eval = next(iter(eval_dataset.values())) if isinstance(eval_dataset, Mapping) else eval_dataset
-    eval_info = {
-        "fingerprint": getattr(first_eval, "_fingerprint", None)
-        if not isinstance(eval_dataset, Mapping)
-        else {name: getattr(ds, "_fingerprint", None) for name, ds in eval_dataset.items()},
-        "num_rows": len(first_eval)
-        if not isinstance(eval_dataset, Mapping)
-        else {k: len(v) for k, v in eval_dataset.items()},
-    }
     finished = store.finished_subsets()
     pending = [s for s in subsets if s.subset_id not in finished]
     if len(pending) < len(subsets):
@@ -106,7 +93,6 @@ def run_labeling(
             len(subsets),
             store.path,
         )
-    context = {"eval_set": eval_info, "indicator_specs": specs, "labeling_config": config.to_dict()}
     if metrics:
         # Recorded with each label, and how worker processes reload the modules.
         context["metrics"] = metric_sources(metrics)
@@ -148,60 +134,6 @@ def run_labeling(
                 show_progress()
     done = {r["subset_id"]: r for r in store.records("subset_done")}
     return [done[s.subset_id] for s in subsets if s.subset_id in done]
-
-
-def label_subset(
-    subset: Subset,
-    stats: dict,
-    eval_dataset,
-    config: LabelingConfig,
-    store: LabelStore,
-    context: dict,
-    metrics: Any = None,
-):
-    """Finetune and evaluate on one subset, then write its `"subset_done"` record (the label).
-
-    Without loaded `metrics`, the metric modules named in `context["metrics"]` are loaded from their script paths
-    (how a worker process gets them).
-    """
-    if metrics is None and context.get("metrics"):
-        metrics = [source["path"] for source in context["metrics"]]
-    metadata = {"eval_set": context["eval_set"]}
-    result = finetune_and_evaluate(
-        subset.dataset,
-        eval_dataset,
-        config,
-        store=store,
-        subset_id=subset.subset_id,
-        metadata=metadata,
-        metrics=metrics,
-    )
-    return store.append(
-        {
-            "kind": "subset_done",
-            "subset_id": subset.subset_id,
-            **result,
-            "composition": subset.composition,
-            "ratios": subset.ratios,
-            "subset_seed": subset.seed,
-            "indicator_means": {col: s["mean"] for col, s in stats.items()},
-            "indicator_stats": stats,
-            **context,
-            "library_versions": library_versions(),
-        }
-    )
-
-
-def _as_subsets(subsets) -> list[Subset]:
-    if isinstance(subsets, Mapping):
-        subsets = [Subset(str(k), ds, composition={}, ratios={}, seed=None) for k, ds in subsets.items()]
-    subsets = list(subsets)
-    if not subsets or not all(isinstance(s, Subset) for s in subsets):
-        raise TypeError("`subsets` must be a non-empty list from `sample_subsets` or a dict of id -> Dataset.")
-    ids = [s.subset_id for s in subsets]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"Subset ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})}.")
-    return subsets
 
 
 def _check_reloadable(metrics: Mapping[str, Any]) -> None:

@@ -1,26 +1,16 @@
 """Each subset's indicator statistics (n/mean/std/min/max), looked up in the scored pool by `row_index`."""
 
 import logging
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..indicators.registry import indicator_columns
 from .subsets import ROW_INDEX_COLUMN, SOURCE_COLUMN, Subset
 
 
 logger = logging.getLogger(__name__)
-
-_FAMILY = re.compile(r"knn_[1-9][0-9]*")
-
-
-def indicator_columns(columns: Iterable[str]) -> list[str]:
-    """The columns, in order, that name an indicator `get_indicator` knows (`reward`, `mtld`, `knn_6`, ...)."""
-    from ..indicators.registry import available_indicators
-
-    known = set(available_indicators())
-    return [c for c in columns if c in known or _FAMILY.fullmatch(c)]
 
 
 def resolve_indicators(

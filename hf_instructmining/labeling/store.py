@@ -18,7 +18,6 @@ and hide the partial records of attempts that were interrupted, so a resumed run
 
 import json
 import logging
-import math
 import os
 import platform
 import threading
@@ -26,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+
+from .._json import to_jsonable
 
 
 try:
@@ -60,25 +61,6 @@ def library_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
     return versions
-
-
-def to_jsonable(value: Any) -> Any:
-    """A JSON-safe copy of `value`: NaN/inf become `None`, sets and tuples become lists, unknown objects `str`."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, set | frozenset):  # sorted: a set's order changes between processes
-        return sorted((to_jsonable(v) for v in value), key=repr)
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
-        return to_jsonable(value.item())
-    if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ == "enum":
-        return to_jsonable(value.value)
-    return str(value)
 
 
 class LabelStore:

@@ -85,8 +85,8 @@ def check_indicators(rule, models: Mapping[str, str] | None, device: str | None,
 
     Warns here, once, when `models` replaces a model the rule was fitted with.
     """
-    from .._plan import plan_indicators
     from ..scoring import ScoreConfig
+    from ..scoring.plan import plan_indicators
 
     config = ScoreConfig(models=dict(models or {}), device=device, on_invalid=on_invalid)
     plan_indicators(rule.indicators, config, fitted=rule, stacklevel=3)
@@ -104,12 +104,11 @@ def summarize_pairs(
     """Compute the rule's indicators for (instruction, response) pairs (KNN over all of them) and summarise them.
 
     Returns:
-        [`~hf_instructmining.summary.DatasetSummary`]
+        [`~hf_instructmining.scoring.DatasetSummary`]
     """
     import datasets
 
-    from ..scoring import compute_indicators
-    from ..summary import summarize_dataset
+    from ..scoring import compute_indicators, summarize_dataset
 
     pairs = datasets.Dataset.from_dict({"instruction": list(instructions), "output": list(responses)})
     with warnings.catch_warnings():

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import provenance
-from ._steps import embed_batch, plan, search
+from ..scoring import ScoreConfig
+from ..scoring.steps import IndicatorMap, RulePrediction, embed_batch, plan_scoring, search, split_target
 
 
 logger = logging.getLogger(__name__)
@@ -65,29 +65,26 @@ def score_on_gpus(
     ```
     """
     from ..loading import cuda_device_count
-    from ..scoring import _IndicatorMap, _RulePrediction
 
     visible = cuda_device_count()
     if visible == 0:
         raise ValueError("No CUDA device is visible: score on CPU with `compute_indicators`, or use `score_with_ray`.")
     num_gpus = num_gpus or visible
-    rule, per_row, whole = plan(
-        rule_or_indicators,
-        models=models,
+    config = ScoreConfig(
+        models=dict(models or {}),
         device="cuda",
         on_invalid=on_invalid,
         format=format,
-        column_mapping=column_mapping,
-        reference=reference,
-        stacklevel=3,
+        column_mapping=dict(column_mapping) if column_mapping else None,
     )
+    plan = plan_scoring(*split_target(rule_or_indicators), config, reference=reference, stacklevel=3)
     options = {"batched": True, "batch_size": batch_size, "with_indices": True, "with_rank": True}
     options["num_proc"] = num_gpus if num_gpus > 1 else None
     logger.info("Scoring %d rows on %d GPU(s).", len(dataset), num_gpus)
-    if per_row:
-        columns = ", ".join(c for i in per_row for c in i.columns)
-        dataset = dataset.map(_IndicatorMap(per_row), desc=f"Computing {columns}", **options)
-    for knn in whole:
+    if plan.per_row:
+        columns = ", ".join(c for i in plan.per_row for c in i.columns)
+        dataset = dataset.map(IndicatorMap(plan.per_row), desc=f"Computing {columns}", **options)
+    for knn in plan.whole:
         column = knn.columns[0]
         embedded = dataset.map(
             _Embed(knn), remove_columns=dataset.column_names, desc=f"Embedding for {column}", **options
@@ -98,12 +95,12 @@ def score_on_gpus(
         values = _search_in_child_process(knn, embeddings, valid).tolist()
         dataset = dataset.remove_columns(column) if column in dataset.column_names else dataset
         dataset = dataset.add_column(column, values)
-    if rule is not None:
+    if plan.rule is not None:
         dataset = dataset.map(
-            _RulePrediction(rule), batched=True, batch_size=batch_size, desc="Computing instruct_score"
+            RulePrediction(plan.rule), batched=True, batch_size=batch_size, desc="Computing instruct_score"
         )
     # Each column records how it was made, as from `compute_indicators`.
-    return provenance.attach(dataset, [*per_row, *whole], rule)
+    return plan.attach_provenance(dataset)
 
 
 class _Embed:

@@ -66,18 +66,13 @@ def run_labeling_with_ray(
     >>> # run_labeling_with_ray(subsets, eval_ds, LabelingConfig(model_name_or_path="..."), "/shared/labels.jsonl")
     ```
     """
-    from ..labeling.runner import _as_subsets
-    from ..labeling.stats import indicator_stats, resolve_indicators
     from ..labeling.store import LabelStore
+    from ..labeling.task import prepare
 
     check_lease(claim_lease_s)
     ray = _ray()
     store = LabelStore(store) if isinstance(store, str | os.PathLike) else store
-    subsets = _as_subsets(subsets)
-    specs = resolve_indicators(indicators, scored_pool, subsets)
-    # Check every subset's indicators before any task starts.
-    stats = {s.subset_id: indicator_stats(s, scored_pool, list(specs)) for s in subsets}
-    context = {"eval_set": _eval_info(eval_dataset), "indicator_specs": specs, "labeling_config": config.to_dict()}
+    subsets, stats, context = prepare(subsets, eval_dataset, config, scored_pool, indicators)
     finished = store.finished_subsets()
     pending = [s for s in subsets if s.subset_id not in finished]
     num_gpus = _gpus_per_task(ray, num_gpus)
@@ -106,8 +101,8 @@ def run_labeling_with_ray(
 def _label_task(subset, stats: dict, eval_dataset, config, store_path: str, context: dict, lease_s: float) -> bool:
     """Claim the subset and label it; `False` when it is finished or another live worker holds it."""
     from ..labeling.claims import Lease, claim_next
-    from ..labeling.runner import label_subset
     from ..labeling.store import LabelStore
+    from ..labeling.task import label_subset
 
     store = LabelStore(store_path)
     # A task Ray retries after its worker died takes that worker's claim over (the process is gone), or finds the
@@ -164,22 +159,17 @@ def search_subset_size_with_ray(
     >>> #                             low=1000, high=100_000, num_samples=20)
     ```
     """
-    from ..search import (
-        DEFAULT_NUM_SAMPLES,
-        SearchConfig,
-        _derive_search_id,
-        _fingerprint,
-        _open_store,
-        search_subset_size,
-    )
+    from ..search import SearchConfig, search_subset_size
+    from ..search.api import DEFAULT_NUM_SAMPLES, finetune_search_id, open_store
 
     ray = _ray()
     config = config or SearchConfig()
-    store = _open_store(store)
+    store = open_store(store)
     if config.search_id is None:
         # The id the built-in trial gets, so that local and Ray searches of the same data share their trials.
-        identity = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
-        config = dataclasses.replace(config, search_id=_derive_search_id(scored, config, identity))
+        config = dataclasses.replace(
+            config, search_id=finetune_search_id(scored, config, labeling_config, eval_dataset)
+        )
     num_gpus = _gpus_per_task(ray, num_gpus)
     if config.max_concurrent_trials is None:
         slots = _cluster_slots(ray, num_gpus, num_cpus)
@@ -215,12 +205,12 @@ def search_subset_size_with_ray(
 
 
 def _trial_task(scored, eval_dataset, labeling_config, config, store_path: str | None, k: int, selection: str):
-    from .._search_trials import trial_subset_id
     from ..labeling.store import LabelStore
-    from ..search import _finetune_trial
+    from ..search.api import finetune_trial
+    from ..search.trials import trial_subset_id
 
     store = LabelStore(store_path) if store_path else None
-    trial = _finetune_trial(scored, eval_dataset, labeling_config, config, store, config.search_id)
+    trial = finetune_trial(scored, eval_dataset, labeling_config, config, store, config.search_id)
     return trial(k, selection, trial_subset_id(config.search_id, selection, k))
 
 
@@ -246,16 +236,6 @@ def _cluster_slots(ray, num_gpus: float, num_cpus: float) -> int:
     if not per_task:
         return 1
     return max(1, int(ray.cluster_resources().get(resource, 0) // per_task))
-
-
-def _eval_info(eval_dataset) -> dict:
-    """The eval set's identity recorded with each label, as the single-process runner records it."""
-    if isinstance(eval_dataset, Mapping):
-        return {
-            "fingerprint": {name: getattr(ds, "_fingerprint", None) for name, ds in eval_dataset.items()},
-            "num_rows": {name: len(ds) for name, ds in eval_dataset.items()},
-        }
-    return {"fingerprint": getattr(eval_dataset, "_fingerprint", None), "num_rows": len(eval_dataset)}
 
 
 def _label_all(ray, store, ids: list[str], submit, lease_s: float) -> None:

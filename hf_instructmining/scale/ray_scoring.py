@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import provenance
 from ..import_utils import require
 from ..indicators import Indicator
 from ..rules import QualityRule
-from ._steps import embed_batch, plan, search
+from ..scoring import ScoreConfig
+from ..scoring.steps import IndicatorMap, RulePrediction, embed_batch, plan_scoring, search, split_target
 
 
 logger = logging.getLogger(__name__)
@@ -107,16 +107,15 @@ def score_with_ray(
     if num_workers is None:
         per_worker = (resources.get("GPU", 0) / num_gpus) if num_gpus else (resources.get("CPU", 1) / num_cpus)
         num_workers = max(1, int(per_worker))
-    rule, per_row, whole = plan(
-        rule_or_indicators,
-        models=models,
+    config = ScoreConfig(
+        models=dict(models or {}),
         device=None if num_gpus else "cpu",  # an actor sees only the GPUs Ray gave it
         on_invalid=on_invalid,
         format=format,
-        column_mapping=column_mapping,
-        reference=reference,
-        stacklevel=3,
+        column_mapping=dict(column_mapping) if column_mapping else None,
     )
+    plan = plan_scoring(*split_target(rule_or_indicators), config, reference=reference, stacklevel=3)
+    rule, per_row, whole = plan.rule, plan.per_row, plan.whole
     source, num_rows = _read(dataset, row_id_column, batch_size)
     logger.info(
         "Scoring %d rows with %d Ray actor(s), %s GPU(s) each: %s",
@@ -160,17 +159,16 @@ def score_with_ray(
     if not keep_row_id:
         table = table.drop_columns([row_id_column])
     # Each column records how it was made, as from `compute_indicators` (parquet written by Ray does not).
-    return provenance.attach(_to_dataset(table, getattr(dataset, "features", None)), [*per_row, *whole], rule)
+    return plan.attach_provenance(_to_dataset(table, getattr(dataset, "features", None)))
 
 
 class _ScoreWorker:
     """One Ray actor: loads its indicators' models once, then scores (and embeds, for KNN) block after block."""
 
     def __init__(self, per_row: list[Indicator], whole: list[Indicator], rule: QualityRule | None, row_id_column):
-        from ..indicators._model_base import ModelIndicator
-        from ..scoring import _IndicatorMap
+        from ..indicators import ModelIndicator
 
-        self.per_row = _IndicatorMap(per_row) if per_row else None
+        self.per_row = IndicatorMap(per_row) if per_row else None
         self.whole, self.rule, self.row_id_column = whole, rule, row_id_column
         for indicator in [*per_row, *whole]:
             if isinstance(indicator, ModelIndicator):
@@ -178,8 +176,6 @@ class _ScoreWorker:
 
     def __call__(self, table):
         import pyarrow as pa
-
-        from ..scoring import _RulePrediction
 
         batch = table.to_pydict()
         ids = batch[self.row_id_column]
@@ -194,7 +190,7 @@ class _ScoreWorker:
             )
             table = _put(table, _VALID.format(knn.columns[0]), pa.array(valid))
         if self.rule is not None:
-            scores = _RulePrediction(self.rule)({**batch, **values})
+            scores = RulePrediction(self.rule)({**batch, **values})
             table = _put(table, *next(iter(scores.items())))
         return table
 
@@ -217,8 +213,6 @@ def _add_distances(table, distances, rule: QualityRule | None, row_id_column: st
     import pyarrow as pa
     import ray
 
-    from ..scoring import _RulePrediction
-
     # One shared object (the distances of every row), read zero-copy from the object store by each task.
     distances = ray.get(distances) if isinstance(distances, ray.ObjectRef) else distances
     ids = table[row_id_column].to_numpy()
@@ -226,7 +220,7 @@ def _add_distances(table, distances, rule: QualityRule | None, row_id_column: st
         table = table.drop_columns([_EMBEDDING.format(column), _VALID.format(column)])
         table = _put(table, column, pa.array(values[ids], pa.float64()))
     if rule is not None:
-        scores = _RulePrediction(rule)(table.select(rule.columns).to_pydict())
+        scores = RulePrediction(rule)(table.select(rule.columns).to_pydict())
         table = _put(table, *next(iter(scores.items())))
     return table
 

@@ -7,21 +7,22 @@ an existing card (hand-written sections, YAML keys we do not set) survives [`mer
 
 import logging
 import math
-import re
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .rules import EVAL_LOSS_RESPONSE
+from .._json import to_jsonable
+from ..rules import EVAL_LOSS_RESPONSE
 
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from huggingface_hub import DatasetCard
 
-    from .hub import PushConfig
-    from .rules import QualityRule
+    from ..rules import QualityRule
+    from .config import PushConfig
 
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def build_dataset_card(
 
     ```py
     >>> from datasets import Dataset
-    >>> from hf_instructmining.cards import build_dataset_card
+    >>> from hf_instructmining.hub.cards import build_dataset_card
     >>> ds = Dataset.from_dict({"instruction": ["a", "b"], "output": ["x", "y"], "instruct_score": [0.3, 0.1]})
     >>> card = build_dataset_card(ds)
     >>> card.data.instructmining["score_statistics"]["scored"]["min"]
@@ -71,8 +72,8 @@ def build_dataset_card(
     """
     from huggingface_hub import DatasetCardData
 
-    from . import __version__
-    from .hub import PushConfig
+    from .._version import __version__
+    from .config import PushConfig
 
     config = config or PushConfig()
     column = config.score_column
@@ -104,7 +105,7 @@ def build_dataset_card(
         source_datasets=[config.source_dataset] if config.source_dataset else None,
         size_categories=[_size_category(len(scored))],
         configs=configs,
-        instructmining={k: v for k, v in json_safe(block).items() if v is not None},
+        instructmining={k: v for k, v in to_jsonable(block).items() if v is not None},
     )
     pictures_ = pictures(scored, rule, search)
     kwargs = {
@@ -144,7 +145,7 @@ def merge_card(new, old_text: str):
 
     ```py
     >>> from huggingface_hub import DatasetCard
-    >>> from hf_instructmining.cards import merge_card
+    >>> from hf_instructmining.hub.cards import merge_card
     >>> new = DatasetCard("---\\nlicense: mit\\n---\\n<!-- instructmining:generated:start -->\\nnew\\n<!-- instructmining:generated:end -->\\n")
     >>> old = "---\\nlanguage: en\\n---\\n<!-- instructmining:generated:start -->\\nold\\n<!-- instructmining:generated:end -->\\nmine\\n"
     >>> print(merge_card(new, old).text)
@@ -182,7 +183,7 @@ def pictures(scored: "Dataset", rule: "QualityRule | None", search: Any) -> dict
     Each indicator column against the score for a few indicators, their correlation heatmap (score included) for
     more; see [`~hf_instructmining.plots.FEW_INDICATORS`].
     """
-    from .plots import FEW_INDICATORS
+    from ..plots import FEW_INDICATORS
 
     found = {"score_histogram": "images/score_histogram.png"}
     count = len(indicator_columns(scored, rule))
@@ -197,10 +198,9 @@ def pictures(scored: "Dataset", rule: "QualityRule | None", search: Any) -> dict
 
 def indicator_columns(scored: "Dataset", rule: "QualityRule | None") -> list[str]:
     """The indicator columns of a scored dataset: the rule's first, then any other column named like an indicator."""
-    from .indicators import available_indicators
+    from ..indicators.registry import indicator_columns as known_columns
 
-    patterns = [re.escape(name).replace(re.escape("{k}"), r"\d+") for name in available_indicators()]
-    known = [c for c in scored.column_names if any(re.fullmatch(p, c) for p in patterns)]
+    known = known_columns(scored.column_names)
     ordered = [c for c in rule.columns if c in scored.column_names] if rule is not None else []
     return ordered + [c for c in known if c not in ordered]
 
@@ -212,7 +212,7 @@ def indicator_provenance(scored: "Dataset", rule: "QualityRule | None") -> dict[
     `offline_copy` that stood in for a Hub model, if any. Otherwise a column the rule reads gets the rule's
     declaration of it, with `recorded: false`; other columns are left out, since nothing says how they were made.
     """
-    from .provenance import read
+    from ..scoring.provenance import read
 
     recorded = read(scored).indicators
     block: dict[str, dict[str, Any]] = {}
@@ -307,20 +307,20 @@ def fit_summary(rule: "QualityRule") -> str | None:
     )
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON/YAML types: numpy numbers become Python ones, non-finite floats become `None`."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 # -- pieces --------------------------------------------------------------------------------------------------------
+
+
+def template_folder():
+    """The card templates of the code that runs.
+
+    They live in `model_card_templates/` at the top of the repository. In a source checkout (installed editable, or
+    on `PYTHONPATH`) that folder sits beside the package; a wheel ships it as the package
+    `hf_instructmining.model_card_templates` (`setup.py` maps the folder to that name).
+    """
+    checkout = Path(__file__).resolve().parents[2] / "model_card_templates"
+    if (checkout / "__init__.py").is_file():
+        return checkout
+    return resources.files("hf_instructmining.model_card_templates")
 
 
 def render(template: str, repo_type: str, data, kwargs: dict):
@@ -328,7 +328,7 @@ def render(template: str, repo_type: str, data, kwargs: dict):
     from huggingface_hub import DatasetCard, ModelCard
 
     card_class = DatasetCard if repo_type == "dataset" else ModelCard
-    source = resources.files("hf_instructmining").joinpath("model_card_templates", template)
+    source = template_folder().joinpath(template)
     with resources.as_file(source) as path:
         return card_class.from_template(data, template_path=str(path), **kwargs)
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ._rule_checks import as_floats, check_finite, column_names, json_safe, read_rule_json, validate_fields
-from .errors import RuleFormatError, remove_token
+from .._json import to_jsonable
+from ..errors import RuleFormatError, remove_token
+from .checks import as_floats, check_finite, column_names, read_rule_json, validate_fields
 
 
 logger = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class QualityRule:
             "intercept": self.intercept,
             "coefficients": dict(self.coefficients),
             "indicators": {c: dict(spec) for c, spec in self.indicators.items()},
-            "provenance": json_safe(self.provenance),
+            "provenance": to_jsonable(self.provenance),
         }
 
     @classmethod
@@ -346,6 +347,6 @@ class QualityRule:
 
     def push_to_hub(self, repo_id: str, **kwargs) -> Any:
         """Upload the rule as `instructmining_rule.json` (see [`~hf_instructmining.hub.push_rule_to_hub`])."""
-        from .hub import push_rule_to_hub
+        from ..hub import push_rule_to_hub
 
         return push_rule_to_hub(self, repo_id, **kwargs)

@@ -5,13 +5,12 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .errors import RuleFormatError
+from ..errors import RuleFormatError
 
 
 logger = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def _number(value: Any, what: str, fail) -> float:
 
 def _buildable(column: str, spec: Mapping[str, Any], fail) -> None:
     """The options must build the indicator (cheap: models load on first use), so bad ones fail now, not mid-scoring."""
-    from .indicators import get_indicator
+    from ..indicators import get_indicator
 
     try:
         get_indicator(column, **spec)
@@ -176,7 +175,7 @@ def _buildable(column: str, spec: Mapping[str, Any], fail) -> None:
 
 def _options(column: str) -> set[str]:
     """The keyword options an indicator's class takes, through its constructors' `**kwargs` chain."""
-    from .indicators import get_indicator
+    from ..indicators import get_indicator
 
     names: set[str] = set()
     for cls in type(get_indicator(column)).__mro__:
@@ -193,25 +192,14 @@ def _options(column: str) -> set[str]:
 def _column(column: Any, what: str, fail) -> str:
     if not isinstance(column, str):
         raise fail(f"{what} has a non-string column `{column!r}`")
-    if not is_known_indicator(column):
-        from .indicators import available_indicators
+    from ..indicators.registry import available_indicators, is_indicator_column
 
+    if not is_indicator_column(column):
         raise fail(
             f"{what} names the unknown indicator column `{column}`; known indicators: {available_indicators()} "
             "(register others with `register_indicator`)"
         )
     return column
-
-
-def is_known_indicator(column: str) -> bool:
-    from .indicators import available_indicators
-
-    for known in available_indicators():
-        # Families are listed by pattern, e.g. `knn_{k}` for `knn_6`.
-        pattern = re.escape(known).replace(re.escape("{k}"), "[1-9][0-9]*")
-        if re.fullmatch(pattern, column):
-            return True
-    return False
 
 
 def _json_value(value: Any, what: str, fail) -> None:
@@ -233,18 +221,6 @@ def _json_value(value: Any, what: str, fail) -> None:
             _json_value(item, f"{what}.{key}", fail)
         return
     raise fail(f"{what} holds a `{type(value).__name__}`, which JSON cannot store")
-
-
-def json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 # -- prediction helpers ------------------------------------------------------------------------------------------

@@ -17,76 +17,18 @@ from the whole dataset itself, use [`compute_indicators`], which embeds every ro
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, ClassVar
 
-from . import provenance
-from ._plan import is_knn, load_reference, plan_indicators, resolve_rule
-from .formats import FORMATS
-from .indicators import Indicator
-from .indicators.base import compute_all, map_arguments
-from .indicators.registry import indicator_family
-from .rules import DEFAULT_RULE, QualityRule
+from ..indicators import Indicator
+from ..indicators.base import compute_all, map_arguments
+from ..rules import DEFAULT_RULE, QualityRule
+from .config import SCORE_COLUMN, ScoreConfig
+from .plan import resolve_rule
+from .steps import IndicatorMap, RulePrediction, plan_scoring
 
 
 logger = logging.getLogger(__name__)
-
-SCORE_COLUMN = "instruct_score"
-
-
-@dataclass
-class ScoreConfig:
-    """How to score a dataset: which rule, which models stand in for the rule's, where to run.
-
-    Args:
-        rule (`str`, *optional*, defaults to `"instructmining-llama2-7b"`): a built-in rule name, a rule JSON file,
-            or a folder or Hub repo holding `instructmining_rule.json`.
-        models (`dict[str, str]`, *optional*): indicator column (`"reward"`, `"unieval_coherence"`) or family
-            (`"unieval"`, `"knn"`) -> model id or local path, replacing the rule's model for it. The rule's
-            coefficients were fitted with its own models: replacing one warns that scores are not calibrated.
-        device (`str`, *optional*): `"cpu"`, `"cuda"`, `"cuda:1"`; a GPU when one is visible by default.
-        on_invalid (`str`, *optional*, defaults to `"raise"`): rows that cannot be read: `"raise"`, or `"nan"` to
-            give them NaN indicators and a NaN score (never selected).
-        format (`str`, *optional*): force the input layout (`"alpaca"`, `"prompt_completion"`, `"messages"`).
-        column_mapping (`dict[str, str]`, *optional*): role -> column, e.g. `{"output": "answer"}`.
-        reference (`str`, *optional*): the neighbour set of KNN indicators (a dataset file, folder or Hub id);
-            without it [`compute_indicators`] uses the scored dataset itself.
-    """
-
-    rule: str = field(
-        default=DEFAULT_RULE,
-        metadata={"help": "Built-in rule name, rule JSON file, or folder/Hub repo with instructmining_rule.json."},
-    )
-    models: dict[str, str] = field(
-        default_factory=dict,
-        metadata={"help": "Indicator column or family -> model id or path, replacing the rule's model (warns)."},
-    )
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1; a visible GPU by default."})
-    on_invalid: str = field(
-        default="raise",
-        metadata={"help": "Unreadable rows: raise, or nan (NaN indicators and score).", "choices": ["raise", "nan"]},
-    )
-    format: str | None = field(default=None, metadata={"help": "Force the input layout.", "choices": [None, *FORMATS]})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Role -> column, e.g. {'output': 'answer'}."}
-    )
-    reference: str | None = field(
-        default=None, metadata={"help": "Neighbour set for KNN indicators (dataset file, folder or Hub id)."}
-    )
-
-    def __post_init__(self):
-        if self.on_invalid not in ("raise", "nan"):
-            raise ValueError(f"`on_invalid` must be `'raise'` or `'nan'`, got `{self.on_invalid!r}`.")
-        if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"Unknown format `{self.format!r}`; expected one of {list(FORMATS)}.")
-        if not isinstance(self.models, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.models.items()
-        ):
-            raise TypeError(
-                "`models` must map indicator columns or families to model ids or local paths (strings), got "
-                f"`{self.models!r}`; pass names, not loaded models, so that scorers pickle and fingerprint cheaply."
-            )
-        self.models = dict(self.models)
 
 
 class InstructScorer:
@@ -160,22 +102,16 @@ class InstructScorer:
         return cls(options.pop("rule"), **options)
 
     def _build(self, *, warn: bool) -> list[Indicator]:
-        specs = {c: self.rule.indicators[c] for c in self.rule.columns}
-        knn = [c for c in specs if indicator_family(c) == "knn"]
-        if knn and self.reference is None:
+        plan = plan_scoring([], self.rule, self.config, reference=self.reference, warn=warn, stacklevel=4)
+        if plan.whole:
+            knn = [c for i in plan.whole for c in i.columns]
             raise ValueError(
                 f"The rule {self.rule.name or ''} needs {knn}, the distance to the k-th nearest neighbour within a "
                 "set of examples, which one example or one batch cannot define. Pass `reference=` (a Dataset whose "
                 "examples are the neighbour set), or score the whole dataset with "
                 "`compute_indicators(ds, rule=...)`, which uses every row of the dataset as the neighbour set."
             )
-        return plan_indicators(
-            specs,
-            self.config,
-            fitted=self.rule if warn else None,
-            reference=load_reference(self.reference),
-            stacklevel=4,
-        )
+        return plan.per_row
 
     @property
     def columns(self) -> list[str]:
@@ -198,9 +134,9 @@ class InstructScorer:
         indices, rank = map_arguments(map_args, indices=indices, rank=rank)
         values = compute_all(self._indicators, examples, indices=indices, rank=rank)
         # Invalid rows (on_invalid="nan") have NaN indicators and so a NaN score, never a number.
-        prediction = self.rule.predict({c: values[c] for c in self.rule.columns}, allow_nan=True)
         batched = isinstance(values[self.rule.columns[0]], list)
-        values[SCORE_COLUMN] = prediction.tolist() if batched else float(prediction[0])
+        prediction = RulePrediction(self.rule)(values if batched else {c: [values[c]] for c in self.rule.columns})
+        values[SCORE_COLUMN] = prediction[SCORE_COLUMN] if batched else prediction[SCORE_COLUMN][0]
         return values
 
     def __getstate__(self) -> dict[str, Any]:
@@ -240,7 +176,7 @@ def compute_indicators(
 
     KNN indicators are computed over the whole dataset as embed-then-search: every row is embedded first, then each
     row's k-th nearest neighbour is searched among all rows (itself excluded), or among `reference` when given.
-    Summarise the result with [`~hf_instructmining.summary.summarize_dataset`].
+    Summarise the result with [`~hf_instructmining.scoring.summarize_dataset`].
 
     Args:
         ds (`datasets.Dataset`): the examples, in any supported layout.
@@ -258,7 +194,7 @@ def compute_indicators(
 
     Returns:
         `datasets.Dataset`: `ds` with the indicator columns (and `instruct_score`) added or overwritten. Each
-        column records how it was made (see [`~hf_instructmining.provenance`]), for the dataset card.
+        column records how it was made (see [`~hf_instructmining.scoring.provenance`]), for the dataset card.
 
     Raises:
         `ValueError`: a model cannot be loaded (offline, not in the Hugging Face cache, no offline copy), before any
@@ -279,10 +215,6 @@ def compute_indicators(
         raise ValueError(f"The dataset is empty (0 rows; columns: {ds.column_names}): there is nothing to score.")
     if rule is None and not names:
         raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
-    rule = None if rule is None else resolve_rule(rule)
-    specs: dict[str, dict[str, Any]] = {name: {} for name in names}
-    if rule is not None:
-        specs.update({c: rule.indicators[c] for c in rule.columns})
     config = ScoreConfig(
         models=dict(models or {}),
         device=device,
@@ -290,62 +222,25 @@ def compute_indicators(
         format=format,
         column_mapping=dict(column_mapping) if column_mapping else None,
     )
-    indicators = plan_indicators(
-        specs, config, fitted=rule, reference=load_reference(reference), stacklevel=3, require=True
-    )
-    per_row = [i for i in indicators if not is_knn(i)]
-    if per_row:
+    plan = plan_scoring(names, rule, config, reference=reference, require=True, stacklevel=3)
+    if plan.per_row:
         ds = ds.map(
-            _IndicatorMap(per_row),
+            IndicatorMap(plan.per_row),
             batched=True,
             batch_size=batch_size,
             with_indices=True,
             with_rank=num_proc is not None,
             num_proc=num_proc,
-            desc=f"Computing {', '.join(c for i in per_row for c in i.columns)}",
+            desc=f"Computing {', '.join(c for i in plan.per_row for c in i.columns)}",
         )
-    for indicator in indicators:
-        if is_knn(indicator):
-            # Embed every row, then search: the neighbours of a row come from the whole dataset (or `reference`).
-            for column, values in indicator.compute_dataset(ds).items():
-                ds = ds.remove_columns(column) if column in ds.column_names else ds
-                ds = ds.add_column(column, values)
-    if rule is not None:
-        ds = ds.map(_RulePrediction(rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
-    return provenance.attach(ds, indicators, rule, SCORE_COLUMN)
-
-
-class _IndicatorMap:
-    """Several indicators as one batched `map` function, with dataset row indices in error messages."""
-
-    def __init__(self, indicators: list[Indicator]):
-        self.indicators = indicators
-
-    def __call__(self, batch: Mapping[str, Any], indices: list[int], rank: int | None = None) -> dict[str, Any]:
-        return compute_all(self.indicators, batch, indices=indices, rank=rank)
-
-
-class _RulePrediction:
-    """The rule's prediction from the indicator columns already in the batch (NaN rows stay NaN)."""
-
-    def __init__(self, rule: QualityRule):
-        self.rule = rule
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[float]]:
-        return {SCORE_COLUMN: self.rule.predict(batch, allow_nan=True).tolist()}
-
-
-#: The ready scorer for the default rule, built on first access (see [`InstructScorer`]).
-instruct_score: InstructScorer
-
-
-def __getattr__(name: str):
-    # `instruct_score` is built on first access, so importing this module reads no rule and loads nothing.
-    if name == "instruct_score":
-        scorer = InstructScorer()
-        globals()[name] = scorer
-        return scorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for indicator in plan.whole:
+        # Embed every row, then search: the neighbours of a row are the other rows of the dataset.
+        for column, values in indicator.compute_dataset(ds).items():
+            ds = ds.remove_columns(column) if column in ds.column_names else ds
+            ds = ds.add_column(column, values)
+    if plan.rule is not None:
+        ds = ds.map(RulePrediction(plan.rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
+    return plan.attach_provenance(ds)
 
 
 def _as_list(names: str | Sequence[str] | None) -> list[str]:

@@ -2,13 +2,14 @@
 
 from typing import TYPE_CHECKING
 
-from .cards import TAGS, coefficient_table, fit_summary, fmt, json_safe, render, response_kwargs, rule_block
+from .._json import to_jsonable
+from .cards import TAGS, coefficient_table, fit_summary, fmt, render, response_kwargs, rule_block
 
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-    from .rules import QualityRule
+    from ..rules import QualityRule
 
 
 def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCard":
@@ -18,7 +19,7 @@ def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCa
 
     ```py
     >>> from hf_instructmining import QualityRule
-    >>> from hf_instructmining.model_cards import build_rule_card
+    >>> from hf_instructmining.hub.model_cards import build_rule_card
     >>> card = build_rule_card(QualityRule.from_builtin(), "me/rule")
     >>> card.data.instructmining["rule"]["name"]
     'instructmining-llama2-7b'
@@ -26,14 +27,14 @@ def build_rule_card(rule: "QualityRule", repo_id: str | None = None) -> "ModelCa
     """
     from huggingface_hub import ModelCardData
 
-    from . import __version__
+    from .._version import __version__
 
     data = ModelCardData(
         library_name="hf-instructmining",
         tags=[*TAGS, "quality-rule"],
         instructmining={"package_version": __version__, "rule": rule_block(rule), "indicators": rule.indicators},
     )
-    data.instructmining = json_safe(data.instructmining)
+    data.instructmining = to_jsonable(data.instructmining)
     kwargs = {
         "rule_name": rule.name,
         "repo_id": repo_id or "<repo_id>",
@@ -76,7 +77,7 @@ def build_model_card(
     Example:
 
     ```py
-    >>> from hf_instructmining.model_cards import build_model_card
+    >>> from hf_instructmining.hub.model_cards import build_model_card
     >>> card = build_model_card("me/llama-selected", "meta-llama/Llama-2-7b-hf", "me/alpaca-instructmining")
     >>> card.data.datasets
     ['me/alpaca-instructmining']
@@ -84,7 +85,7 @@ def build_model_card(
     """
     from huggingface_hub import ModelCardData
 
-    from . import __version__
+    from .._version import __version__
 
     data = ModelCardData(
         base_model=base_model,

@@ -25,61 +25,28 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import cards, provenance
-from .errors import HubUploadError, remove_token, token_in_use
+from .._json import to_jsonable
+from ..errors import HubUploadError, remove_token, token_in_use
+from ..rules import RULE_FILENAME
+from ..scoring import provenance
+from . import cards
+from .config import PushConfig
 from .model_cards import build_rule_card
-from .rules import RULE_FILENAME
 
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from huggingface_hub import CommitInfo
 
-    from .rules import QualityRule
+    from ..rules import QualityRule
 
 
 logger = logging.getLogger(__name__)
 
 SEARCH_FILENAME = "instructmining_search.json"
 _GENERATED_PATTERNS = ["scored/*", "selected/*", "images/*"]  # stale files there are deleted on upload
-
-
-@dataclass
-class PushConfig:
-    """What the published dataset and its card say beyond the data itself.
-
-    Args:
-        license (`str`, *optional*):
-            The dataset's license id (e.g. `"apache-2.0"`). By default it is carried over from the data
-            (`ds.info.license`) or, when pushing, from the card of `source_dataset`; left out when unknown.
-        source_dataset (`str`, *optional*):
-            Hub id of the data that was scored; recorded in `source_datasets` and in the reproduction commands.
-        pretty_name (`str`, *optional*):
-            A human-readable title for the card.
-        score_column (`str`, *optional*, defaults to `"instruct_score"`):
-            The score column (lower is better).
-        local_dir (`str`, *optional*):
-            Where [`push_to_hub`] writes the folder before uploading it. By default a temporary folder, removed
-            after a successful upload and kept (its path in the error) after a failed one.
-        max_shard_size (`int`, *optional*, defaults to `500_000_000`):
-            Largest parquet shard in bytes (of in-memory Arrow data).
-    """
-
-    license: str | None = field(default=None, metadata={"help": "License id; default: carried over from the source."})
-    source_dataset: str | None = field(default=None, metadata={"help": "Hub id of the data that was scored."})
-    pretty_name: str | None = field(default=None, metadata={"help": "Human-readable title of the card."})
-    score_column: str = field(default="instruct_score", metadata={"help": "Score column (lower is better)."})
-    local_dir: str | None = field(
-        default=None, metadata={"help": "Folder written before upload; default: a temporary one, kept on failure."}
-    )
-    max_shard_size: int = field(default=500_000_000, metadata={"help": "Largest parquet shard, in bytes."})
-
-    def __post_init__(self):
-        if self.max_shard_size <= 0:
-            raise ValueError(f"`max_shard_size` must be a positive number of bytes, got `{self.max_shard_size}`.")
 
 
 def save_scored(
@@ -99,7 +66,7 @@ def save_scored(
         folder (`str` or `os.PathLike`): the output folder (created; our files in it are replaced, others kept).
         rule (`QualityRule`, *optional*): the rule that made the scores, saved as `instructmining_rule.json`. It
             must reproduce the score column from the indicator columns; by default, the rule recorded with the data
-            by `compute_indicators` (see [`~hf_instructmining.provenance`]), if any.
+            by `compute_indicators` (see [`~hf_instructmining.scoring.provenance`]), if any.
         selection (`datasets.Dataset`, *optional*): the selected rows, as returned by `select_top_k` and friends
             (they carry `row_index`).
         search (`SearchResult`, *optional*): the subset-size search that chose the selection's size.
@@ -137,7 +104,7 @@ def save_scored(
         _write_parquet(selection, os.path.join(folder, "selected"), config.max_shard_size)
     _write_or_remove(folder, RULE_FILENAME, rule, lambda path: rule.save(path))
     _write_or_remove(
-        folder, SEARCH_FILENAME, search, lambda path: _write_json(cards.json_safe(cards.search_dict(search)), path)
+        folder, SEARCH_FILENAME, search, lambda path: _write_json(to_jsonable(cards.search_dict(search)), path)
     )
     _draw_pictures(folder, scored, rule, selection, search, config.score_column)
     card = cards.build_dataset_card(
@@ -428,7 +395,7 @@ def _write_json(data: dict, path: str) -> None:
 
 
 def _draw_pictures(folder, scored, rule, selection, search, score_column) -> None:
-    from . import plots
+    from .. import plots
 
     for name, path in cards.pictures(scored, rule, search).items():
         target = os.path.join(folder, path)

@@ -1,7 +1,7 @@
 """Running a subset-size search: the loop that runs its trials, and the history that persists and reloads them.
 
 [`~hf_instructmining.search_subset_size`] sets a search up; this module runs it. `TrialLoop` keeps up to n trials
-running (in the calling thread when n is 1) and reports each loss to the searcher (`_search_strategy`) as it
+running (in the calling thread when n is 1) and reports each loss to the searcher (`strategy.py`) as it
 comes. `History` numbers, persists and reloads the trials. A stopped search resumes by replay: its searcher is
 built again from the same seed and fed its own stored trials in the order it proposed them, without running
 them, so it proposes what the uninterrupted search would have; trials of other searches over the same data (another
@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .search_result import SELECTIONS, SearchResult
+from .result import SELECTIONS, SearchResult
 
 
 if TYPE_CHECKING:
-    from ._search_strategy import SizeSpace
-    from .search import SearchConfig
+    from .config import SearchConfig
+    from .strategy import SizeSpace
 
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What a subset-size search tries next: the candidate sizes, the bracketing search (the default) and FLAML's BlendSearch.
 
 Both searchers speak FLAML's searcher protocol (`suggest(trial_id)` -> a point or `None`, then
-`on_trial_complete(trial_id, result)`), so `_search_trials.TrialLoop` runs either one. Both are deterministic given
+`on_trial_complete(trial_id, result)`), so `trials.TrialLoop` runs either one. Both are deterministic given
 their seed and the results fed to them: that is what lets a stopped search resume by replaying its stored trials.
 `benchmarks/bench_search.py` measures them against a coarse-to-fine grid and random search.
 """
@@ -9,20 +9,16 @@ their seed and the results fed to them: that is what lets a stopped search resum
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .import_utils import require
-
-
-if TYPE_CHECKING:
-    from .search import SearchConfig
+from ..import_utils import require
+from .config import SearchConfig
 
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("bracket", "blendsearch")
+
 # A bracket around a local minimum wider than this fraction of the searched range is narrowed before anything
 # else; a narrower one is narrowed only while its sides rise more than `_STEEP` (relative) above its middle, and
 # otherwise takes turns with the search for other basins.

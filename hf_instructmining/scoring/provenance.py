@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import offline
-from ._rule_checks import json_safe
-from .errors import ScoreProvenanceError
-from .rules import QualityRule
+from .. import offline
+from .._json import to_jsonable
+from ..errors import ScoreProvenanceError
+from ..rules import QualityRule
 
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .indicators import Indicator
+    from ..indicators import Indicator
 
 
 logger = logging.getLogger(__name__)
@@ -63,13 +63,13 @@ def indicator_record(indicator: "Indicator") -> dict[str, Any]:
 
     ```py
     >>> from hf_instructmining.indicators import MTLD
-    >>> from hf_instructmining.provenance import indicator_record
+    >>> from hf_instructmining.scoring.provenance import indicator_record
     >>> indicator_record(MTLD())
     {'indicator': 'MTLD', 'options': {'threshold': 0.72}}
     ```
     """
     # `metadata()` (model indicators) adds what the run resolved to `spec()`; whatever it returns is recorded.
-    options = dict(json_safe(getattr(indicator, "metadata", indicator.spec)()))
+    options = dict(to_jsonable(getattr(indicator, "metadata", indicator.spec)()))
     record: dict[str, Any] = {"indicator": type(indicator).__name__, "options": options}
     for key in ("model", "tokenizer"):
         copy = offline.copy_of(options[key]) if isinstance(options.get(key), str) else None
@@ -144,7 +144,7 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
     ```py
     >>> from datasets import Dataset
     >>> from hf_instructmining import QualityRule
-    >>> from hf_instructmining.provenance import check_scores
+    >>> from hf_instructmining.scoring.provenance import check_scores
     >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, name="toy")
     >>> ds = Dataset.from_dict({"mtld": [10.0, 50.0], "instruct_score": [0.9, 0.5]})
     >>> check_scores(ds, rule).name

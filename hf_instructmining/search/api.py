@@ -21,20 +21,20 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._search_strategy import METHODS, SizeSpace, make_searcher
-from ._search_trials import History, TrialLoop
-from .search_result import SearchResult
+from .config import SearchConfig
+from .result import SearchResult
+from .strategy import SizeSpace, make_searcher
+from .trials import History, TrialLoop
 
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from .labeling.store import LabelStore
+    from ..labeling.store import LabelStore
 
 
 logger = logging.getLogger(__name__)
@@ -47,100 +47,6 @@ _GENERATION_PREFIX = "generation_"
 # `dtype="auto"` is the device's own precision (bf16 where it computes bf16 natively, as on CUDA before the field
 # existed), so like the device it is placement; an explicit dtype is a choice that changes the losses.
 _PLACEMENT_DEFAULTS = {"dtype": "auto"}
-
-
-@dataclass
-class SearchConfig:
-    """How [`search_subset_size`] searches over the subset size k.
-
-    Args:
-        method (`str`, *optional*, defaults to `"bracket"`):
-            The searcher. `"bracket"`: a coarse sweep of `initial_sizes` sizes over the whole range (cheapest first,
-            shifted by the seed), an end of the range tried as soon as the loss still falls towards it, then the
-            lowest local minima narrowed by parabolic interpolation, taking turns with bisecting the widest untried
-            stretch once a minimum is narrow and flat. `"blendsearch"`: FLAML's BlendSearch, cost-aware (a trial
-            costs its size), starting from `low` after `initial_sizes` log-spaced sizes. `benchmarks/bench_search.py`
-            compares them with a grid and random search on five curve shapes, with and without evaluation noise.
-        log_scale (`bool`, *optional*, defaults to `True`):
-            Search k on a log scale: the interesting sizes span orders of magnitude (the paper kept 2,532 of
-            100,000 rows).
-        resolution (`float`, *optional*, defaults to `0.05`):
-            Spacing of the candidate sizes: on the log scale neighbouring candidates differ by this factor
-            (`0.05`: 5%), on the linear scale by this fraction of the range. `0` makes every integer a candidate.
-            Sizes closer than one finetuning run can tell apart only waste trials.
-        initial_sizes (`int`, *optional*, defaults to `4`):
-            How many spread-out sizes are tried first, cheapest first. They give the search a coarse look at the
-            whole curve, so that it does not settle in a local minimum next to the cheap start. The bracketing
-            search spreads them over the whole range (one per equal stretch, at a seeded offset); BlendSearch
-            log-spaces (or evenly spaces) them from `low`, leaving out the expensive top of the range. `0` starts
-            from `low` alone.
-        seed (`int`, *optional*, defaults to `0`):
-            Seeds the searcher and the random-selection baseline.
-        score_column (`str`, *optional*, defaults to `"instruct_score"`):
-            The column that ranks rows, lower is better.
-        search_id (`str`, *optional*):
-            Names the search in the store. By default it is derived from the data, the score column, the seed and
-            the trial (the labelling config and eval set, or the objective's name), so re-running the same search
-            resumes it. Set it to share or separate trials explicitly.
-        max_concurrent_trials (`int`, *optional*):
-            How many trials run at once: the searcher proposes the next sizes while earlier ones are still running.
-            By default one at a time in [`search_subset_size`], and as many as the cluster has room for in
-            [`search_subset_size_with_ray`]. More than one needs an `objective` (called from several threads, so
-            it must be thread-safe) or Ray: the built-in trial finetunes in this process, on one device. With one
-            at a time a seed gives the same search every time, and a stopped search resumes to the same result;
-            with more, the sizes proposed depend on which trials finish first. It does not enter the search id:
-            any concurrency resumes the same search.
-    """
-
-    method: str = field(
-        default="bracket",
-        metadata={
-            "help": "The searcher: bracket (a coarse sweep, then parabolic narrowing of the lowest basins) or "
-            "blendsearch (FLAML's BlendSearch, cost-aware).",
-            "choices": METHODS,
-        },
-    )
-    log_scale: bool = field(default=True, metadata={"help": "Search k on a log scale."})
-    resolution: float = field(
-        default=0.05,
-        metadata={
-            "help": "Spacing of the candidate sizes: a factor on the log scale (0.05 = 5 percent), a fraction of "
-            "the range on the linear scale; 0 makes every integer a candidate."
-        },
-    )
-    initial_sizes: int = field(
-        default=4,
-        metadata={
-            "help": "Spread-out sizes tried first, cheapest first, before the searcher narrows down; 0 starts from "
-            "the smallest size alone."
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "Seeds the searcher and the random-selection baseline."})
-    score_column: str = field(
-        default="instruct_score", metadata={"help": "The column that ranks rows (lower is better)."}
-    )
-    search_id: str | None = field(
-        default=None, metadata={"help": "Names the search in the store (derived from the data and trial by default)."}
-    )
-    max_concurrent_trials: int | None = field(
-        default=None,
-        metadata={
-            "help": "How many trials run at once: 1 by default, as many as the cluster holds with Ray. More than one "
-            "needs a thread-safe objective or Ray; the built-in trial runs one finetuning at a time."
-        },
-    )
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got `{self.method!r}`.")
-        if not 0 <= self.resolution < 1:
-            raise ValueError(f"`resolution` must be in [0, 1), got `{self.resolution!r}`.")
-        if self.initial_sizes < 0:
-            raise ValueError(f"`initial_sizes` must be at least 0, got `{self.initial_sizes!r}`.")
-        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise ValueError(
-                f"`max_concurrent_trials` must be at least 1 (or `None`), got `{self.max_concurrent_trials!r}`."
-            )
 
 
 def search_subset_size(
@@ -228,13 +134,13 @@ def search_subset_size(
                 "process, on one device. Use `search_subset_size_with_ray` (one finetuning per GPU of a Ray "
                 "cluster), or pass an `objective=` that runs trials elsewhere."
             )
-        identity: Any = {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
+        search_id = config.search_id or finetune_search_id(scored, config, labeling_config, eval_dataset)
     else:
         identity = {"objective": f"{getattr(objective, '__module__', '')}.{getattr(objective, '__qualname__', '')}"}
-    search_id = config.search_id or _derive_search_id(scored, config, identity)
-    store = _open_store(store)
+        search_id = config.search_id or _derive_search_id(scored, config, identity)
+    store = open_store(store)
     if objective is None:
-        trial = _finetune_trial(scored, eval_dataset, labeling_config, config, store, search_id)
+        trial = finetune_trial(scored, eval_dataset, labeling_config, config, store, search_id)
     else:
         trial = _objective_trial(objective, random_baseline)
     history = History(store, search_id, low, high, config)
@@ -298,8 +204,14 @@ def _check_arguments(low, high, rankable, num_samples, time_budget_s, score_colu
         raise ValueError(f"`time_budget_s` must be positive, got {time_budget_s}.")
 
 
+def finetune_search_id(scored: "Dataset", config: SearchConfig, labeling_config, eval_dataset) -> str:
+    """The id of a search whose trials finetune (the built-in trial), wherever the trials run: the same data and
+    settings give the same id in this process and on a Ray cluster, so either resumes the other's trials."""
+    return _derive_search_id(scored, config, {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)})
+
+
 def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -> str:
-    from .labeling.store import to_jsonable
+    from .._json import to_jsonable
 
     if dataclasses.is_dataclass(identity.get("labeling")):
         # Where a run happens does not change its loss: moving to another device resumes the same search.
@@ -327,10 +239,11 @@ def _fingerprint(dataset) -> Any:
     return getattr(dataset, "_fingerprint", None)
 
 
-def _open_store(store):
+def open_store(store):
+    """`store` as a [`LabelStore`] (a path opens one), or `None`."""
     if store is None or hasattr(store, "append"):
         return store
-    from .labeling.store import LabelStore
+    from ..labeling.store import LabelStore
 
     return LabelStore(store)
 
@@ -349,8 +262,10 @@ def _objective_trial(objective: Callable[..., float], random_baseline: bool) -> 
     return lambda k, selection, subset_id: objective(k) if selection == "rule" else objective(k, selection=selection)
 
 
-def _finetune_trial(scored, eval_dataset, labeling_config, config: SearchConfig, store, search_id: str):
-    from .selection import select_top_k
+def finetune_trial(scored, eval_dataset, labeling_config, config: SearchConfig, store, search_id: str):
+    """The built-in trial: `trial(k, selection, subset_id)` finetunes on the top k rows (or k random rows, for the
+    baseline) and returns the eval loss."""
+    from ..selection import select_top_k
 
     column = config.score_column
     scores = _scores(scored, column)
@@ -358,7 +273,7 @@ def _finetune_trial(scored, eval_dataset, labeling_config, config: SearchConfig,
     order = np.random.default_rng(config.seed).permutation(np.flatnonzero(~np.isnan(scores)))
 
     def trial(k: int, selection: str, subset_id: str) -> float:
-        from .labeling.finetune import finetune_and_evaluate
+        from ..labeling.finetune import finetune_and_evaluate
 
         if selection == "rule":
             rows = select_top_k(scored, k, score_column=column)

@@ -16,15 +16,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import offline
-from ._rule_checks import is_known_indicator
-from .indicators import Indicator, available_indicators, get_indicator
-from .indicators.registry import SHARED_PASS_FAMILIES, indicator_family
-from .rules import RULE_FILENAME, QualityRule, builtin_rules
+from .. import offline
+from ..indicators import Indicator, available_indicators, get_indicator
+from ..indicators.registry import SHARED_PASS_FAMILIES, indicator_family, is_indicator_column
+from ..loading import load_rows
+from ..rules import RULE_FILENAME, QualityRule, builtin_rules
 
 
 if TYPE_CHECKING:
-    from .scoring import ScoreConfig
+    from .config import ScoreConfig
 
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def offline_rules() -> list[str]:
     Example:
 
     ```py
-    >>> from hf_instructmining._plan import offline_rules
+    >>> from hf_instructmining.scoring.plan import offline_rules
     >>> offline_rules()
     ['instructmining-smollm2-135m-demo']
     ```
@@ -231,7 +231,7 @@ def _check_model_keys(models: Mapping[str, str], specs: Mapping[str, Any], famil
     general mapping (such as `offline.offline_models()`) works with any rule."""
     needed = set(specs) | set(families.values())
     extra = sorted(set(models) - needed)
-    wrong = [k for k in extra if k not in _FAMILIES and not is_known_indicator(k)]
+    wrong = [k for k in extra if k not in _FAMILIES and not is_indicator_column(k)]
     if wrong:
         known = sorted(needed) + [n for n in available_indicators() if n not in needed] + list(_FAMILIES)
         close = "".join(_close(k, known) for k in wrong)
@@ -286,17 +286,8 @@ def is_knn(indicator: Indicator) -> bool:
 
 
 def load_reference(reference: Any) -> Any:
-    """The neighbour set of KNN indicators: a `Dataset` or embeddings as given, or a dataset loaded from a path
-    (a `save_to_disk` folder, or a `.json`/`.jsonl`/`.csv`/`.parquet` file) or a Hub id (its `train` split)."""
+    """The neighbour set of KNN indicators: a `Dataset` or embeddings as given, or the rows of a dataset file,
+    folder or Hub id (its `train` split), read by [`~hf_instructmining.loading.load_rows`]."""
     if reference is None or not isinstance(reference, (str, os.PathLike)):
         return reference
-    import datasets
-
-    path = os.fspath(reference)
-    if os.path.isdir(path):
-        return datasets.load_from_disk(path)
-    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    extension = os.path.splitext(path)[1].lower()
-    if os.path.isfile(path) and extension in builders:
-        return datasets.load_dataset(builders[extension], data_files=path, split="train")
-    return datasets.load_dataset(path, split="train")
+    return load_rows(reference, argument="reference")

@@ -1,0 +1,200 @@
+"""Dataset-level statistics of indicator columns, and the rule's estimate of a whole dataset's quality.
+
+InstructMining fits its rule on the *mean* indicator values of whole datasets (paper, Section 3.2), so the rule
+applied to a dataset's means predicts the log eval loss of a model finetuned on that dataset: the paper's
+dataset-quality estimate. Statistics are kept as n/mean/std/min/max that merge exactly across shards
+(Chan et al.'s parallel variance), so a dataset scored in pieces summarises the same as in one go.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..indicators.registry import is_indicator_column
+from ..rules import QualityRule
+from .config import SCORE_COLUMN
+
+
+@dataclass
+class IndicatorStats:
+    """Mergeable statistics of one column over its non-NaN values.
+
+    Args:
+        n (`int`): how many values were counted (NaN values are not).
+        mean (`float`): their mean (NaN when `n` is 0).
+        m2 (`float`): the sum of squared deviations from the mean (what makes `std` mergeable).
+        min (`float`), max (`float`): the extremes (NaN when `n` is 0).
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.scoring import IndicatorStats
+    >>> a, b = IndicatorStats.from_values([1.0, 2.0]), IndicatorStats.from_values([3.0, float("nan")])
+    >>> a.merge(b).to_dict()
+    {'n': 3, 'mean': 2.0, 'std': 0.816496580927726, 'min': 1.0, 'max': 3.0}
+    ```
+    """
+
+    n: int = 0
+    mean: float = math.nan
+    m2: float = 0.0
+    min: float = math.nan
+    max: float = math.nan
+
+    @classmethod
+    def from_values(cls, values: Sequence[float]) -> "IndicatorStats":
+        array = np.asarray(values, dtype=float)
+        array = array[~np.isnan(array)]
+        if array.size == 0:
+            return cls()
+        mean = float(array.mean())
+        return cls(int(array.size), mean, float(((array - mean) ** 2).sum()), float(array.min()), float(array.max()))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (NaN when `n` is 0)."""
+        return math.sqrt(self.m2 / self.n) if self.n else math.nan
+
+    def merge(self, other: "IndicatorStats") -> "IndicatorStats":
+        """The statistics of both sets of values together."""
+        if not other.n:
+            return IndicatorStats(self.n, self.mean, self.m2, self.min, self.max)
+        if not self.n:
+            return IndicatorStats(other.n, other.mean, other.m2, other.min, other.max)
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return IndicatorStats(
+            n,
+            self.mean + delta * other.n / n,
+            self.m2 + other.m2 + delta**2 * self.n * other.n / n,
+            min(self.min, other.min),
+            max(self.max, other.max),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"n", "mean", "std", "min", "max"}`, the form dataset cards and label records use."""
+        return {"n": self.n, "mean": self.mean, "std": self.std, "min": self.min, "max": self.max}
+
+
+@dataclass
+class DatasetSummary:
+    """What a scored dataset looks like as a whole, and what the rule predicts for it.
+
+    Args:
+        num_rows (`int`): rows in the dataset.
+        num_invalid (`int`): rows with a NaN in any summarised indicator column (rows that `on_invalid="nan"` let
+            through); they count in no mean.
+        stats (`dict[str, IndicatorStats]`): per indicator column (and `instruct_score` when present).
+        rule ([`QualityRule`], *optional*): the rule whose estimate is reported.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import QualityRule
+    >>> from hf_instructmining.scoring import summarize_dataset
+    >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}})
+    >>> summary = summarize_dataset(Dataset.from_dict({"mtld": [10.0, 30.0, float("nan")]}), rule=rule)
+    >>> summary.num_rows, summary.num_invalid, summary.means, round(summary.predicted_log_eval_loss, 6)
+    (3, 1, {'mtld': 20.0}, 0.8)
+    ```
+    """
+
+    num_rows: int
+    num_invalid: int
+    stats: dict[str, IndicatorStats] = field(default_factory=dict)
+    rule: QualityRule | None = None
+
+    @property
+    def means(self) -> dict[str, float]:
+        """The mean of each indicator column (`instruct_score` left out)."""
+        return {c: s.mean for c, s in self.stats.items() if c != SCORE_COLUMN}
+
+    @property
+    def predicted_log_eval_loss(self) -> float | None:
+        """The rule applied to the dataset's mean indicators: the paper's dataset-quality estimate (lower is better).
+
+        `None` without a rule; NaN when a column the rule needs has no valid value.
+        """
+        if self.rule is None:
+            return None
+        means = self.means
+        if any(c not in means for c in self.rule.columns):
+            return None
+        return float(self.rule.predict({c: [means[c]] for c in self.rule.columns}, allow_nan=True)[0])
+
+    @property
+    def predicted_eval_loss(self) -> float | None:
+        """`exp` of [`predicted_log_eval_loss`]."""
+        log_loss = self.predicted_log_eval_loss
+        return None if log_loss is None else math.exp(log_loss)
+
+    def merge(self, other: "DatasetSummary") -> "DatasetSummary":
+        """The summary of both datasets together (same rule and columns expected)."""
+        if self.rule != other.rule:
+            raise ValueError("Cannot merge summaries made with different rules.")
+        columns = list(dict.fromkeys([*self.stats, *other.stats]))
+        empty = IndicatorStats()
+        return DatasetSummary(
+            self.num_rows + other.num_rows,
+            self.num_invalid + other.num_invalid,
+            {c: self.stats.get(c, empty).merge(other.stats.get(c, empty)) for c in columns},
+            self.rule,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: rows, invalid rows, the rule's name and estimate, and each column's statistics."""
+        return {
+            "num_rows": self.num_rows,
+            "num_invalid": self.num_invalid,
+            "rule": None if self.rule is None else self.rule.name,
+            "predicted_log_eval_loss": self.predicted_log_eval_loss,
+            "predicted_eval_loss": self.predicted_eval_loss,
+            "indicators": {c: s.to_dict() for c, s in self.stats.items()},
+        }
+
+
+def summarize_dataset(
+    ds: Any, rule: QualityRule | str | None = None, columns: Sequence[str] | None = None
+) -> DatasetSummary:
+    """Summarise the indicator columns of a scored dataset, with the rule's predicted log eval loss for it.
+
+    Args:
+        ds (`datasets.Dataset` or `Mapping[str, Sequence[float]]`): scored rows.
+        rule ([`QualityRule`] or `str`, *optional*): a rule, or a built-in rule name; its columns are summarised
+            and its estimate reported.
+        columns (`Sequence[str]`, *optional*): the columns to summarise; by default the rule's columns, else every
+            known indicator column of `ds`, plus `instruct_score` when present.
+
+    Returns:
+        [`DatasetSummary`]
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.scoring import summarize_dataset
+    >>> summarize_dataset({"mtld": [1.0, 3.0], "instruct_score": [0.5, 0.7]}).to_dict()["indicators"]["mtld"]
+    {'n': 2, 'mean': 2.0, 'std': 1.0, 'min': 1.0, 'max': 3.0}
+    ```
+    """
+    if isinstance(rule, str):
+        rule = QualityRule.from_builtin(rule)
+    present = list(ds.column_names) if hasattr(ds, "column_names") else list(ds)
+    if columns is None:
+        columns = rule.columns if rule is not None else [c for c in present if is_indicator_column(c)]
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise ValueError(f"The dataset has no column(s) {missing}; its columns are {present}.")
+    columns = list(columns)
+    if not columns:
+        raise ValueError(f"No indicator columns to summarise; the dataset's columns are {present}.")
+    values = {c: np.asarray(ds[c], dtype=float) for c in [*columns, SCORE_COLUMN] if c in present}
+    num_rows = len(next(iter(values.values())))
+    invalid = np.zeros(num_rows, dtype=bool)
+    for column in columns:
+        invalid |= np.isnan(values[column])
+    stats = {c: IndicatorStats.from_values(v) for c, v in values.items()}
+    return DatasetSummary(num_rows, int(invalid.sum()), stats, rule)
