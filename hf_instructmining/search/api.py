@@ -67,8 +67,8 @@ def search_subset_size(
 
     Each trial keeps the top k rows by score ([`select_top_k`]), finetunes with [`finetune_and_evaluate`] and
     returns the eval loss, or calls `objective(k)` instead. The default searcher (`SearchConfig.method`) first
-    sweeps a few sizes spread over the whole range, cheapest first (`SearchConfig.initial_sizes`), tries an end of
-    the range while the loss still falls towards it, then narrows the lowest local minima by parabolic
+    sweeps a few sizes spread over the whole range, cheapest first on a wide one (`SearchConfig.initial_sizes`),
+    tries an end of the range while the loss falls steeply towards it, then narrows the lowest local minima by parabolic
     interpolation, taking turns with bisecting the widest untried stretch; `method="blendsearch"` runs FLAML's
     BlendSearch instead. Every finished trial is recorded in `store` (kind `"search_trial"`). Running the same
     search again resumes it by replay: its searcher is rebuilt from the seed and fed the stored trials in order,

@@ -14,10 +14,11 @@ class SearchConfig:
 
     Args:
         method (`str`, *optional*, defaults to `"bracket"`):
-            The searcher. `"bracket"`: a coarse sweep of `initial_sizes` sizes over the whole range (cheapest first,
-            shifted by the seed), an end of the range tried as soon as the loss still falls towards it, then the
-            lowest local minima narrowed by parabolic interpolation, taking turns with bisecting the widest untried
-            stretch once a minimum is narrow and flat. `"blendsearch"`: FLAML's BlendSearch, cost-aware (a trial
+            The searcher. `"bracket"`: a coarse sweep of `initial_sizes` sizes over the whole range (a
+            coarse-to-fine grid shifted by the seed; on a wide range cheapest first, its dearest size last), the end
+            of the range tried as soon as the loss falls steeply towards it, then the lowest local minima narrowed
+            by parabolic interpolation, taking turns with bisecting the widest untried stretch once a minimum is
+            narrow and flat. `"blendsearch"`: FLAML's BlendSearch, cost-aware (a trial
             costs its size), starting from `low` after `initial_sizes` log-spaced sizes. `benchmarks/bench_search.py`
             compares them with a grid and random search on five curve shapes, with and without evaluation noise.
         log_scale (`bool`, *optional*, defaults to `True`):
@@ -28,9 +29,10 @@ class SearchConfig:
             (`0.05`: 5%), on the linear scale by this fraction of the range. `0` makes every integer a candidate.
             Sizes closer than one finetuning run can tell apart only waste trials.
         initial_sizes (`int`, *optional*, defaults to `4`):
-            How many spread-out sizes are tried first, cheapest first. They give the search a coarse look at the
-            whole curve, so that it does not settle in a local minimum next to the cheap start. The bracketing
-            search spreads them over the whole range (one per equal stretch, at a seeded offset); BlendSearch
+            How many spread-out sizes are tried first. They give the search a coarse look at the whole curve, so
+            that it does not settle in a local minimum next to the cheap start. The bracketing search spreads them
+            over the whole range (one per equal stretch, at a seeded shift; cheapest first where the range spans
+            costs so different that its largest size costs more than the others together); BlendSearch
             log-spaces (or evenly spaces) them from `low`, leaving out the expensive top of the range. `0` starts
             from `low` alone.
         seed (`int`, *optional*, defaults to `0`):

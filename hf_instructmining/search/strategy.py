@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 # otherwise takes turns with the search for other basins.
 _WIDE = 0.075
 _STEEP = 0.01
+# On a wide range the end is tried right after a fall only if, at the rate between the two largest sizes tried,
+# the loss would fall by more than this fraction of itself over the whole range: a data scaling law does (at its
+# rate near 10,000 rows, 1 + 1.5 (k / 100)^-0.3 would fall by over half over [100, 100,000]), a slope of 2% per
+# decade beside a narrow basin does not (7%).
+_FALLING = 0.2
 _GOLDEN = (3 - math.sqrt(5)) / 2
 # BlendSearch answers `None` while a local thread whose step has shrunk to one candidate keeps proposing finished
 # neighbours: runs of a thousand and more happen around a well-explored basin, at about 0.3 ms each. This many in
@@ -108,17 +113,24 @@ def make_searcher(sizes: SizeSpace, warm: dict[int, float], config: "SearchConfi
 class Bracket:
     """Bracketing search over the candidate sizes: a coarse sweep, then narrowing the lowest basins.
 
-    1. `initial` sizes spread evenly over the whole range (on the log scale by default), one per equal cell at a
-       seeded offset, run coarse to fine from the cheapest (cells 0, 2, 1 of four): the first look at the curve
-       costs little, the second trial already sees the upper half, and no basin is much wider than their
-       spacing. The largest of them, the dearest trial of all, waits: it runs once the others show no basin to
-       narrow, or a loss still falling towards it, or as the first look elsewhere. An end of the range is tried
-       as soon as the lowest loss sits at the outermost size tried there (the curve still falls towards it:
-       "keep everything" is found in one more trial).
-    2. Each local minimum of the sizes tried, the lowest first, is narrowed by parabolic interpolation through it
+    1. `initial` sizes spread evenly over the whole range (on the log scale by default), one per equal cell: the
+       first points of a coarse-to-fine grid at a seeded shift, so no basin is much wider than their spacing. On a
+       wide range (the largest of them costs more than the others together, as on [100, 100,000]) the others run
+       cheapest first and the largest, the dearest trial of all, waits: it runs once they show no basin to
+       narrow, or a loss falling towards it, or as the first look elsewhere. On a narrow range (k in [16, 128])
+       cost hardly tells the sizes apart and the sweep runs in the grid's own order (half the range apart, then
+       the quarters), so its first sizes are a plain grid's.
+    2. When the lowest loss sits at the largest size tried: on a narrow range, or where the loss falls through
+       every size tried, and steeply (by more than a fifth of itself over the range at its last rate, as a data
+       scaling law does), the end of the range comes next ("keep everything" is found in one more trial). A
+       gentle fall on a wide range explores the cheaper untried stretches first, since a narrow basin may hide
+       there and the end is the dearest trial; a loss that rose and then fell again is followed by a
+       golden-section step towards the end instead of a jump. The smallest end is tried as soon as the lowest
+       loss sits at the smallest size tried.
+    3. Each local minimum of the sizes tried, the lowest first, is narrowed by parabolic interpolation through it
        and its two neighbours on the search scale, with a golden-section step when the parabola is of no use (it
        opens downwards, or lands on a size already tried).
-    3. Once the lowest minimum's bracket is narrow and flat (its sides within 1% of its middle), narrowing it
+    4. Once the lowest minimum's bracket is narrow and flat (its sides within 1% of its middle), narrowing it
        takes turns with bisecting the widest stretch of the range not yet tried, which finds basins that the
        sweep stepped over; every other minimum gets its turn too.
 
@@ -130,7 +142,7 @@ class Bracket:
         sizes (`SizeSpace`): the candidate sizes.
         warm (`dict[int, float]`): finished trials of other searches, size -> loss, taken as already known.
         initial (`int`): sizes in the sweep (`0`: start from the smallest size).
-        seed (`int`): seeds the sweep's offset.
+        seed (`int`): seeds the sweep's shift.
     """
 
     max_empty = 1  # `None` means that nothing can be proposed until a running trial finishes
@@ -144,22 +156,30 @@ class Bracket:
         self.running: dict[str, int] = {}
         self.turn = 0
         self.sweep = self._sweep(initial, float(np.random.default_rng(seed).uniform()))
-        # The sweep's largest size is the dearest trial of all: it waits until the cheaper ones show no basin to
-        # narrow, or a falling loss towards it, or until the search first looks elsewhere.
-        self.deferred = self.sweep.pop(self.sweep.index(max(self.sweep))) if len(self.sweep) > 2 else None
+        # On a wide range the sweep's largest size costs more than the others together: they run first, cheapest
+        # first, and it waits (step 1 of the class docstring). On a narrow range the sweep keeps the grid's order.
+        self.deferred = None
+        if len(self.sweep) > 2:
+            dearest = max(self.sweep)
+            if sizes.size(dearest) > sum(sizes.size(i) for i in self.sweep if i != dearest):
+                self.deferred = self.sweep.pop(self.sweep.index(dearest))
+                self.sweep.sort()
+        self.wide = self.deferred is not None
 
-    def _sweep(self, n: int, offset: float) -> list[int]:
+    def _sweep(self, n: int, shift: float) -> list[int]:
+        """The first `n` points of a coarse-to-fine grid over the range, shifted by `shift` (a fraction of it)."""
         if n == 0:
             return [0]
         low, high = self.sizes.position(0), self.sizes.position(self.sizes.count - 1)
         span = (high - low) / n
+        rotation, offset = divmod(shift * n, 1.0)
         known = [self.sizes.position(i) for i in self.losses]
         sweep = []
-        # Coarse to fine from the cheapest cell: cells in bit-reversed order (0, 2, 1, 3 of four), so the second
-        # trial already looks at the upper half of the range.
+        # Cells in bit-reversed order (0, 2, 1, 3 of four), rotated by the shift: every prefix of 2, 4, ... points
+        # is an even grid.
         bits = max(1, (n - 1).bit_length())
-        for cell in sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2)):
-            centre = low + (cell + offset) * span
+        for i in sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2)):
+            centre = low + ((i + int(rotation)) % n + offset) * span
             # A warm start that already has a trial in this cell needs no sweep point there.
             if not any(abs(p - centre) <= span / 2 for p in known):
                 index = self.sizes.nearest(centre)
@@ -194,12 +214,22 @@ class Bracket:
         losses = [self.losses[i] for i in tried]
         best = min(range(len(tried)), key=lambda j: (losses[j], tried[j]))
         last = self.sizes.count - 1
-        # The loss still falls towards an end of the range: try that end (or first the deferred sweep size, on
-        # the way there).
+        # The loss is lowest at the largest size tried (step 2 of the class docstring): the deferred sweep size if
+        # the loss falls through every size tried, then the end if that fall is steep or the range narrow; on a
+        # wide range, the cheaper untried stretches after a gentle fall, a golden-section step after a bump.
         if best == len(tried) - 1 and tried[best] < last:
-            if self.deferred is not None and self.deferred > tried[best]:
+            falling = all(a > b for a, b in zip(losses, losses[1:], strict=False))
+            if falling and self.deferred is not None and self.deferred > tried[best]:
                 return self._take(self.deferred)
-            return last if last not in taken else self._widest_gap(sorted(taken))
+            if not self.wide or (falling and self._steep(tried[-2:], losses[-2:])):
+                return last if last not in taken else self._widest_gap(sorted(taken))
+            if falling:
+                return self._widest_gap(sorted(taken), ends=1.0)
+            up = self.sizes.nearest(
+                self.sizes.position(tried[best]) * (1 - _GOLDEN) + self.sizes.position(last) * _GOLDEN
+            )
+            if up not in taken:
+                return up
         if best == 0 and tried[0] > 0:
             return 0 if 0 not in taken else self._widest_gap(sorted(taken))
         minima = [m for m in range(1, len(tried) - 1) if losses[m] < min(losses[m - 1], losses[m + 1])]
@@ -219,6 +249,12 @@ class Bracket:
             self.turn += 1
             return self._take(gap) if self.turn % 2 else local
         return self._take(gap) if gap is not None else None
+
+    def _steep(self, pair: list[int], losses: list[float]) -> bool:
+        """Whether the loss falls between the two sizes `pair` by more than `_FALLING` of itself per whole range."""
+        (x0, x1), (y0, y1) = (self.sizes.position(i) for i in pair), losses
+        span = self.sizes.position(self.sizes.count - 1) - self.sizes.position(0)
+        return (y0 - y1) / (x1 - x0) * span > _FALLING * abs(y1)
 
     def _take(self, index: int) -> int:
         if index == self.deferred:
@@ -246,17 +282,18 @@ class Bracket:
             index = middle + step
         return index if left < index < right and index not in taken else None
 
-    def _widest_gap(self, taken: list[int]) -> int | None:
-        """The middle of the widest stretch with no size tried or running; an untried end counts double."""
+    def _widest_gap(self, taken: list[int], ends: float = 2.0) -> int | None:
+        """The middle of the widest stretch with no size tried or running; an untried end's stretch counts `ends`
+        times its width (double by default: a trial at the end looks at its stretch from one side only)."""
         if not taken:
             return 0
         last = self.sizes.count - 1
         position = self.sizes.position
         gaps = []  # (width, -index, index): the widest, then the cheapest
         if taken[0] > 0:
-            gaps.append((2 * (position(taken[0]) - position(0)), 0, 0))
+            gaps.append((ends * (position(taken[0]) - position(0)), 0, 0))
         if taken[-1] < last:
-            gaps.append((2 * (position(last) - position(taken[-1])), -last, last))
+            gaps.append((ends * (position(last) - position(taken[-1])), -last, last))
         for a, b in zip(taken, taken[1:], strict=False):
             if b - a > 1:
                 index = min(max(self.sizes.nearest((position(a) + position(b)) / 2), a + 1), b - 1)
