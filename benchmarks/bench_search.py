@@ -44,6 +44,7 @@ trials of 2-6 ms that finish in random order, how many seeds end within 2% of th
 
     python benchmarks/bench_search.py                      # 100 seeds, budget 60, every method
     python benchmarks/bench_search.py --quick              # 5 seeds, no BlendSearch rows (about a minute)
+    python benchmarks/bench_search.py --seeds 40 --first-seed 40   # seeds 40-79, to check on other seeds
     python benchmarks/bench_search.py --curves paper --methods default grid --seeds 50
     python benchmarks/bench_search.py --concurrency --seeds 10
 """
