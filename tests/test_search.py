@@ -135,7 +135,7 @@ def test_a_gentle_fall_tries_cheaper_sizes_before_the_end(scored, seed):
 def test_on_a_narrow_range_the_sweep_is_a_coarse_to_fine_grid(seed):
     # k in [16, 128]: the dearest sweep size costs less than the others together, so nothing waits, and the sweep's
     # sizes after 2 and after 4 trials are even grids on the log scale (up to whole rows), as a plain grid's are.
-    from hf_instructmining._search_strategy import Bracket, SizeSpace
+    from hf_instructmining.search.strategy import Bracket, SizeSpace
 
     sizes = SizeSpace(16, 128, SearchConfig(seed=seed))
     searcher = Bracket(sizes, {}, initial=4, seed=seed)
@@ -147,7 +147,7 @@ def test_on_a_narrow_range_the_sweep_is_a_coarse_to_fine_grid(seed):
 
 
 def test_a_narrow_range_starts_anywhere_and_a_wide_one_with_its_cheapest_sizes():
-    from hf_instructmining._search_strategy import Bracket, SizeSpace
+    from hf_instructmining.search.strategy import Bracket, SizeSpace
 
     def first_sizes(low, high):
         sizes = SizeSpace(low, high, SearchConfig())
@@ -617,6 +617,8 @@ def test_one_trial_at_a_time_runs_in_the_calling_thread(scored):
 
 
 def test_ctrl_c_stops_a_concurrent_search_without_waiting_for_the_trials_in_flight(scored):
+    # Python's own Ctrl-C handler, whatever a library loaded by an earlier test installed in this process.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started, release = [], threading.Event()
 
     def objective(k):
@@ -633,4 +635,5 @@ def test_ctrl_c_stops_a_concurrent_search_without_waiting_for_the_trials_in_flig
         assert time.monotonic() - start < 5
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)
     assert len(started) == 2  # nothing new started after the interrupt
