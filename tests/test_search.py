@@ -617,8 +617,10 @@ def test_one_trial_at_a_time_runs_in_the_calling_thread(scored):
 
 
 def test_ctrl_c_stops_a_concurrent_search_without_waiting_for_the_trials_in_flight(scored):
-    # Python's own Ctrl-C handler, whatever a library loaded by an earlier test installed in this process.
+    # Python's own Ctrl-C handler, with SIGINT deliverable, whatever a library loaded by an earlier test left in
+    # this process (the trial threads inherit the calling thread's signal mask).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     started, release = [], threading.Event()
 
     def objective(k):
@@ -636,4 +638,5 @@ def test_ctrl_c_stops_a_concurrent_search_without_waiting_for_the_trials_in_flig
     finally:
         release.set()
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     assert len(started) == 2  # nothing new started after the interrupt
