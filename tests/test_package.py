@@ -164,7 +164,18 @@ def test_an_editable_install_renders_every_card_from_the_top_level_templates(tmp
     import sysconfig
 
     prefix = tmp_path / "prefix"
-    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)]
+    # `--ignore-installed`: pip would otherwise uninstall this environment's own install of the package first.
+    install = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--ignore-installed",
+        "-e",
+        str(ROOT),
+    ]
     build = subprocess.run([*install, "--prefix", str(prefix), "-v"], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     assert "would be ignored" not in build.stdout + build.stderr
