@@ -175,12 +175,18 @@ def check_section(check: dict, rule, profile: str) -> str:
             f"| {row['model']} | {row['win_rate']:.1f} | {row['rows']} | {row['score']:.4f} | "
             f"{row['score_held_out']:.4f} | {cells} |"
         )
+    n = check.get("held_out_per_model")
+    answers = (
+        "all its AlpacaEval answers"
+        if n is None
+        else f"its answers to the {n} sampled held-out instructions and to the pool's instructions"
+    )
     return (
-        "Each model's mean rule score (predicted log eval loss, lower is better) over all its AlpacaEval answers, "
+        f"Each model's mean rule score (predicted log eval loss, lower is better) over {answers}, "
         "against its public AlpacaEval win rate (`../shared/data/alpaca_eval_win_rates.csv`), which nothing here was "
         "fitted on. A rule that recognises better answers gives better models lower scores: a negative Spearman "
         "correlation.\n\n"
-        f"- Spearman (mean rule score, win rate): **{check['spearman']:+.2f}** over all answers, "
+        f"- Spearman (mean rule score, win rate): **{check['spearman']:+.2f}** over these answers, "
         f"{check['spearman_held_out']:+.2f} over the answers to instructions outside the pool and the evaluation set.\n"
         f'- "Longer is better" (mean `output_length`, negated): {check["spearman_longer_is_better"]:+.2f}.\n\n'
         + "\n".join(lines)

@@ -2,6 +2,7 @@
 against the ten models' public win rates."""
 
 import logging
+import random
 import statistics
 
 import numpy as np
@@ -101,14 +102,14 @@ def paired(runs: list[dict]) -> list[dict]:
 
 
 def check_models(state: dict, settings: dict) -> dict:
-    """Each model's mean rule score over all its AlpacaEval answers, against the public win rates (never fitted on)."""
+    """Each model's mean rule score over its AlpacaEval answers, against the public win rates (never fitted on)."""
     import datasets
     from scipy.stats import spearmanr
 
     rule = state["fit"]["best"].rule
     data = state["data"]
     columns = sorted(set(rule.columns) | {"output_length"})
-    answers = datasets.Dataset.from_list([r for m in sorted(data.answers) for r in data.rows(m)])
+    answers = datasets.Dataset.from_list([r for m in sorted(data.answers) for r in checked_rows(data, m, settings)])
     pool = state["pool"]
     # Neighbours are searched in the candidate pool, as for the rows the rule was fitted on.
     score(answers, columns, state["scores"], reference=pool if any(c.startswith("knn_") for c in columns) else None)
@@ -130,9 +131,27 @@ def check_models(state: dict, settings: dict) -> dict:
         table.append(row)
     rates = [r["win_rate"] for r in table]
     return {
+        "held_out_per_model": settings.get("check_held_out_per_model"),
         "table": table,
         "spearman": spearmanr([r["score"] for r in table], rates).statistic,
         "spearman_held_out": spearmanr([r["score_held_out"] for r in table], rates).statistic,
         "spearman_longer_is_better": spearmanr([-r["mean_output_length"] for r in table], rates).statistic,
         "columns": columns,
     }
+
+
+def checked_rows(data, model: str, settings: dict) -> list[dict]:
+    """`model`'s answers that the check scores.
+
+    All of them when `check_held_out_per_model` is `null`. Otherwise its pool answers (scored already) and its
+    answers to a seeded sample of that many held-out instructions (outside the pool and the evaluation set, answered
+    by all ten models; the same instructions for every model): scoring every answer with the perplexity family
+    takes about ten hours on this project's 2-core CPU.
+    """
+    n = settings.get("check_held_out_per_model")
+    if n is None:
+        return data.rows(model)
+    every = set.intersection(*({r["instruction"] for r in rows} for rows in data.answers.values()))
+    held_out = sorted(every - data.pool_instructions - data.eval_instructions)
+    sample = random.Random(settings["seed"]).sample(held_out, min(n, len(held_out)))
+    return data.rows(model, data.pool_instructions) + data.rows(model, set(sample))
