@@ -250,7 +250,8 @@ def main():
     if "label" in args.stages:
         label(subsets, eval_set, settings, store)
     if {"fit", "compare", "check", "report"} & set(args.stages):
-        from stages import check_models, compare, fit, write_report
+        from report import write_report
+        from stages import check_models, compare, fit
 
         state["noise"] = noise
         state["fit"] = fit(state, settings, args.profile)
