@@ -118,11 +118,11 @@ class ScoreStore:
         return dataset
 
 
-def score(dataset, columns: list[str], scores: ScoreStore, reference=None, chunk: int = 100) -> None:
+def score(dataset, columns: list[str], scores: ScoreStore, chunk: int = 100) -> None:
     """Compute the `columns` that `scores` lacks for `dataset`'s rows, `chunk` rows at a time (resumable).
 
-    KNN columns are computed in one go over the whole `dataset` (each row excluding itself) or over `reference`:
-    embedding is cheap, and the neighbours depend on the whole set.
+    KNN columns are computed in one go over the whole `dataset` (each row excluding itself): embedding is cheap, and
+    the neighbours depend on the whole set.
     """
     from hf_instructmining import compute_indicators
 
@@ -139,9 +139,12 @@ def score(dataset, columns: list[str], scores: ScoreStore, reference=None, chunk
             scores.add(model, [{"index": r["index"], **{c: r[c] for c in per_row}} for r in scored])
             logger.info("Scored %d rows of %s in %.0f s.", len(part), model, time.perf_counter() - t)
     stored = {m: scores.read(m) for m in set(dataset["generator"])}
-    keys = zip(dataset["generator"], dataset["index"], strict=True)
-    if knn and any(c not in stored[m].get(i, {}) for m, i in keys for c in knn):
-        scored = compute_indicators(dataset, knn, models=models_for(knn), reference=reference)
+    keys = list(zip(dataset["generator"], dataset["index"], strict=True))
+    missing = [n for n, (m, i) in enumerate(keys) if any(c not in stored[m].get(i, {}) for c in knn)]
+    if knn and missing:
+        # The neighbours come from the whole dataset, so all of it is embedded; only the rows that lack a value are
+        # stored (a stored value is never replaced).
+        scored = compute_indicators(dataset, knn, models=models_for(knn)).select(missing)
         for model in sorted(set(scored["generator"])):
             part = scored.filter(lambda r, m=model: r["generator"] == m)
             scores.add(model, [{"index": r["index"], **{c: r[c] for c in knn}} for r in part])

@@ -190,6 +190,15 @@ def check_section(check: dict, rule, profile: str) -> str:
         f"{check['spearman_held_out']:+.2f} over the answers to instructions outside the pool and the evaluation set.\n"
         f'- "Longer is better" (mean `output_length`, negated): {check["spearman_longer_is_better"]:+.2f}.\n\n'
         + "\n".join(lines)
+        + "\n\nEach candidate alone: Spearman of the models' mean value with their win rates (positive: better models "
+        "have higher values), with the sign the rule gives it (a negative coefficient means higher is better).\n\n"
+        + "| indicator | Spearman with win rate | rule coefficient |\n|---|---|---|\n"
+        + "\n".join(
+            f"| `{c}` | {rho:+.2f} | {rule.coefficients[c]:+.4g} |"
+            if c in rule.coefficients
+            else f"| `{c}` | {rho:+.2f} | not in the rule |"
+            for c, rho in sorted(check["spearman_by_indicator"].items(), key=lambda item: item[1])
+        )
         + f"\n\n![mean rule score against win rate](models-{profile}.png)"
     )
 
