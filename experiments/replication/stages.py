@@ -133,7 +133,7 @@ def check_models(state: dict, settings: dict) -> dict:
         row.update({f"mean_{c}": part[c].mean() for c in columns})
         table.append(row)
     rates = [r["win_rate"] for r in table]
-    return {
+    check = {
         "held_out_per_model": settings.get("check_held_out_per_model"),
         "table": table,
         "spearman": spearmanr([r["score"] for r in table], rates).statistic,
@@ -142,6 +142,15 @@ def check_models(state: dict, settings: dict) -> dict:
         "spearman_by_indicator": {c: spearmanr([r[f"mean_{c}"] for r in table], rates).statistic for c in columns},
         "columns": columns,
     }
+    logger.info(
+        "Ten models: Spearman of the mean rule score with the win rates %+.2f (held-out answers only %+.2f; longer is "
+        "better %+.2f). Each indicator alone: %s.",
+        check["spearman"],
+        check["spearman_held_out"],
+        check["spearman_longer_is_better"],
+        ", ".join(f"{c} {rho:+.2f}" for c, rho in check["spearman_by_indicator"].items()),
+    )
+    return check
 
 
 def held_out_rows(data, model: str, settings: dict) -> list[dict]:
