@@ -1,6 +1,8 @@
 """The stages of `replicate.py` that need finished labels: fit the rule, compare it with random data, check it
 against the ten models' public win rates."""
 
+import hashlib
+import json
 import logging
 import random
 import statistics
@@ -65,17 +67,25 @@ def compare(state: dict, settings: dict) -> list[dict]:
     rule = state["fit"]["best"].rule
     scored = state["fit"]["scored"]
     scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
+    # The rule arm's ids name the rule, so that runs stored for another fit (e.g. before more labels) are not reused.
+    formula = json.dumps([rule.intercept, rule.coefficients], sort_keys=True)
+    rule_id = hashlib.sha256(formula.encode()).hexdigest()[:8]
     runs = []
     for seed in settings["compare_seeds"]:
         subsets = {}
         for k in settings["compare_sizes"]:
-            subsets[f"compare-rule-k{k}-s{seed}"] = select_top_k(scored, k)
+            subsets[f"compare-rule{rule_id}-k{k}-s{seed}"] = select_top_k(scored, k)
             draw = np.random.default_rng([settings["seed"], seed, k]).choice(len(scored), size=k, replace=False)
             subsets[f"compare-random-k{k}-s{seed}"] = scored.select(sorted(draw.tolist()))
         for record in label(subsets, state["eval_set"], settings, state["store"], seed):
-            _, selection, k, s = record["subset_id"].split("-")
+            _, arm, k, s = record["subset_id"].split("-")
             runs.append(
-                {"selection": selection, "k": int(k[1:]), "seed": int(s[1:]), "eval_loss": record["eval_loss"]}
+                {
+                    "selection": "rule" if arm.startswith("rule") else arm,
+                    "k": int(k[1:]),
+                    "seed": int(s[1:]),
+                    "eval_loss": record["eval_loss"],
+                }
             )
     return runs
 
