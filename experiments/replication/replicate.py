@@ -59,8 +59,8 @@ class Data:
             raise SystemExit(f"No AlpacaEval outputs under {DATA}: this experiment needs the shared data folder.")
         self.answers = {f.stem: json.loads(f.read_text()) for f in files}
         # phi-2 answered 803 of the 805 instructions: split among those every model answered.
-        common = set.intersection(*({r["instruction"] for r in rows} for rows in self.answers.values()))
-        order = sorted(common)
+        self.answered_by_all = set.intersection(*({r["instruction"] for r in rows} for rows in self.answers.values()))
+        order = sorted(self.answered_by_all)
         random.Random(settings["seed"]).shuffle(order)
         n_eval, n_pool = settings["eval_instructions"], settings["pool_instructions"]
         self.eval_instructions = set(order[:n_eval])
@@ -138,10 +138,12 @@ def score(dataset, columns: list[str], scores: ScoreStore, chunk: int = 100) -> 
             scored = compute_indicators(part, per_row, models=models_for(per_row))
             scores.add(model, [{"index": r["index"], **{c: r[c] for c in per_row}} for r in scored])
             logger.info("Scored %d rows of %s in %.0f s.", len(part), model, time.perf_counter() - t)
+    if not knn:
+        return
     stored = {m: scores.read(m) for m in set(dataset["generator"])}
-    keys = list(zip(dataset["generator"], dataset["index"], strict=True))
+    keys = zip(dataset["generator"], dataset["index"], strict=True)
     missing = [n for n, (m, i) in enumerate(keys) if any(c not in stored[m].get(i, {}) for c in knn)]
-    if knn and missing:
+    if missing:
         # The neighbours come from the whole dataset, so all of it is embedded; only the rows that lack a value are
         # stored (a stored value is never replaced).
         scored = compute_indicators(dataset, knn, models=models_for(knn)).select(missing)

@@ -174,6 +174,5 @@ def held_out_rows(data, model: str, settings: dict) -> list[dict]:
     n = settings.get("check_held_out_per_model")
     if n is None:
         return [r for r in data.rows(model) if r["instruction"] not in data.pool_instructions]
-    every = set.intersection(*({r["instruction"] for r in rows} for rows in data.answers.values()))
-    held_out = sorted(every - data.pool_instructions - data.eval_instructions)
+    held_out = sorted(data.answered_by_all - data.pool_instructions - data.eval_instructions)
     return data.rows(model, set(random.Random(settings["seed"]).sample(held_out, min(n, len(held_out)))))
