@@ -170,7 +170,8 @@ def fit_rule(
             records say.
 
     Returns:
-        [`FitResult`]: `.rule` is a [`~hf_instructmining.QualityRule`]; `.report()` prints the fit.
+        [`FitResult`]: `.rule` is a [`~hf_instructmining.QualityRule`] whose `domain` is the range of each selected
+        indicator's mean over the subsets (its `predict` clips single rows into it); `.report()` prints the fit.
 
     Raises:
         `ValueError`: a missing column, a non-positive or NaN label (outside [0, 1) with `higher_is_better`), a
@@ -250,7 +251,9 @@ def fit_rule(
         model=fit,
         higher_is_better=higher_is_better,
     )
-    result.rule = _make_rule(result, meta, indicator_specs, name, provenance)
+    # The range of each mean the rule is fitted on: `predict` clips single rows into it (see `QualityRule.domain`).
+    domain = {c: (float(X[c].min()), float(X[c].max())) for c in result.indicators}
+    result.rule = _make_rule(result, meta, indicator_specs, name, provenance, domain)
     return result
 
 
@@ -413,7 +416,7 @@ def _warnings(table: dict, n: int, p: int, cv: float | None) -> list[str]:
     return notes
 
 
-def _make_rule(result: FitResult, meta: list[dict], specs, name, extra):
+def _make_rule(result: FitResult, meta: list[dict], specs, name, extra, domain):
     from .rules import QualityRule
 
     recorded = next((r["indicator_specs"] for r in meta if r.get("indicator_specs")), {})
@@ -433,6 +436,7 @@ def _make_rule(result: FitResult, meta: list[dict], specs, name, extra):
         indicators={c: dict(specs.get(c) or {}) for c in result.indicators},
         provenance=provenance,
         name=name,
+        domain=domain,
     )
 
 

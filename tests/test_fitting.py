@@ -30,6 +30,17 @@ def test_recovers_known_coefficients():
     assert result.r_squared > 0.99 and result.cv_r_squared > 0.98
 
 
+def test_the_rule_keeps_the_range_of_the_means_it_was_fitted_on():
+    rows = _rows()
+    rule = fit_rule(rows, indicators=["reward", "mtld"]).rule
+    for column in ("reward", "mtld"):
+        values = [r[column] for r in rows]
+        assert rule.domain[column] == (min(values), max(values))
+    # A single row far outside that range scores like a row at its edge: the fit says nothing beyond its data.
+    edge = {"reward": [max(r["reward"] for r in rows)], "mtld": [50.0]}
+    assert rule.predict({"reward": [1e6], "mtld": [50.0]}) == pytest.approx(rule.predict(edge))
+
+
 def test_statistics_match_statsmodels():
     import statsmodels.api as sm
     from statsmodels.stats.outliers_influence import variance_inflation_factor

@@ -130,7 +130,20 @@ def test_json_round_trip_predicts_the_same(tmp_path, name):
     assert QualityRule.from_pretrained(str(tmp_path)) == rule
     rows = {c: [0.5, 1.0, 2.0] for c in rule.columns}
     np.testing.assert_array_equal(loaded.predict(rows), rule.predict(rows))
-    assert json.loads(open(path).read())["schema_version"] == SCHEMA_VERSION
+    assert json.loads(open(path).read())["schema_version"] == 1  # no domain: readable by releases before it
+
+
+def test_domain_clips_predictions_and_round_trips(tmp_path):
+    rule = QualityRule.from_dict(_valid_dict(domain={"mtld": [20, 60]}))
+    assert rule.domain == {"mtld": (20.0, 60.0)}
+    rows = {"mtld": [10.0, 50.0, 470.0, math.nan], "output_length": [1e4, 1e4, 1e4, 1e4]}
+    # mtld clipped into [20, 60]; output_length has no range, so it is not clipped; NaN stays NaN.
+    expected = [1.0 - 0.2 + 10.0, 1.0 - 0.5 + 10.0, 1.0 - 0.6 + 10.0, math.nan]
+    np.testing.assert_allclose(rule.predict(rows, allow_nan=True), expected)
+    path = rule.save(tmp_path)
+    saved = json.loads(open(path).read())
+    assert saved["schema_version"] == SCHEMA_VERSION == 2 and saved["domain"] == {"mtld": [20.0, 60.0]}
+    assert QualityRule.load(path) == rule
 
 
 def test_save_writes_nan_statistics_as_null(tmp_path):
@@ -169,6 +182,11 @@ def _write(tmp_path, content):
         (_valid_dict(indicators=[]), "`indicators` must be an object"),
         (_valid_dict(provenance=[]), "`provenance` must be an object"),
         (_valid_dict(name=3), "`name` must be a string or null"),
+        (_valid_dict(domain=[1, 2]), "`domain` must be an object of column -> \\[low, high\\]"),
+        (_valid_dict(domain={"reward": [0, 1]}), "`domain` has a range for `reward`, which has no coefficient"),
+        (_valid_dict(domain={"mtld": [1, 2, 3]}), r"`domain.mtld` must be \[low, high\]"),
+        (_valid_dict(domain={"mtld": [2, 1]}), r"with low <= high, got `\[2, 1\]`"),
+        (_valid_dict(domain={"mtld": [0, "inf"]}), "`domain.mtld` must be a number"),
     ],
 )
 def test_malformed_rule_files_name_the_field(tmp_path, data, message):

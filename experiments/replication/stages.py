@@ -67,8 +67,9 @@ def compare(state: dict, settings: dict) -> list[dict]:
     rule = state["fit"]["best"].rule
     scored = state["fit"]["scored"]
     scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
-    # The rule arm's ids name the rule, so that runs stored for another fit (e.g. before more labels) are not reused.
-    formula = json.dumps([rule.intercept, rule.coefficients], sort_keys=True)
+    # The rule arm's ids name the rule (its domain too: clipping changes the ranking), so that runs stored for another
+    # fit (e.g. before more labels) are not reused.
+    formula = json.dumps([rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else []), sort_keys=True)
     rule_id = hashlib.sha256(formula.encode()).hexdigest()[:8]
     runs = []
     for seed in settings["compare_seeds"]:

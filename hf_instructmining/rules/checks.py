@@ -144,7 +144,27 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
         "indicators": specs,
         "provenance": dict(provenance),
         "name": name,
+        "domain": _domain(data.get("domain"), coefficients, fail),
     }
+
+
+def _domain(domain: Any, coefficients: Mapping[str, float], fail) -> dict[str, tuple[float, float]] | None:
+    """`None`, or column -> `(low, high)` with finite `low <= high`, for columns the rule has coefficients for."""
+    if domain is None:
+        return None
+    if not isinstance(domain, Mapping):
+        raise fail(f"`domain` must be an object of column -> [low, high], or null; got `{type(domain).__name__}`")
+    checked = {}
+    for column, bounds in domain.items():
+        if column not in coefficients:
+            raise fail(f"`domain` has a range for `{column}`, which has no coefficient")
+        if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+            raise fail(f"`domain.{column}` must be [low, high], got `{bounds!r}`")
+        low, high = (_number(b, f"`domain.{column}`", fail) for b in bounds)
+        if low > high:
+            raise fail(f"`domain.{column}` must be [low, high] with low <= high, got `{list(bounds)}`")
+        checked[column] = (low, high)
+    return checked
 
 
 def _number(value: Any, what: str, fail) -> float:

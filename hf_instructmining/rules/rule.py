@@ -6,6 +6,11 @@ column, and, for each column, the options that rebuild the indicator the coeffic
 Lower is better. Applied to one example it ranks data; applied to a dataset's mean indicator values it
 estimates the dataset's quality.
 
+A rule is fitted on the mean indicators of whole subsets, which vary far less than single rows do. A fitted rule
+therefore carries its `domain`, the range of each mean it was fitted on, and `predict` clips every value into it:
+a linear fit says nothing beyond its data, and extrapolating one ranked one-token answers first (a row's
+`unconditional_perplexity` of 31,000 against fitted means of 6 to 1,036).
+
 Rules are stored as JSON only (never pickle), in a file named `instructmining_rule.json` inside a folder or a
 Hub repository. The file carries a `schema_version`, and loading validates every field: a malformed file
 raises [`~hf_instructmining.errors.RuleFormatError`] naming the field and what is wrong with it.
@@ -28,12 +33,12 @@ from .checks import as_floats, check_finite, column_names, read_rule_json, valid
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `domain`; a rule without one is still written as version 1, readable by older releases
 RULE_FILENAME = "instructmining_rule.json"
 DEFAULT_RULE = "instructmining-llama2-7b"
 TARGET = "log_eval_loss"
 EVAL_LOSS_RESPONSE = "log L_eval"
-_FIELDS = ("schema_version", "name", "target", "intercept", "coefficients", "indicators", "provenance")
+_FIELDS = ("schema_version", "name", "target", "intercept", "coefficients", "indicators", "provenance", "domain")
 
 
 def builtin_rules() -> list[str]:
@@ -64,10 +69,15 @@ class QualityRule:
         provenance (`dict`, *optional*): where the numbers come from: `source`, `base_model`, `eval_set`,
             `library_versions`, `created_at`, and `fit` statistics for fitted rules.
         name (`str`, *optional*): a short name, e.g. `"instructmining-llama2-7b"`.
+        domain (`dict[str, tuple[float, float]]`, *optional*): indicator column -> the `(low, high)` range of its
+            mean over the subsets the rule was fitted on ([`~hf_instructmining.fit_rule`] records it). `predict`
+            clips the column's values into it, so that no row scores beyond what the fit saw. `None` (the paper's
+            rules, whose fitting data is not published) clips nothing.
 
     Raises:
         [`~hf_instructmining.errors.RuleFormatError`]: when a field has the wrong type, a number is not finite,
-            a column has no indicator spec (or a spec has no coefficient), or a column is not a known indicator.
+            a column has no indicator spec (or a spec has no coefficient), or a column is not a known indicator, or a
+            domain range is not `[low, high]` of a coefficient's column.
 
     Example:
 
@@ -76,6 +86,9 @@ class QualityRule:
     >>> rule = QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}})
     >>> rule.predict({"mtld": [50.0, 10.0], "output_length": [100, 20]}).round(3).tolist()
     [0.6, 0.92]
+    >>> clipped = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)})
+    >>> clipped.predict({"mtld": [10.0, 50.0, 470.0]}).round(3).tolist()
+    [0.8, 0.5, 0.4]
     >>> QualityRule.from_builtin("instructmining-llama2-7b").formula()
     'log L_eval = 0.0274 - 0.0078·reward + 0.4421·unieval_understandability - 0.3212·unieval_naturalness - 0.152·unieval_coherence'
     ```
@@ -86,6 +99,7 @@ class QualityRule:
     indicators: dict[str, dict[str, Any]]
     provenance: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    domain: dict[str, tuple[float, float]] | None = None
 
     def __post_init__(self):
         checked = validate_fields(
@@ -95,12 +109,14 @@ class QualityRule:
                 "indicators": self.indicators,
                 "provenance": self.provenance,
                 "name": self.name,
+                "domain": self.domain,
             }
         )
         self.intercept = checked["intercept"]
         self.coefficients = checked["coefficients"]
         self.indicators = checked["indicators"]
         self.provenance = checked["provenance"]
+        self.domain = checked["domain"]
 
     @property
     def columns(self) -> list[str]:
@@ -140,7 +156,7 @@ class QualityRule:
 
     def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
         """Predict the log eval loss of each row from its indicator values ([`QualityRule.response`] for a rule
-        fitted to another label).
+        fitted to another label). Values outside the rule's `domain` are clipped into it first.
 
         Args:
             columns (`Mapping[str, Sequence[float]]`, `pandas.DataFrame` or `datasets.Dataset`): the indicator
@@ -180,8 +196,10 @@ class QualityRule:
         for column, array in values.items():
             check_finite(array, column, allow_nan=allow_nan)
         prediction = np.full(next(iter(lengths.values())), self.intercept, dtype=float)
+        domain = self.domain or {}
         for column, coefficient in self.coefficients.items():
-            prediction += coefficient * values[column]
+            low, high = domain.get(column, (-np.inf, np.inf))
+            prediction += coefficient * np.clip(values[column], low, high)  # NaN stays NaN
         return prediction
 
     @property
@@ -192,9 +210,10 @@ class QualityRule:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: `schema_version`, `name`, `target`, `intercept`, `coefficients`, `indicators`,
-        `provenance` (non-finite statistics in the provenance become `null`, since JSON has no NaN)."""
-        return {
-            "schema_version": SCHEMA_VERSION,
+        `provenance` (non-finite statistics in the provenance become `null`, since JSON has no NaN), and `domain` when
+        the rule has one (as `[low, high]` lists; version 1 files have none)."""
+        data = {
+            "schema_version": 1 if self.domain is None else SCHEMA_VERSION,
             "name": self.name,
             "target": TARGET,
             "intercept": self.intercept,
@@ -202,6 +221,9 @@ class QualityRule:
             "indicators": {c: dict(spec) for c, spec in self.indicators.items()},
             "provenance": to_jsonable(self.provenance),
         }
+        if self.domain is not None:
+            data["domain"] = {c: list(bounds) for c, bounds in self.domain.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> "QualityRule":
