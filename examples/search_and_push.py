@@ -51,7 +51,7 @@ def main():
     split = data.train_test_split(test_size=args.eval_size, seed=0)
     pool, eval_set = split["train"], split["test"]
 
-    rule = QualityRule.from_builtin("instructmining-smollm2-135m-demo")
+    rule = QualityRule.from_builtin("instructmining-smollm2-135m")
     scored = compute_indicators(pool, rule=localize_rule(rule))
 
     config = LabelingConfig(

@@ -1,5 +1,6 @@
 """Offline rendering of dataset, rule and model cards, the hand-written-part merge, and the saved folder layout."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -126,6 +127,15 @@ def test_unfitted_rule_says_so_and_has_no_fit_statistics():
     assert "fit" not in card.data.instructmining["rule"]
     assert "std. error" not in card.text
     assert "not fitted here" in card.text
+
+
+def test_a_rule_with_a_domain_says_where_it_clips():
+    rule = dataclasses.replace(make_rule(), domain={"mtld": (20.0, 60.0)})
+    card = build_dataset_card(make_scored(rule=rule), rule=rule)
+    assert "clipped to (the range fitted on)" in card.text
+    assert "| `mtld` | -0.004 | 0.001 | 0.002 | 1.1 |  | 20 to 60 |" in card.text
+    assert card.data.instructmining["rule"]["domain"] == {"mtld": [20.0, 60.0]}
+    assert "clipped" not in str(build_dataset_card(make_scored(), rule=make_rule()))
 
 
 def test_license_and_source_are_carried_over():

@@ -284,7 +284,7 @@ def test_env_lists_the_offline_models_and_rules(offline_tiny_rule, tiny_llama_di
     assert code == 0
     assert "hub" in out and "offline (HF_HUB_OFFLINE=1)" in out
     assert "offline tiny-org/tiny-llama" in out and tiny_llama_dir in out
-    assert "offline rules" in out and "instructmining-smollm2-135m-demo" in out
+    assert "offline rules" in out and "instructmining-smollm2-135m" in out
     assert "example data" in out and example_data_path() in out
 
 
@@ -302,4 +302,4 @@ def test_optional_switches_work_bare_as_in_the_examples():
 
 def test_score_help_says_how_to_score_offline():
     code, out = in_process("score", "--help")
-    assert code == 0 and "HF_HUB_OFFLINE=1 instructmining score" in out and "instructmining-smollm2-135m-demo" in out
+    assert code == 0 and "HF_HUB_OFFLINE=1 instructmining score" in out and "instructmining-smollm2-135m" in out

@@ -120,7 +120,7 @@ CASES = [
     (
         ["score", *S, "--rule", "instructmining-llama-7b"],
         1,
-        ["OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5", "instructmining-smollm2-135m-demo"],
+        ["OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5", "instructmining-smollm2-135m"],
     ),
     (["score", *S], 1, ["MingZhong/unieval-dialog", "offline"]),
     # score: indicators and models

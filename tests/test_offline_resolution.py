@@ -87,7 +87,7 @@ def test_nothing_loadable_fails_before_any_work_naming_model_column_and_fixes():
     rule = rule_naming("nowhere-org/no-model")
     with pytest.raises(ValueError, match=r"Cannot load `nowhere-org/no-model` \(for `perplexity`\).*offline") as error:
         compute_indicators(Dataset.from_dict(ROWS), rule=rule)
-    assert "instructmining-smollm2-135m-demo" in str(error.value) and "`models=`" in str(error.value)
+    assert "instructmining-smollm2-135m" in str(error.value) and "`models=`" in str(error.value)
 
 
 def test_models_accepts_a_general_mapping_and_rejects_typos(caplog, tiny_tokenizer_dir):
@@ -114,9 +114,9 @@ def test_unknown_rule_names_fail_at_once_listing_the_built_ins(name, error, mess
 
 
 def test_the_offline_rules_are_found_from_their_models(tiny_copy, monkeypatch):
-    assert offline_rules() == ["instructmining-smollm2-135m-demo"]
+    assert offline_rules() == ["instructmining-smollm2-135m"]
     monkeypatch.delitem(offline.OFFLINE_COPIES, "sentence-transformers/all-MiniLM-L6-v2")
-    assert offline_rules() == ["instructmining-smollm2-135m-demo"]  # it uses SmolLM2 and MTLD only
+    assert offline_rules() == []  # its knn_6 needs MiniLM
 
 
 def test_copy_of_knows_the_copies_by_folder(tiny_copy, tiny_llama_dir, tmp_path):

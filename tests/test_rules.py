@@ -43,7 +43,7 @@ def test_builtin_names():
     assert builtin_rules() == [
         "instructmining-llama-7b",
         "instructmining-llama2-7b",
-        "instructmining-smollm2-135m-demo",
+        "instructmining-smollm2-135m",
     ]
     assert DEFAULT_RULE == "instructmining-llama2-7b"
     assert QualityRule.from_builtin().name == DEFAULT_RULE

@@ -48,7 +48,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
         f"```\n{best.report()}\n```\n\n"
         f"All {len(fit['all'].candidates)} candidates together (their signs and VIF):\n\n```\n{fit['all'].report()}\n```\n\n"
         f"![observed against predicted log eval loss](fit-{profile}.png)\n\n"
-        f"The rule and its provenance: `rule-{profile}.json`.",
+        f"The rule and its provenance: `{settings['rule_file']}`.",
     ]
     if comparison:
         sections.append(
@@ -66,9 +66,26 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
             "## Checked against the ten models' public win rates\n\n" + check_section(check, best.rule, profile)
         )
     sections.append("## What the evidence says\n\n" + verdict(best, snr, comparison, check))
+    sections.append(UNCLIPPED_RULE)
     sections.append(EARLIER_PROTOCOL)
     sections.append(f"## The rule\n\n```json\n{json.dumps(best.rule.to_dict(), indent=2)}\n```")
     (HERE / "RESULTS.md").write_text("\n\n".join(sections) + "\n")
+
+
+UNCLIPPED_RULE = """## The first rule ranked one-token answers first, and why rules now clip
+
+The same fit without a `domain` (hash `bf673ee7` in `labels-cpu.jsonl`) was compared with random data for seed 0
+only: k = 32, rule 1.9504 against random 1.8920 (worse); k = 64, 1.8667 against 1.8771; k = 128, 1.8398 against
+1.8484. A rule is fitted on subset means, where single rows average out, but ranks single rows, which lie far outside
+the means it saw: `knn_6` means span 0.48-0.60 and rows 0-1.18; `unconditional_perplexity` means 6-1,036 and rows up
+to 31,000. Extrapolated, the linear fit put seven copies of one identical one-token answer first (`knn_6` 0,
+unconditional perplexity 31,000), and 17 of its top 32 rows had fewer than 10 tokens. Refitting with log perplexities
+instead did not cure it (CV R² 0.48 against 0.50; still 9 answers under 10 tokens in the top 32, and a 1,954-token
+degenerate answer first), because `knn_6` and `end_of_turn_logprob` extrapolate too. So `fit_rule` now records
+the range of each selected mean (`QualityRule.domain`) and `predict` clips every value into it: no row scores beyond
+what the fit saw. The clipped rule's top 32 hold no answer under 10 tokens (median 422 tokens, 9 from GPT-4), and
+rows clipped on every indicator tie (they are ordered by position, as `select_top_k` breaks ties). Clipping moved
+the ten-model check from -0.66 to -0.60: the unclipped rule's extreme rows had counted in the models' means."""
 
 
 EARLIER_PROTOCOL = """## The earlier protocol, and why it changed
@@ -235,7 +252,7 @@ def plot_fit(fit: dict, path: Path) -> None:
     best = fit["best"]
     observed = [math.log(r["eval_loss"]) for r in fit["rows"]]
     rule = best.rule
-    predicted = [rule.intercept + sum(b * r[c] for c, b in rule.coefficients.items()) for r in fit["rows"]]
+    predicted = rule.predict({c: [r[c] for r in fit["rows"]] for c in rule.columns}).tolist()
     figure = Figure(figsize=(5, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()

@@ -8,7 +8,7 @@ import random
 import statistics
 
 import numpy as np
-from replicate import DATA, HERE, RULE_NAME, SMOLLM2_ID, label, score, subset_means
+from replicate import DATA, ROOT, RULE_NAME, SMOLLM2_ID, label, score, subset_means
 
 
 logger = logging.getLogger("replication")
@@ -44,6 +44,12 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
             f"rows of the ten AlpacaEval models' answers to {settings['pool_instructions']} instructions"
         ),
         "labeling": training,
+        "note": (
+            "`knn_6` was measured among the ten models' answers to the same instructions (ten answers per "
+            "instruction), so it is mostly the distance to other answers to the same instruction; in a dataset with "
+            "one answer per instruction it measures something else, and its coefficient may not carry over. "
+            "`domain` is the range of each indicator's mean over the fitting subsets: single rows are clipped into it."
+        ),
         "noise_floor": {"seeds": len(noise), "sd_across_seeds": _sd(noise), "sd_across_subsets": _sd(losses)},
     }
     specs = {c: OFFLINE_INDICATOR_SPECS[c] for c in candidates}
@@ -51,8 +57,9 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
         rows, indicators=candidates, selection="bic", name=RULE_NAME, indicator_specs=specs, provenance=provenance
     )
     every = fit_rule(rows, indicators=candidates, selection="all", indicator_specs=specs)
-    best.rule.save(HERE / f"rule-{profile}.json")
-    logger.info("Fitted rule saved to %s.\n%s", HERE / f"rule-{profile}.json", best.report())
+    path = ROOT / settings["rule_file"]
+    best.rule.save(path)
+    logger.info("Fitted rule saved to %s.\n%s", path, best.report())
     return {"best": best, "all": every, "rows": rows, "noise": noise, "scored": scored}
 
 

@@ -1,11 +1,12 @@
 """`instructmining demo`: the whole pipeline offline, on the project's example data, in a few minutes on a CPU.
 
 1. Scores the project's example data (shipped in the package, see `hf_instructmining.offline.example_data_path`)
-   with every indicator that runs offline: input/output length (SmolLM2
-   tokens), MTLD, KNN-6 (MiniLM embeddings) and perplexity (SmolLM2-135M-Instruct), using the real models that
-   install from the package index (see `hf_instructmining.offline`).
-2. Applies `instructmining-smollm2-135m-demo`, a rule this project fitted with its own labelling loop on the same
-   offline assets (`experiments/demo_rule/`), to predict each row's log eval loss: `instruct_score`.
+   with every indicator that runs offline: input/output length (SmolLM2 tokens), MTLD, compression ratio, KNN-6
+   (MiniLM embeddings) and the perplexity family (SmolLM2-135M-Instruct), using the real models that install from
+   the package index (see `hf_instructmining.offline`).
+2. Applies `instructmining-smollm2-135m`, the rule this project fitted by full finetuning of SmolLM2-135M-Instruct
+   on 60 mixtures of ten public models' answers (`experiments/replication/`), to predict each row's log eval
+   loss: `instruct_score`.
 3. Selects the best rows (exact duplicates dropped) and writes the Hub layout (scored and selected parquet,
    dataset card, rule JSON, pictures) to a local folder, exactly what `instructmining push` would upload.
 """
@@ -17,7 +18,7 @@ from ._io import InputArguments, check_device, load_input, make_command_parser
 from .select_ import SelectArguments, select_rows
 
 
-DEMO_RULE = "instructmining-smollm2-135m-demo"
+DEMO_RULE = "instructmining-smollm2-135m"
 EXAMPLES = """\
   instructmining demo
   instructmining demo --fraction 0.5 --output_dir /tmp/demo

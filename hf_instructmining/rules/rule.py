@@ -49,7 +49,7 @@ def builtin_rules() -> list[str]:
     ```py
     >>> from hf_instructmining.rules import builtin_rules
     >>> builtin_rules()
-    ['instructmining-llama-7b', 'instructmining-llama2-7b', 'instructmining-smollm2-135m-demo']
+    ['instructmining-llama-7b', 'instructmining-llama2-7b', 'instructmining-smollm2-135m']
     ```
     """
     folder = resources.files("hf_instructmining").joinpath("builtin_rules")

@@ -101,7 +101,7 @@ def offline_rules() -> list[str]:
     ```py
     >>> from hf_instructmining.scoring.plan import offline_rules
     >>> offline_rules()
-    ['instructmining-smollm2-135m-demo']
+    ['instructmining-smollm2-135m']
     ```
     """
     return [
