@@ -136,6 +136,10 @@ def test_a_rule_with_a_domain_says_where_it_clips():
     assert "| `mtld` | -0.004 | 0.001 | 0.002 | 1.1 |  | 20 to 60 |" in card.text
     assert card.data.instructmining["rule"]["domain"] == {"mtld": [20.0, 60.0]}
     assert "clipped" not in str(build_dataset_card(make_scored(), rule=make_rule()))
+    assert "Outside the rule's range" not in card.text  # the mean mtld (43) lies within 20 to 60
+    narrow = dataclasses.replace(rule, domain={"mtld": (50.0, 60.0)})
+    card = build_dataset_card(make_scored(rule=narrow), rule=narrow)
+    assert "**Outside the rule's range.** This dataset's mean of `mtld` 43 (fitted 50 to 60) lies outside" in card.text
 
 
 def test_license_and_source_are_carried_over():

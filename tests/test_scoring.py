@@ -1,5 +1,6 @@
 """Scoring: `InstructScorer` / `instruct_score` as map functions, `compute_indicators`, dataset summaries."""
 
+import dataclasses
 import math
 import pickle
 import subprocess
@@ -385,3 +386,20 @@ def test_extra_columns_with_other_models_do_not_warn_about_the_rule(tiny_tokeniz
         warnings.simplefilter("error")
         scored = compute_indicators(ds, ["output_length"], rule=rule, models={"output_length": tiny_tokenizer_dir})
     assert {"output_length", "mtld", "instruct_score"} <= set(scored.column_names)
+
+
+def test_compute_indicators_warns_when_the_data_lies_outside_the_rules_range():
+    ds = Dataset.from_dict(ALPACA)
+    inside = dataclasses.replace(TEXT_RULE, domain={"output_length": (0.0, 1000.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = compute_indicators(ds, rule=inside)["instruct_score"]
+    np.testing.assert_allclose(expected, TEXT_RULE.predict(compute_indicators(ds, rule=TEXT_RULE)))
+    outside = dataclasses.replace(TEXT_RULE, domain={"output_length": (100.0, 1000.0)})
+    message = r"mean of `output_length` [\d.]+ \(fitted 100 to 1000\) lies outside the range the rule `text-rule`"
+    with pytest.warns(UserWarning, match=message):
+        scored = compute_indicators(ds, rule=outside)
+    # Every row is shorter than 100: clipped to the floor, output_length adds the same 0.1 to each.
+    np.testing.assert_allclose(
+        scored["instruct_score"], np.asarray(expected) + 0.1 - 0.001 * np.asarray(scored["output_length"])
+    )

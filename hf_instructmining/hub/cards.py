@@ -15,6 +15,7 @@ import numpy as np
 
 from .._json import to_jsonable
 from ..rules import EVAL_LOSS_RESPONSE
+from ..rules.rule import describe_outside_domain
 
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def build_dataset_card(
         **response_kwargs(rule),
         "coefficient_table": coefficient_table(rule) if rule is not None else None,
         "fit_summary": fit_summary(rule) if rule is not None else None,
+        "domain_note": domain_note(scored, rule),
         "indicator_table": _indicator_table(indicators),
         "data_summary": _data_summary(scored, selection, rule, column),
         "load_snippet": _load_snippet(where, selection is not None),
@@ -279,6 +281,14 @@ def coefficient_table(rule: "QualityRule") -> str:
             row.append(f"{fmt(bounds[0])} to {fmt(bounds[1])}" if bounds else "")
         rows.append(row)
     return _table(header, rows)
+
+
+def domain_note(scored, rule: "QualityRule | None") -> str | None:
+    """A paragraph naming the indicators whose mean over `scored` lies outside the range the rule was fitted on."""
+    if rule is None or not rule.domain:
+        return None
+    outside = rule.outside_domain(scored.select_columns([c for c in rule.domain if c in scored.column_names]))
+    return f"**Outside the rule's range.** {describe_outside_domain(rule, outside)}" if outside else None
 
 
 def response_kwargs(rule: "QualityRule | None") -> dict[str, str | None]:

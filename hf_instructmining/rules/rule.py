@@ -18,6 +18,7 @@ raises [`~hf_instructmining.errors.RuleFormatError`] naming the field and what i
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -54,6 +55,20 @@ def builtin_rules() -> list[str]:
     """
     folder = resources.files("hf_instructmining").joinpath("builtin_rules")
     return sorted(entry.name[: -len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
+
+
+def describe_outside_domain(rule: "QualityRule", outside: dict[str, float]) -> str:
+    """What [`QualityRule.outside_domain`]'s finding means, in a sentence for a warning or a dataset card."""
+    listed = ", ".join(
+        f"`{c}` {mean:.4g} (fitted {rule.domain[c][0]:.4g} to {rule.domain[c][1]:.4g})" for c, mean in outside.items()
+    )
+    many = len(outside) > 1
+    return (
+        f"This dataset's {'means' if many else 'mean'} of {listed} {'lie' if many else 'lies'} outside the range the "
+        f"rule{f' `{rule.name}`' if rule.name else ''} was fitted on: the rule extrapolates here, and with values "
+        f"clipped to that range {'those indicators barely rank' if many else 'that indicator barely ranks'} these "
+        "rows. A rule fitted on data like this one (`fit_rule`) is what can rank it."
+    )
 
 
 @dataclass
@@ -201,6 +216,33 @@ class QualityRule:
             low, high = domain.get(column, (-np.inf, np.inf))
             prediction += coefficient * np.clip(values[column], low, high)  # NaN stays NaN
         return prediction
+
+    def outside_domain(self, columns: Any) -> dict[str, float]:
+        """The indicator columns whose mean over these rows lies outside the rule's `domain`, with that mean.
+
+        The domain is the range of each indicator's mean over the subsets the rule was fitted on, so a dataset whose
+        mean lies outside it is unlike any of them: the rule extrapolates, and since `predict` clips, that indicator
+        barely ranks its rows. Single rows outside the range are normal (rows vary far more than means); a mean
+        outside it is what to watch. Columns the rows lack, and rules without a domain, give nothing.
+
+        Example:
+
+        ```py
+        >>> from hf_instructmining import QualityRule
+        >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)})
+        >>> rule.outside_domain({"mtld": [5.0, 50.0, 470.0]}), rule.outside_domain({"mtld": [5.0, 50.0]})
+        ({'mtld': 175.0}, {})
+        ```
+        """
+        present = column_names(columns)
+        outside = {}
+        for column, (low, high) in (self.domain or {}).items():
+            if column in present:
+                values = as_floats(columns[column], column)
+                mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+                if mean < low or mean > high:
+                    outside[column] = mean
+        return outside
 
     @property
     def _label(self) -> str:

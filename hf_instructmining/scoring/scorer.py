@@ -16,6 +16,7 @@ from the whole dataset itself, use [`compute_indicators`], which embeds every ro
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 from ..indicators import Indicator
 from ..indicators.base import compute_all, map_arguments
 from ..rules import DEFAULT_RULE, QualityRule
+from ..rules.rule import describe_outside_domain
 from .config import SCORE_COLUMN, ScoreConfig
 from .plan import resolve_rule
 from .steps import IndicatorMap, RulePrediction, plan_scoring
@@ -240,7 +242,14 @@ def compute_indicators(
             ds = ds.add_column(column, values)
     if plan.rule is not None:
         ds = ds.map(RulePrediction(plan.rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
+        _warn_outside_domain(plan.rule, ds)
     return plan.attach_provenance(ds)
+
+
+def _warn_outside_domain(rule: QualityRule, ds: Any) -> None:
+    outside = rule.outside_domain(ds.select_columns(list(rule.domain))) if rule.domain else {}
+    if outside:
+        warnings.warn(describe_outside_domain(rule, outside), UserWarning, stacklevel=3)
 
 
 def _as_list(names: str | Sequence[str] | None) -> list[str]:
