@@ -1,5 +1,6 @@
 """Scored data records what made it, the record survives what it should, and cards never name the wrong rule."""
 
+import dataclasses
 import json
 import os
 
@@ -77,6 +78,10 @@ def test_check_scores_names_the_recorded_rule_and_what_is_missing(scored):
     with pytest.raises(ScoreProvenanceError, match="other scores on 4 of 4 rows"):
         check_scores(changed, None)  # the scores were changed after scoring: the recorded rule no longer holds
     assert check_scores(Dataset.from_dict({"instruct_score": [0.1]}), None) is None  # nothing recorded, nothing said
+    # The same coefficients clipped to a range are another rule: they score rows differently.
+    clipped = dataclasses.replace(RULE, domain={"mtld": (40.0, 60.0)})
+    with pytest.raises(ScoreProvenanceError, match="records that the rule `toy`"):
+        check_scores(scored, clipped)
 
 
 def test_save_scored_refuses_a_rule_that_did_not_make_the_scores_and_writes_nothing(scored, tmp_path):

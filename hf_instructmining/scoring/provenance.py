@@ -178,7 +178,8 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
 
 
 def _same_formula(a: QualityRule, b: QualityRule) -> bool:
-    return a.intercept == b.intercept and a.coefficients == b.coefficients
+    # The domain is part of the formula: the same coefficients clipped to another range score rows differently.
+    return a.intercept == b.intercept and a.coefficients == b.coefficients and a.domain == b.domain
 
 
 def _name(rule: QualityRule) -> str:
