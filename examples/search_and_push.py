@@ -1,6 +1,7 @@
 """How many of the best rows to keep, then publish: score, search over k, push the dataset with its card.
 
-1. Score the data with the offline indicators and the project's demo rule (swap in your own rule for real use).
+1. Score the data with the project's offline rule, `instructmining-smollm2-135m` (fitted for SmolLM2-135M-Instruct
+   on AlpacaEval answers; fit your own for your model and data).
 2. `search_subset_size`: a bracketing search over k; each trial finetunes the base model (LoRA, TRL `SFTTrainer`)
    on the top k rows and measures eval loss on held-out rows. Trials persist in `<workdir>/trials.jsonl`: run the
    command again to resume or extend the search.

@@ -229,7 +229,7 @@ def in_process(*args: str) -> tuple[int, str]:
 
 @pytest.fixture
 def offline_tiny_rule(tmp_path, monkeypatch, tiny_llama_dir):
-    """A rule file naming a Hub id whose offline copy is the tiny test model (as the demo rule names SmolLM2)."""
+    """A rule file naming a Hub id whose offline copy is the tiny test model (as the offline rule names SmolLM2)."""
     from hf_instructmining import QualityRule, offline
 
     copy = offline.OfflineCopy(

@@ -79,8 +79,11 @@ def test_fit_rule_end_to_end(tmp_path, tiny_llama_dir):
 
 
 def test_search_and_push_to_a_folder(tmp_path, tiny_llama_dir):
+    # 80 rows: the offline rule's indicators run the real SmolLM2 twice over every row, the slow part on a CPU.
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(DATA.read_text().splitlines(keepends=True)[:80]))
     out = run_example(
-        "search_and_push.py", "--data", str(DATA), "--model", tiny_llama_dir, "--num-samples", "2",
+        "search_and_push.py", "--data", str(data), "--model", tiny_llama_dir, "--num-samples", "2",
         "--max-steps", "1", "--max-length", "64", "--folder", "published", cwd=tmp_path,
     )  # fmt: skip
     assert "best k =" in out
