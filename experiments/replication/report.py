@@ -15,6 +15,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
 
     fit = state["fit"]
     comparison = paired(state.get("compare") or [])
+    longest = paired(state.get("compare") or [], baseline="longest")
     check = state.get("check")
     plot_fit(fit, HERE / f"fit-{profile}.png")
     if comparison:
@@ -61,11 +62,18 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
             + composition_table(fit["scored"], best.rule, settings["compare_sizes"])
             + f"\n\n![selected against random](selected-vs-random-{profile}.png)"
         )
+    if longest:
+        sections.append(
+            "## Rule-selected against the longest answers\n\n"
+            "The simplest heuristic as a second baseline: the k longest answers of the pool (`output_length`, "
+            '"longer is better"), trained with the same protocol and paired with the rule\'s runs by seed.\n\n'
+            + comparison_table(longest, baseline="longest")
+        )
     if check:
         sections.append(
             "## Checked against the ten models' public win rates\n\n" + check_section(check, best.rule, profile)
         )
-    sections.append("## What the evidence says\n\n" + verdict(best, snr, comparison, check))
+    sections.append("## What the evidence says\n\n" + verdict(best, snr, comparison + longest, check))
     sections.append(UNCLIPPED_RULE)
     sections.append(EARLIER_PROTOCOL)
     sections.append(f"## The rule\n\n```json\n{json.dumps(best.rule.to_dict(), indent=2)}\n```")
@@ -140,15 +148,15 @@ def noise_section(fit: dict, settings: dict, snr) -> str:
     )
 
 
-def comparison_table(comparison: list[dict]) -> str:
+def comparison_table(comparison: list[dict], baseline: str = "random") -> str:
     lines = [
-        "| k | seeds | rule-selected eval loss (mean ± sd) | random eval loss (mean ± sd) | rule − random | rule better | "
-        "p (paired) |",
+        f"| k | seeds | rule-selected eval loss (mean ± sd) | {baseline} eval loss (mean ± sd) | rule − {baseline} | "
+        "rule better | p (paired) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in comparison:
         lines.append(
-            f"| {row['k']} | {len(row['seeds'])} | {_mean_sd(row['rule'])} | {_mean_sd(row['random'])} | "
+            f"| {row['k']} | {len(row['seeds'])} | {_mean_sd(row['rule'])} | {_mean_sd(row['other'])} | "
             f"{row['diff']:+.4f} | {row['wins']} of {len(row['seeds'])} | {_fmt(row['p'], '.3g')} |"
         )
     return "\n".join(lines)
@@ -228,11 +236,14 @@ def verdict(best, snr, comparison: list[dict], check: dict | None) -> str:
         f"cross-validated R² {_fmt(cv, '.2f')} (goal: at least 0.3; the paper reports R² 0.52 in sample).",
     ]
     for row in comparison:
+        baseline = row["baseline"]
         verdict_word = (
-            "beats random" if row["p"] < 0.05 and row["diff"] < 0 else "does **not** beat random significantly"
+            f"beats {baseline}"
+            if row["p"] < 0.05 and row["diff"] < 0
+            else f"does **not** beat {baseline} significantly"
         )
         lines.append(
-            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − random {row['diff']:+.4f}, better in "
+            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − {baseline} {row['diff']:+.4f}, better in "
             f"{row['wins']} of {len(row['seeds'])} seeds, p = {_fmt(row['p'], '.3g')})."
         )
     if check:
@@ -277,7 +288,7 @@ def plot_comparison(comparison: list[dict], path: Path) -> None:
     ks = [row["k"] for row in comparison]
     for arm, style, label in (
         ("rule", {"color": "tab:blue", "marker": "o"}, "top k by the rule"),
-        ("random", {"color": "tab:gray", "marker": "s"}, "k random rows"),
+        ("other", {"color": "tab:gray", "marker": "s"}, "k random rows"),
     ):
         means = [statistics.fmean(row[arm]) for row in comparison]
         sds = [_sd(row[arm]) or 0 for row in comparison]

@@ -74,17 +74,22 @@ def compare(state: dict, settings: dict) -> list[dict]:
     rule = state["fit"]["best"].rule
     scored = state["fit"]["scored"]
     scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
+    scored = scored.add_column("negative_length", [-x for x in scored["output_length"]])
     # The rule arm's ids name the rule (its domain too: clipping changes the ranking), so that runs stored for another
     # fit (e.g. before more labels) are not reused.
     formula = json.dumps([rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else []), sort_keys=True)
     rule_id = hashlib.sha256(formula.encode()).hexdigest()[:8]
+    # The simplest heuristic as a second baseline: the longest answers ("longer is better"), at fewer sizes and seeds.
+    longest = settings.get("compare_longest") or {"sizes": [], "seeds": []}
     runs = []
-    for seed in settings["compare_seeds"]:
+    for seed in sorted(set(settings["compare_seeds"]) | set(longest["seeds"])):
         subsets = {}
-        for k in settings["compare_sizes"]:
+        for k in settings["compare_sizes"] if seed in settings["compare_seeds"] else []:
             subsets[f"compare-rule{rule_id}-k{k}-s{seed}"] = select_top_k(scored, k)
             draw = np.random.default_rng([settings["seed"], seed, k]).choice(len(scored), size=k, replace=False)
             subsets[f"compare-random-k{k}-s{seed}"] = scored.select(sorted(draw.tolist()))
+        for k in longest["sizes"] if seed in longest["seeds"] else []:
+            subsets[f"compare-longest-k{k}-s{seed}"] = select_top_k(scored, k, score_column="negative_length")
         for record in label(subsets, state["eval_set"], settings, state["store"], seed):
             _, arm, k, s = record["subset_id"].split("-")
             runs.append(
@@ -98,23 +103,24 @@ def compare(state: dict, settings: dict) -> list[dict]:
     return runs
 
 
-def paired(runs: list[dict]) -> list[dict]:
-    """Per size: both arms' losses by seed, the mean difference, wins, and a one-sided paired t-test (rule < random)."""
+def paired(runs: list[dict], baseline: str = "random") -> list[dict]:
+    """Per size: the rule's and the baseline's losses by seed (`rule`, `other`), the mean difference, wins, and a
+    one-sided paired t-test (rule < baseline)."""
     from scipy.stats import ttest_rel
 
     table = []
-    for k in sorted({r["k"] for r in runs}):
+    for k in sorted({r["k"] for r in runs if r["selection"] == baseline}):
         arms = {
             a: {r["seed"]: r["eval_loss"] for r in runs if r["k"] == k and r["selection"] == a}
-            for a in ("rule", "random")
+            for a in ("rule", baseline)
         }
-        seeds = sorted(set(arms["rule"]) & set(arms["random"]))
-        rule, rand = [arms["rule"][s] for s in seeds], [arms["random"][s] for s in seeds]
-        p = ttest_rel(rule, rand, alternative="less").pvalue if len(seeds) > 1 else float("nan")
-        diffs = [a - b for a, b in zip(rule, rand, strict=True)]
+        seeds = sorted(set(arms["rule"]) & set(arms[baseline]))
+        rule, other = [arms["rule"][s] for s in seeds], [arms[baseline][s] for s in seeds]
+        p = ttest_rel(rule, other, alternative="less").pvalue if len(seeds) > 1 else float("nan")
+        diffs = [a - b for a, b in zip(rule, other, strict=True)]
         table.append(
-            {"k": k, "seeds": seeds, "rule": rule, "random": rand, "diff": statistics.fmean(diffs) if diffs else None,
-             "wins": sum(d < 0 for d in diffs), "p": float(p)}
+            {"k": k, "baseline": baseline, "seeds": seeds, "rule": rule, "other": other,
+             "diff": statistics.fmean(diffs) if diffs else None, "wins": sum(d < 0 for d in diffs), "p": float(p)}
         )  # fmt: skip
     return table
 
