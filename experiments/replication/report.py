@@ -236,14 +236,14 @@ def verdict(best, snr, comparison: list[dict], check: dict | None) -> str:
         f"cross-validated R² {_fmt(cv, '.2f')} (goal: at least 0.3; the paper reports R² 0.52 in sample).",
     ]
     for row in comparison:
-        baseline = row["baseline"]
+        baseline = {"random": "random data", "longest": "the longest answers"}.get(row["baseline"], row["baseline"])
         verdict_word = (
             f"beats {baseline}"
             if row["p"] < 0.05 and row["diff"] < 0
             else f"does **not** beat {baseline} significantly"
         )
         lines.append(
-            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − {baseline} {row['diff']:+.4f}, better in "
+            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − {row['baseline']} {row['diff']:+.4f}, better in "
             f"{row['wins']} of {len(row['seeds'])} seeds, p = {_fmt(row['p'], '.3g')})."
         )
     if check:
