@@ -285,10 +285,8 @@ def coefficient_table(rule: "QualityRule") -> str:
 
 def domain_note(scored, rule: "QualityRule | None") -> str | None:
     """A paragraph naming the indicators whose mean over `scored` lies outside the range the rule was fitted on."""
-    if rule is None or not rule.domain:
-        return None
-    outside = rule.outside_domain(scored.select_columns([c for c in rule.domain if c in scored.column_names]))
-    return f"**Outside the rule's range.** {describe_outside_domain(rule, outside)}" if outside else None
+    outside = describe_outside_domain(rule, scored) if rule is not None else None
+    return f"**Outside the rule's range.** {outside}" if outside else None
 
 
 def response_kwargs(rule: "QualityRule | None") -> dict[str, str | None]:

@@ -57,8 +57,12 @@ def builtin_rules() -> list[str]:
     return sorted(entry.name[: -len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
-def describe_outside_domain(rule: "QualityRule", outside: dict[str, float]) -> str:
-    """What [`QualityRule.outside_domain`]'s finding means, in a sentence for a warning or a dataset card."""
+def describe_outside_domain(rule: "QualityRule", columns: Any) -> str | None:
+    """A sentence for a warning or a dataset card naming the indicators whose mean over `columns` lies outside the
+    range `rule` was fitted on (see [`QualityRule.outside_domain`]); `None` when there are none."""
+    outside = rule.outside_domain(columns)
+    if not outside:
+        return None
     listed = ", ".join(
         f"`{c}` {mean:.4g} (fitted {rule.domain[c][0]:.4g} to {rule.domain[c][1]:.4g})" for c, mean in outside.items()
     )

@@ -242,14 +242,10 @@ def compute_indicators(
             ds = ds.add_column(column, values)
     if plan.rule is not None:
         ds = ds.map(RulePrediction(plan.rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
-        _warn_outside_domain(plan.rule, ds)
+        outside = describe_outside_domain(plan.rule, ds)
+        if outside:
+            warnings.warn(outside, UserWarning, stacklevel=2)
     return plan.attach_provenance(ds)
-
-
-def _warn_outside_domain(rule: QualityRule, ds: Any) -> None:
-    outside = rule.outside_domain(ds.select_columns(list(rule.domain))) if rule.domain else {}
-    if outside:
-        warnings.warn(describe_outside_domain(rule, outside), UserWarning, stacklevel=3)
 
 
 def _as_list(names: str | Sequence[str] | None) -> list[str]:
