@@ -4,7 +4,9 @@ Scores datasets of growing size with the text indicators and KNN-6 on MiniLM (`c
 child process that loads the dataset from disk (memory-mapped, as `load_dataset` and `load_from_disk` give it), and
 prints each run's peak resident memory (`ru_maxrss`) beside the size of its embedding matrix (n x 384 float32).
 Scoring streams: `Dataset.map` writes the per-row indicators batch by batch, and KNN embeds the dataset a chunk of
-rows at a time into one preallocated matrix, so what grows is that matrix and nothing else.
+rows at a time into one preallocated matrix, so what grows is that matrix and nothing else. The exact KNN search
+adds one distance tile (queries x keys in float32), which grows with the dataset up to its cap (4,096 x 16,384,
+256 MiB, reached at 16,384 rows) and stays there; the table prints it beside the matrix.
 
 Rows: real AlpacaEval instructions and the first sentence of real answers (`../shared/data/alpaca_eval_outputs`),
 repeated with a variant number so that no two rows are the same text.
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from hf_instructmining.indicators._knn_search import distance_tile_bytes
 
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_eval_outputs"
@@ -54,7 +58,17 @@ def child(folder: str) -> None:
     seconds = time.perf_counter() - start
     assert len(scored) == len(ds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"rows": len(ds), "peak": peak, "embeddings": len(ds) * 384 * 4, "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "rows": len(ds),
+                "peak": peak,
+                "embeddings": len(ds) * 384 * 4,
+                "tile": distance_tile_bytes(len(ds), len(ds)),
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def main():
@@ -78,7 +92,8 @@ def main():
             print(
                 f"{run['rows']:>8,} rows | peak RSS {run['peak'] / 2**20:7.0f} MiB | embedding matrix "
                 f"{run['embeddings'] / 2**20:6.0f} MiB | peak without it {(run['peak'] - run['embeddings']) / 2**20:7.0f} MiB"
-                f" | {run['seconds']:.0f} s ({run['rows'] / run['seconds']:.0f} rows/s)",
+                f" | distance tile {run['tile'] / 2**20:4.0f} MiB | {run['seconds']:.0f} s ({run['rows'] / run['seconds']:.0f}"
+                " rows/s)",
                 flush=True,
             )
     small, large = runs[0], runs[-1]

@@ -50,6 +50,13 @@ def test_tiles_of_queries_and_references_give_the_same_neighbours(monkeypatch, k
     )
 
 
+def test_distance_tile_grows_with_the_dataset_only_up_to_its_cap():
+    assert _knn_search.distance_tile_bytes(1_000, 1_000) == 4 * 1_000 * 1_000
+    assert _knn_search.distance_tile_bytes(10_000, 10_000) == 4 * 4_096 * 10_000
+    assert _knn_search.distance_tile_bytes(100_000, 100_000) == _knn_search._BLOCK_BYTES
+    assert _knn_search.distance_tile_bytes(10**7, 10**7) == _knn_search._BLOCK_BYTES
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_duplicates_give_zero(backend):
     points = np.repeat(np.random.default_rng(1).standard_normal((5, 16)), 3, axis=0)

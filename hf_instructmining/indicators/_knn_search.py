@@ -86,14 +86,26 @@ def kth_neighbour_distance(
     return result
 
 
+def _tile_shape(num_queries: int, k: int) -> tuple[int, int]:
+    """Queries and keys per distance tile: the tile stays within `_BLOCK_BYTES` whatever the dataset's size."""
+    rows_per_tile = min(num_queries, _QUERY_BLOCK)
+    return rows_per_tile, max(k + 1, _BLOCK_BYTES // (4 * max(rows_per_tile, 1)))
+
+
+def distance_tile_bytes(num_queries: int, num_keys: int, k: int = 6) -> int:
+    """Bytes of the float32 distance tile the torch search holds at its peak, for `num_queries` x `num_keys`: it grows
+    with the dataset until it reaches `_BLOCK_BYTES`, then stays there (what memory benchmarks set apart)."""
+    rows, keys = _tile_shape(num_queries, k)
+    return 4 * rows * min(keys, num_keys)
+
+
 def _search_torch(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool, device: str) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
         key_t = torch.from_numpy(keys).to(device)
         key_norms = key_t.square().sum(1)
-        rows_per_tile = min(len(queries), _QUERY_BLOCK)
-        keys_per_tile = max(k + 1, _BLOCK_BYTES // (4 * rows_per_tile))
+        rows_per_tile, keys_per_tile = _tile_shape(len(queries), k)
         found = []
         for start in range(0, len(queries), rows_per_tile):
             q = torch.from_numpy(queries[start : start + rows_per_tile]).to(device)
@@ -107,6 +119,8 @@ def _search_torch(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: b
                     inside = (own >= 0) & (own < scores.shape[1])
                     scores[inside.nonzero(as_tuple=True)[0], own[inside]] = float("inf")
                 tile_scores, tile_ids = scores.topk(min(k, scores.shape[1]), dim=1, largest=False)
+                # Free the tile before the next one is allocated: otherwise two tiles are alive at the peak.
+                del scores
                 tile_ids += first
                 if best_scores is not None:
                     tile_scores, tile_ids = (
