@@ -1,17 +1,17 @@
 """Exact k-th nearest neighbour distances over random unit vectors: this project vs faiss `IndexFlatL2`.
 
 Both searches run side by side in one process (best of `--repeat`), so the ratio holds on a busy machine; the
-peak memory of each is measured in a fresh child process (peak resident set size, data and imports included).
+peak memory of each is measured in a fresh child process (its own peak resident set size, data and imports included).
 
     python benchmarks/bench_knn.py --n 50000 --dim 384 --k 6
 """
 
 import argparse
 import multiprocessing
-import resource
 import time
 
 import numpy as np
+from _peak_memory import peak_rss_bytes
 
 
 def make_data(n: int, dim: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def _peak_child(name: str, n: int, dim: int, k: int, queue) -> None:
 
     points = make_data(n, dim)
     METHODS[name](points, k)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)  # KiB -> GiB
+    queue.put(peak_rss_bytes() / 2**30)
 
 
 def peak_memory_gib(name: str, n: int, dim: int, k: int) -> float:

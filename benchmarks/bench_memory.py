@@ -2,7 +2,7 @@
 
 Scores datasets of growing size with the text indicators and KNN-6 on MiniLM (`compute_indicators`), each in a fresh
 child process that loads the dataset from disk (memory-mapped, as `load_dataset` and `load_from_disk` give it), and
-prints each run's peak resident memory (`ru_maxrss`) beside the size of its embedding matrix (n x 384 float32).
+prints each run's own peak resident memory (`VmHWM`) beside the size of its embedding matrix (n x 384 float32).
 Scoring streams: `Dataset.map` writes the per-row indicators batch by batch, and KNN embeds the dataset a chunk of
 rows at a time into one preallocated matrix, so what grows is that matrix and nothing else. The exact KNN search
 adds one distance tile (queries x keys in float32), which grows with the dataset up to its cap (4,096 x 16,384,
@@ -17,12 +17,13 @@ repeated with a variant number so that no two rows are the same text.
 import argparse
 import json
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _peak_memory import peak_rss_bytes
 
 from hf_instructmining.indicators._knn_search import distance_tile_bytes
 
@@ -57,7 +58,7 @@ def child(folder: str) -> None:
     scored = compute_indicators(ds, INDICATORS, models={"knn": minilm_path()})
     seconds = time.perf_counter() - start
     assert len(scored) == len(ds)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_rss_bytes()
     print(
         json.dumps(
             {

@@ -1,0 +1,19 @@
+"""Peak resident memory of this process, for the memory benchmarks' child processes.
+
+`resource.getrusage(RUSAGE_SELF).ru_maxrss` is not it in a child started by fork + exec (`subprocess`, or
+`multiprocessing`'s spawn): Linux carries the high-water mark across `exec`, so the child reports at least the
+parent's resident memory at the fork. `VmHWM` in `/proc/self/status` belongs to the new address space only.
+"""
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set size in bytes (`VmHWM`; `ru_maxrss` where `/proc` is missing)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; macOS gives bytes
