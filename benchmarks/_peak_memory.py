@@ -6,6 +6,7 @@ parent's resident memory at the fork. `VmHWM` in `/proc/self/status` belongs to 
 """
 
 import resource
+import sys
 from pathlib import Path
 
 
@@ -16,4 +17,5 @@ def peak_rss_bytes() -> int:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; macOS gives bytes
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
