@@ -65,7 +65,8 @@ def finetune_and_evaluate(
     Returns:
         `dict`: `eval_loss` (with named eval sets, their mean), `eval_losses` (every `eval*_loss`), `train_loss`,
         `train_runtime_s`, `eval_runtime_s`, `num_train_rows`, `global_step`, `run_id`, `base_model`,
-        `sft_config` and `peft_config` (plain JSON); with `metrics`, also `eval_scores` (e.g.
+        `sft_config` and `peft_config` (plain JSON), `eval_dtype` (`"float32"`: the evaluation after training runs
+        without mixed precision, see `LabelingConfig.dtype`; the training dtype if that failed); with `metrics`, also `eval_scores` (e.g.
         `{"eval_rougeL": 0.31}`; `eval_<name>_rougeL` for named eval sets) and their `generation` settings.
 
     Example:
@@ -153,6 +154,9 @@ def finetune_and_evaluate(
         start = time.perf_counter()
         train_output = trainer.train()
         train_runtime = time.perf_counter() - start
+        eval_dtype = "float32"
+        if (args.bf16 or args.fp16) and not _remove_autocast(trainer.model):
+            eval_dtype = "bfloat16" if args.bf16 else "float16"
         start = time.perf_counter()
         eval_metrics = trainer.evaluate()
         if scorer is not None and callback is None:  # with a store, the callback scored the answers
@@ -171,6 +175,7 @@ def finetune_and_evaluate(
         "run_id": callback.run_id if callback else None,
         "base_model": config.model_name_or_path + (f"/{config.gguf_file}" if config.gguf_file else ""),
         "sft_config": to_jsonable(args.to_dict()),
+        "eval_dtype": eval_dtype,  # whatever `sft_config.bf16`/`fp16` say about training
         "peft_config": peft_config,
     }
     if scorer is not None:
@@ -179,6 +184,22 @@ def finetune_and_evaluate(
     del trainer, model
     gc.collect()
     return result
+
+
+def _remove_autocast(model) -> bool:
+    """Take accelerate's mixed-precision wrapper off `model.forward` after training; `False` if none was found.
+
+    The label is the eval loss, so the trained weights are evaluated in float32: under bf16 autocast a LoRA run's
+    eval loss moved by 5e-3, ten times its seed-to-seed spread, while training in bf16 moved it by 1e-4
+    (`benchmarks/RESULTS.md`). `accelerator.unwrap_model(keep_fp32_wrapper=False)` would also strip TRL's fused
+    LM head from a fully finetuned model, so the forward that accelerate saved before wrapping it is put back as is.
+    """
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        logger.warning("Found no mixed-precision wrapper to remove: the evaluation runs in the training precision.")
+        return False
+    model.forward = original
+    return True
 
 
 def build_sft_config(config: LabelingConfig, *, output_dir: str, device: str):
