@@ -3,7 +3,7 @@
 The naive loop is what research code does: one example at a time, in dataset order, a float32 model,
 `model(ids, labels=labels)` (instruction tokens masked) for perplexity and `model(**tokenizer(text))` plus mean
 pooling for embeddings, under `torch.no_grad`. The project runs as a user gets it: `dtype="auto"` (bf16 on a CPU
-with AMX-BF16 or AVX512-BF16, float32 elsewhere; `--dtype` forces one), token-budget batches,
+with AMX-BF16 or AVX512-BF16, float32 elsewhere and for KNN embeddings; `--dtype` forces one), token-budget batches,
 `torch.inference_mode`. Both sides run in the same process on the same token ids, so the ratio holds even on a busy
 machine; the values are compared (largest relative difference, Spearman).
 

@@ -175,6 +175,20 @@ def labeling_config(settings: dict, seed: int | None = None):
     )
 
 
+def labelled_subsets(pool, settings: dict):
+    """The subsets the label stage trains on: Dirichlet mixtures of the pool's ten sources (`sample_subsets`)."""
+    from hf_instructmining import sample_subsets
+    from hf_instructmining.labeling import split_by_column
+
+    return sample_subsets(
+        split_by_column(pool, "generator"),
+        n_subsets=settings["n_subsets"],
+        subset_size=settings["subset_size"],
+        seed=settings["seed"],
+        concentration=settings["concentration"],
+    )
+
+
 def check_store(store, config) -> None:
     """Refuse a label store written under other training settings: runs are matched by subset id alone."""
     current = {k: v for k, v in config.to_dict().items() if k not in ("seed", "model_name_or_path")}
@@ -227,20 +241,13 @@ def main():
     settings = load_settings(args.config, args.profile)
     (ROOT / settings["work_dir"]).mkdir(parents=True, exist_ok=True)
 
-    from hf_instructmining import LabelStore, sample_subsets
-    from hf_instructmining.labeling import split_by_column
+    from hf_instructmining import LabelStore
 
     data = Data(settings)
     pool, eval_set = data.pool(), data.eval_set()
     scores = ScoreStore(HERE / f"scores-{args.profile}")
     store = LabelStore(HERE / f"labels-{args.profile}.jsonl")
-    subsets = sample_subsets(
-        split_by_column(pool, "generator"),
-        n_subsets=settings["n_subsets"],
-        subset_size=settings["subset_size"],
-        seed=settings["seed"],
-        concentration=settings["concentration"],
-    )
+    subsets = labelled_subsets(pool, settings)
     noise = {
         seed: subsets[0] if seed == settings["seed"] else _renamed(subsets[0], f"-seed{seed}")
         for seed in settings["noise_seeds"]
