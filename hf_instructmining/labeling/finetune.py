@@ -66,8 +66,9 @@ def finetune_and_evaluate(
         `dict`: `eval_loss` (with named eval sets, their mean), `eval_losses` (every `eval*_loss`), `train_loss`,
         `train_runtime_s`, `eval_runtime_s`, `num_train_rows`, `global_step`, `run_id`, `base_model`,
         `sft_config` and `peft_config` (plain JSON), `eval_dtype` (`"float32"`: the evaluation after training runs
-        without mixed precision, see `LabelingConfig.dtype`; the training dtype if that failed); with `metrics`, also `eval_scores` (e.g.
-        `{"eval_rougeL": 0.31}`; `eval_<name>_rougeL` for named eval sets) and their `generation` settings.
+        without mixed precision, see `LabelingConfig.dtype`; the training dtype if that failed); with `metrics`,
+        also `eval_scores` (e.g. `{"eval_rougeL": 0.31}`; `eval_<name>_rougeL` for named eval sets) and their
+        `generation` settings.
 
     Example:
 
