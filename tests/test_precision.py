@@ -204,8 +204,8 @@ def test_bf16_training_is_evaluated_in_float32(tiny_llama_dir, tmp_path, finetun
     adapters start at zero), so a bf16 run's eval loss is the float32 one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # Logits of a few units, as a trained model's are (the random tiny model's are ~1e-2, where bf16 rounding does
-    # not show in the loss): evaluated under bf16 autocast, this loss moves by about 3e-4 relative.
+    # Logits large enough for bf16 rounding to show in the loss (the random tiny model's are ~1e-2, where it does
+    # not): evaluated under bf16 autocast, this loss moves by about 3e-4 relative.
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with torch.no_grad():
         model.lm_head.weight.mul_(300)
