@@ -31,7 +31,8 @@ class ModelIndicator(Indicator):
         dtype (`str`, *optional*): `"float32"`, `"bfloat16"`, `"float16"`, or `None`/`"auto"` for bf16 where the
             hardware computes it natively (GPUs, CPUs with AMX-BF16 or AVX512-BF16) and float32 elsewhere. Losses,
             log-probabilities and embedding norms are computed in float32 from upcast outputs either way;
-            `"float32"` keeps values exact.
+            `"float32"` keeps values exact. An indicator whose bf16 values failed the accuracy contract sets
+            `auto_dtype` to what `"auto"` means for it instead ([`KNNDistance`]: float32).
         max_tokens (`int`, *optional*): token budget per batch (rows x padded length).
         max_length (`int`, *optional*): truncate inputs to this many tokens; the model's context by default.
         trust_remote_code (`bool`, *optional*, defaults to `False`): run code from the model repository.
@@ -40,6 +41,8 @@ class ModelIndicator(Indicator):
 
     default_model: ClassVar[str] = ""
     task: ClassVar[str] = ""
+    # What `dtype=None`/`"auto"` runs in; `None`: the device's default (`loading.default_dtype`).
+    auto_dtype: ClassVar[str | None] = None
     _transient = ("_model", "_tokenizer", "_device")
 
     def __init__(
@@ -66,6 +69,8 @@ class ModelIndicator(Indicator):
         self.model = model or self.default_model
         self.revision = revision
         self.device = device
+        if dtype in (None, "auto") and self.auto_dtype is not None:
+            dtype = self.auto_dtype
         self.dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
         self.max_tokens = max_tokens
         self.max_length = max_length
