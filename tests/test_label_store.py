@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,3 +146,149 @@ def test_tables(tmp_path):
     ds = store.to_dataset("subset_done")
     assert len(ds) == 1 and json.loads(ds[0]["composition"]) == {"x": 3}
     assert store.to_dataset("eval")["step"] == [3]
+
+
+def test_a_complete_last_record_without_its_newline_is_kept_and_the_newline_added(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    # A store edited by hand, or copied by a tool that drops the final newline: the last record is whole.
+    path.write_bytes(b'{"kind": "subset_done", "subset_id": "a"}\n{"kind": "subset_done", "subset_id": "b"}')
+    store = LabelStore(path)
+    assert store.finished_subsets() == {"a", "b"}
+    assert path.read_bytes().endswith(b'"b"}\n')
+    store.append({"kind": "subset_done", "subset_id": "c"})
+    assert [json.loads(line)["subset_id"] for line in _lines(path) if line] == ["a", "b", "c"]
+
+
+# Records of the wrong shape: valid JSON, written by hand or by a tool that got the format wrong.
+WRONG_SHAPES = {
+    "no subset_id": {"kind": "subset_done"},
+    "a list as subset_id": {"kind": "subset_done", "subset_id": ["b"]},
+    "a number as kind": {"kind": 7, "subset_id": "b"},
+    "a list of eval losses": {"kind": "subset_done", "subset_id": "b", "eval_losses": [1.0]},
+    "a list as run_id": {"kind": "eval", "subset_id": "a", "run_id": ["r"], "loss": 1.0},
+    "a string timestamp in a claim": {
+        "kind": "claim",
+        "subset_id": "b",
+        "action": "take",
+        "claim_id": "x",
+        "lease_s": 1.0,
+        "host": "other-node",
+        "timestamp": "yesterday",
+    },
+    "a claim without timestamp": {"kind": "claim", "subset_id": "b", "action": "take", "claim_id": "x"},
+    "a string lease": {"kind": "claim", "subset_id": "b", "action": "take", "claim_id": "x", "lease_s": "long"},
+    "a non-finite timestamp": {"kind": "eval", "subset_id": "a", "timestamp": float("nan")},
+}
+
+
+@pytest.mark.parametrize("bad", list(WRONG_SHAPES.values()), ids=list(WRONG_SHAPES))
+def test_a_record_of_the_wrong_shape_is_skipped_with_one_warning_naming_its_line(tmp_path, caplog, bad):
+    from hf_instructmining.labeling.claims import claim_next, free_subsets
+
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    store.append({"kind": "subset_done", "subset_id": "a", "eval_loss": 1.0})
+    with open(path, "a") as f:
+        f.write(json.dumps(bad) + "\n")
+    store.append({"kind": "subset_done", "subset_id": "c", "eval_loss": 2.0})
+    for reader in (store, LabelStore(path)):
+        assert reader.finished_subsets() == {"a", "c"} and len(reader) == 2
+        assert [row["subset_id"] for row in reader.labels()] == ["a", "c"]
+        assert [r["subset_id"] for r in reader.records()] == ["a", "c"]
+    assert free_subsets(store, ["a", "b", "c"]) == (["b"], [])
+    claim, busy = claim_next(store, ["a", "b", "c"])
+    assert claim.subset_id == "b" and busy == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([w for w in warnings if "line 2" in w]) == 2  # once per store object, however often it reads
+    assert all(str(path) in w for w in warnings)
+
+
+def test_a_record_of_the_wrong_shape_is_refused_on_write(tmp_path):
+    store = LabelStore(tmp_path / "labels.jsonl")
+    with pytest.raises(ValueError, match="subset_id"):
+        store.append({"kind": "subset_done", "subset_id": ["a"]})
+    with pytest.raises(ValueError, match="eval_losses"):
+        store.append({"kind": "subset_done", "subset_id": "a", "eval_losses": [1.0]})
+    assert len(store) == 0
+
+
+def test_an_explicitly_read_only_store_never_writes(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    content = b'{"kind": "subset_done", "subset_id": "a"}\n{"kind": "subset_done", "subset_id": "b"}\n{"kind": "ev'
+    path.write_bytes(content)
+    store = LabelStore(path, readonly=True)
+    assert store.finished_subsets() == {"a", "b"}  # the torn tail is skipped, not cut
+    with pytest.raises(PermissionError, match="read-only"):
+        store.append({"kind": "subset_done", "subset_id": "c"})
+    assert path.read_bytes() == content
+    assert LabelStore(tmp_path / "missing" / "labels.jsonl", readonly=True).records() == []
+    assert not (tmp_path / "missing").exists()
+
+
+READER = """
+import sys
+from hf_instructmining.labeling.store import LabelStore
+store = LabelStore(sys.argv[1])
+print(sorted(store.finished_subsets()), [row["eval_loss"] for row in store.labels()])
+try:
+    store.append({"kind": "subset_done", "subset_id": "z"})
+except PermissionError as error:
+    print("refused:", error)
+"""
+
+
+def _read_only_fixture(folder):
+    path = os.path.join(folder, "labels.jsonl")
+    with open(path, "wb") as f:  # a torn last line too: nobody may cut it, the readers skip it
+        f.write(b'{"kind": "subset_done", "subset_id": "a", "eval_loss": 1.5}\n{"kind": "subset_done", "sub')
+    return path
+
+
+def _check_read_only_reader(out, path):
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0, out.stderr
+    assert lines[0] == "['a'] [1.5]"
+    assert lines[1].startswith("refused:") and path in lines[1] and "read-only" in lines[1]
+
+
+def test_a_store_on_a_read_only_mount_opens_for_reading(tmp_path):
+    # A real read-only bind mount in a private mount namespace: writes fail with EROFS, even for root.
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user and mount namespaces here (`unshare -rm` fails)")
+    folder = str(tmp_path / "ro")
+    os.mkdir(folder)
+    path = _read_only_fixture(folder)
+    before = open(path, "rb").read()
+    script = 'mount --bind -o ro "$1" "$1" && exec "$2" -c "$3" "$1/labels.jsonl"'
+    out = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", folder, sys.executable, READER],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+    )
+    _check_read_only_reader(out, path)
+    assert open(path, "rb").read() == before
+
+
+def test_a_read_only_file_in_a_read_only_folder_opens_for_reading(tmp_path):
+    # Root writes through file modes: as root the reader runs without the capabilities that let it
+    # (`setpriv` drops CAP_DAC_OVERRIDE from the bounding set), so the modes hold for it as for any user.
+    command = [sys.executable, "-c", READER]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without `setpriv` to drop the capability that overrides file modes")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = _read_only_fixture(str(folder))
+    before = open(path, "rb").read()
+    os.chmod(path, 0o444)
+    os.chmod(folder, 0o555)
+    try:
+        out = subprocess.run(
+            [*command, path], env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True
+        )
+    finally:
+        os.chmod(folder, 0o755)
+    _check_read_only_reader(out, path)
+    assert open(path, "rb").read() == before

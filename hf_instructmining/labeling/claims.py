@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .store import LabelStore
+from .store import RECORD_FIELDS, LabelStore
 
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,16 @@ DEFAULT_LEASE_S = 300.0
 CLAIM_KIND = "claim"
 # The longest wait between two looks at the store while other workers hold the remaining subsets.
 _MAX_POLL_S = 10.0
+# A claim's liveness is read from its timestamp and lease: a claim record without them is skipped on read.
+RECORD_FIELDS[CLAIM_KIND] = {
+    "action": "text",
+    "claim_id": "text",
+    "timestamp": "number",
+    "lease_s": "number",
+    "host": "text?",
+    "pid": "integer?",
+    "process": "text?",
+}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,14 @@ only holds between the threads of one process, and the store warns once that one
 
 A writer that failed or was killed mid-write can leave at most one torn last line (no final newline). Every
 writer cuts such a fragment off, under the lock, before it writes, so its own record always starts on a clean
-line, even when it opened the store before the fragment appeared; readers never parse a line that has no newline.
+line, even when it opened the store before the fragment appeared; readers skip it. A last line that is a whole
+JSON object but lacks its newline (a file edited by hand, or copied by a tool that drops it) is no fragment: it is
+read, and a writer adds the newline.
+
+Every record read is checked against the fields its readers rely on (`RECORD_FIELDS`); one of another shape, like a
+line that is not JSON, is skipped with one warning naming the file and the line, so it never stops the store. A
+store that this process cannot write (a read-only file, folder or mount) opens for reading only, and so does
+`LabelStore(path, readonly=True)`.
 
 A subset counts as finished only once its `"subset_done"` record exists (like datatrove's `completions/`
 markers), so a re-run skips finished subsets and redoes the rest. Every attempt at a subset has its own
@@ -16,8 +23,10 @@ markers), so a re-run skips finished subsets and redoes the rest. Every attempt 
 and hide the partial records of attempts that were interrupted, so a resumed run never shows duplicates.
 """
 
+import errno
 import json
 import logging
+import math
 import os
 import platform
 import threading
@@ -42,6 +51,35 @@ _KINDS_WITH_ATTEMPTS = ("train_begin", "eval", "subset_done")
 _PROCESS_LOCK = threading.Lock()
 _TAIL_CHUNK = 1 << 16
 _VERSIONED_LIBRARIES = ("hf-instructmining", "torch", "transformers", "trl", "peft", "datasets", "statsmodels")
+# What `open` raises where this process may read the store but not write it.
+_READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+# The JSON types a record's fields are checked against: a test and the words an error message uses.
+_TYPES = {
+    "text": (lambda value: isinstance(value, str), "a string"),
+    "integer": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
+    "number": (
+        lambda value: isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+        "a finite number",
+    ),
+    "object": (lambda value: isinstance(value, dict), "a JSON object"),
+}
+_COMMON_FIELDS = {"kind": "text", "subset_id": "text", "timestamp": "number?"}
+#: kind -> field -> JSON type (`"?"`: may be missing or null): the fields that the readers of each kind of record
+#: rely on, besides `kind`, `subset_id` and `timestamp`. The modules that write other kinds add theirs here
+#: (`claims.py`, `search/trials.py`).
+RECORD_FIELDS: dict[str, dict[str, str]] = {
+    "train_begin": {"run_id": "text?"},
+    "eval": {"run_id": "text?", "step": "integer?", "loss": "number?"},
+    "subset_done": {
+        "run_id": "text?",
+        "eval_loss": "number?",
+        "eval_losses": "object?",
+        "eval_scores": "object?",
+        "indicator_means": "object?",
+        "num_train_rows": "integer?",
+    },
+}
 
 
 def is_eval_loss(metric: str) -> bool:
@@ -71,6 +109,9 @@ class LabelStore:
 
     Args:
         path (`str` or `os.PathLike`): the `.jsonl` file; created (with its folder) when missing.
+        readonly (`bool`, *optional*, defaults to `False`): only read the store: it is never created, repaired or
+            appended to. A store that this process cannot write (a read-only file, folder or mount) opens this way
+            by itself.
 
     Example:
 
@@ -87,48 +128,68 @@ class LabelStore:
     ```
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
         self.path = os.fspath(path)
         if os.path.isdir(self.path):
             raise IsADirectoryError(f"`LabelStore` needs a file path, got the folder `{self.path}`.")
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
         self._unreadable: set[int] = set()  # line numbers already warned about
-        self._repair()
+        self.readonly = readonly
+        self._read_only_reason = "it was opened with `readonly=True`"
+        if readonly:
+            return
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._repair()
+        except OSError as error:
+            if error.errno not in _READ_ONLY_ERRORS:
+                raise
+            # Reading must not need write access: a store shared read-only, or on a read-only mount, is still read.
+            self.readonly = True
+            self._read_only_reason = f"this process cannot write it ({error.strerror})"
+            logger.info("%s: %s; opened for reading only.", self.path, self._read_only_reason)
 
     def __repr__(self) -> str:
-        return f"LabelStore({self.path!r})"
+        return f"LabelStore({self.path!r}{', readonly=True' if self.readonly else ''})"
 
     def __len__(self) -> int:
         return len(self._read())
 
     def _repair(self) -> None:
-        """Cut off a torn last line left by an interrupted writer, so that the file ends on a clean line."""
+        """Cut off a torn last line left by an interrupted writer (or end a whole one with its newline), so that the
+        file ends on a clean line."""
         with self._lock(os.O_RDWR | os.O_CREAT, exclusive=True):
             pass
 
     @contextmanager
     def _lock(self, flags: int, *, exclusive: bool) -> Iterator[int]:
-        """Open the file and hold its lock for the block; an exclusive holder first cuts off a torn last line."""
+        """Open the file and hold its lock for the block; an exclusive holder first mends the last line."""
+        if exclusive and self.readonly:
+            raise PermissionError(
+                f"{self.path} is open read-only: {self._read_only_reason}, so no record can be appended. Open it "
+                "where this process can write it, or copy it to a writable place."
+            )
         fd = os.open(self.path, flags, 0o644)
         try:
             if fcntl is None:
                 _warn_process_lock_only()
                 with _PROCESS_LOCK:
                     if exclusive:
-                        self._cut_torn_tail(fd)
+                        self._mend_tail(fd)
                     yield fd
                 return
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             if exclusive:
-                self._cut_torn_tail(fd)
+                self._mend_tail(fd)
             yield fd
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _cut_torn_tail(self, fd: int) -> None:
-        """Truncate the file after its last newline. Every writer writes whole lines under the exclusive lock, so
-        while this writer holds it a fragment without a newline can only be left by one that failed or died."""
+    def _mend_tail(self, fd: int) -> None:
+        """End the file on a newline: cut off a torn last line, or add the newline a whole last record lacks.
+
+        Every writer writes whole lines under the exclusive lock, so while this writer holds it a fragment without a
+        newline can only be left by one that failed or died, or by an edit outside the store. Only a fragment that
+        does not parse is torn: a prefix of a record is never a whole JSON object, as the object closes last."""
         size = os.fstat(fd).st_size
         if size == 0 or _read_at(fd, size - 1, 1) == b"\n":
             return
@@ -141,6 +202,11 @@ class LabelStore:
                 keep = start + newline + 1
                 break
             end = start
+        if _whole_record(_read_at(fd, keep, size - keep)):
+            os.pwrite(fd, b"\n", size)
+            os.fsync(fd)
+            logger.info("%s: added the newline that its last record lacked.", self.path)
+            return
         logger.warning(
             "%s: dropping a torn last record (%d bytes) left by an interrupted writer.", self.path, size - keep
         )
@@ -175,6 +241,9 @@ class LabelStore:
         if "kind" not in record or "subset_id" not in record:
             raise ValueError(f"A record needs `kind` and `subset_id`; got the keys {sorted(record)}.")
         written = to_jsonable({"timestamp": time.time(), **record})
+        problem = record_problem(written)
+        if problem is not None:  # refused here, since every reader would skip it
+            raise ValueError(f"Not a valid `{_short(written['kind'])}` record: {problem}.")
         line = (json.dumps(written, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
         end = os.fstat(fd).st_size
         try:
@@ -197,19 +266,30 @@ class LabelStore:
 
     def _parse(self, data: bytes) -> list[dict]:
         records = []
-        # Only newline-terminated lines are complete; a trailing fragment is a write still in flight or torn.
-        for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        lines = data.split(b"\n")
+        # Readers hold the shared lock, so no write is in flight: a last line without its newline is either torn
+        # (skipped, and cut by the next writer) or a whole record (read; the next writer adds the newline).
+        if not _whole_record(lines[-1]):
+            lines.pop()
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                record = None
-            if isinstance(record, dict):
+                problem = "not a JSON object"
+            else:
+                problem = record_problem(record)
+            if problem is None:
                 records.append(record)
             elif number not in self._unreadable:
                 self._unreadable.add(number)
-                logger.warning("%s: skipping unreadable line %d.", self.path, number)
+                logger.warning(
+                    "%s: skipping line %d (%s); the other records are read as usual. Fix or delete that line.",
+                    self.path,
+                    number,
+                    problem,
+                )
         return records
 
     def records(self, kind: str | None = None, *, include_superseded: bool = False) -> list[dict]:
@@ -284,6 +364,41 @@ class LabelStore:
         nested = {c for c in columns for row in rows if isinstance(row.get(c), dict | list)}
         table = {c: [json.dumps(row[c]) if c in nested and c in row else row.get(c) for row in rows] for c in columns}
         return datasets.Dataset.from_dict(table)
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes `record` unfit for the store's readers (see `RECORD_FIELDS`), or `None` when it is fit."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    fields = _COMMON_FIELDS
+    if isinstance(record.get("kind"), str):
+        fields = {**fields, **RECORD_FIELDS.get(record["kind"], {})}
+    for name, spec in fields.items():
+        value = record.get(name)
+        if value is None:
+            if spec.endswith("?"):
+                continue
+            return f"`{name}` is {'null' if name in record else 'missing'}"
+        check, expected = _TYPES[spec.rstrip("?")]
+        if not check(value):
+            return f"`{name}` is `{_short(value)}`, not {expected}"
+    return None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """`repr(value)`, cut to `limit` characters: an error message never echoes a huge value whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _whole_record(line: bytes) -> bool:
+    """Whether a line parses as one JSON object (a record, whatever its fields)."""
+    if not line.strip():
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return False
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:
