@@ -23,6 +23,14 @@ class PushConfig:
             after a successful upload and kept (its path in the error) after a failed one.
         max_shard_size (`int`, *optional*, defaults to `500_000_000`):
             Largest parquet shard in bytes (of in-memory Arrow data).
+        timeout_s (`float`, *optional*, defaults to `60.0`):
+            How long any one exchange with the Hub (connecting, sending a chunk, waiting for an answer) may stall
+            before the attempt fails; a large file that keeps moving never times out. It applies to every request
+            `huggingface_hub` sends while the push runs, in this process.
+        max_retries (`int`, *optional*, defaults to `2`):
+            How many times a publishing attempt that failed on a timeout, a lost connection, a 429 or a 5xx answer is
+            tried again (after 1, 2, 4, then 8 seconds). Retrying is safe: unchanged files are not sent again and a
+            commit that did land makes no second one. Other failures (a refused token, a bad request) stop at once.
     """
 
     license: str | None = field(default=None, metadata={"help": "License id; default: carried over from the source."})
@@ -33,7 +41,19 @@ class PushConfig:
         default=None, metadata={"help": "Folder written before upload; default: a temporary one, kept on failure."}
     )
     max_shard_size: int = field(default=500_000_000, metadata={"help": "Largest parquet shard, in bytes."})
+    timeout_s: float = field(
+        default=60.0, metadata={"help": "Seconds any one exchange with the Hub may stall before the attempt fails."}
+    )
+    max_retries: int = field(
+        default=2, metadata={"help": "Retries of an attempt that timed out, lost its connection, or got a 429/5xx."}
+    )
 
     def __post_init__(self):
         if self.max_shard_size <= 0:
             raise ValueError(f"`max_shard_size` must be a positive number of bytes, got `{self.max_shard_size}`.")
+        if isinstance(self.timeout_s, bool) or not (
+            isinstance(self.timeout_s, int | float) and 0 < self.timeout_s < 1e9
+        ):
+            raise ValueError(f"`timeout_s` must be a positive number of seconds, got `{self.timeout_s!r}`.")
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
+            raise ValueError(f"`max_retries` must be a whole number >= 0, got `{self.max_retries!r}`.")

@@ -19,12 +19,14 @@ handed to `huggingface_hub`; nothing here writes or logs them, and the errors ra
 causes' HTTP requests either). A 401 or 403 says whether the token is missing, refused or not allowed to write.
 """
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._json import to_jsonable
@@ -189,6 +191,7 @@ def push_to_hub(
         repo_id,
         "dataset",
         resume,
+        config=config,
         private=private,
         token=token,
         revision=revision,
@@ -210,11 +213,12 @@ def push_rule_to_hub(
     revision: str | None = None,
     create_pr: bool = False,
     commit_message: str | None = None,
+    config: PushConfig | None = None,
 ) -> "CommitInfo":
     """Publish a quality rule as a model repo holding `instructmining_rule.json` and a card.
 
     `QualityRule.from_pretrained(repo_id)` reads it back; `QualityRule.push_to_hub(repo_id)` calls this.
-    Arguments are as in [`push_to_hub`].
+    Arguments are as in [`push_to_hub`]; of `config`, only `timeout_s` and `max_retries` apply.
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit.
@@ -235,6 +239,7 @@ def push_rule_to_hub(
             repo_id,
             "model",
             resume,
+            config=config or PushConfig(),
             private=private,
             token=token,
             revision=revision,
@@ -246,16 +251,19 @@ def push_rule_to_hub(
 # -- upload ----------------------------------------------------------------------------------------------------
 
 
-def _upload(folder, repo_id, repo_type, resume, *, private, token, revision, create_pr, commit_message, **kwargs):
+def _upload(
+    folder, repo_id, repo_type, resume, *, config, private, token, revision, create_pr, commit_message, **kwargs
+):
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    try:
-        _ensure_repo(api, repo_id, repo_type, private)
+
+    def attempt():
+        _ensure_repo(api, repo_id, repo_type, private, config.timeout_s)
         if revision and not create_pr and not revision.startswith("refs/"):
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
         _merge_remote_card(api, folder, repo_id, repo_type, revision)
-        info = api.upload_folder(
+        return api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,
             repo_type=repo_type,
@@ -264,15 +272,98 @@ def _upload(folder, repo_id, repo_type, resume, *, private, token, revision, cre
             commit_message=commit_message,
             **kwargs,
         )
+
+    tries = 0
+    try:
+        with _client_timeout(config.timeout_s):
+            while True:
+                tries += 1
+                try:
+                    info = attempt()
+                    break
+                except Exception as err:
+                    if tries > config.max_retries or not _transient(err):
+                        raise
+                    wait = min(2 ** (tries - 1), 8)
+                    logger.warning(
+                        "Publishing to `%s` failed (%s); trying again in %d s (retry %d of %d).",
+                        repo_id,
+                        _what_failed(err),
+                        wait,
+                        tries,
+                        config.max_retries,
+                    )
+                    time.sleep(wait)
     except Exception as err:  # any failure: keep the cause, add what is safe and how to go on
         remove_token(err, token)
-        hint = _access_hint(err, repo_id, token)
+        hint = _access_hint(err, repo_id, token) or _transient_hint(err, config, tries)
         token = api = None  # the cause's traceback keeps this frame's variables: drop the credentials
+        # One line, as the command line prints it: the cause's own message may span several.
+        cause = " ".join(line.strip() for line in str(err).splitlines() if line.strip()).rstrip(".")
         raise HubUploadError(
-            f"Publishing to `{repo_id}` failed: {err}\n{hint}{resume}", repo_id=repo_id, folder=folder
+            f"Publishing to `{repo_id}` failed: {cause or type(err).__name__}. {hint}{resume}",
+            repo_id=repo_id,
+            folder=folder,
         ) from err
     logger.info("Published %s to %s (%s)", folder, repo_id, info.pr_url or info.commit_url)
     return info
+
+
+@contextlib.contextmanager
+def _client_timeout(seconds: float):
+    """Give every request that `huggingface_hub` sends meanwhile a timeout of `seconds` (connect, read, write, pool).
+
+    Its shared HTTP client waits without limit by default, and most calls (the commit among them) pass no timeout of
+    their own. `huggingface_hub` builds its clients with a factory and rebuilds the client after a connection error,
+    so the timeout goes into the factory, on top of whatever factory is in place (a user's proxy settings stay), and
+    the factory in place before is restored afterwards.
+    """
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+    def with_timeout():
+        client = previous()
+        client.timeout = seconds
+        return client
+
+    set_client_factory(with_timeout)
+    try:
+        yield
+    finally:
+        set_client_factory(previous)
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether `err` is worth another attempt: a timeout, a lost connection, a 408, a 429 or a 5xx answer."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError):
+        return True
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return isinstance(err, HfHubHTTPError) and (status in (408, 429) or (status or 0) >= 500)
+
+
+def _what_failed(err: BaseException) -> str:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else type(err).__name__
+
+
+def _transient_hint(err: BaseException, config: PushConfig, tries: int) -> str:
+    """What a timeout or a server error means for this upload (empty for other failures)."""
+    import httpx2
+
+    attempts = f"{tries} attempt{'s' if tries > 1 else ''}"
+    if isinstance(err, httpx2.TimeoutException):
+        return (
+            f"The Hub did not answer within {config.timeout_s:g} s ({attempts}; raise `timeout_s` or `max_retries` "
+            "in `PushConfig`, or `--timeout_s`/`--max_retries`, for a slow connection). "
+        )
+    if _transient(err):
+        return f"The Hub or the connection failed ({_what_failed(err)}, {attempts}); try again later. "
+    return ""
 
 
 def _access_hint(err: Exception, repo_id: str, token: str | bool | None) -> str:
@@ -281,27 +372,27 @@ def _access_hint(err: Exception, repo_id: str, token: str | bool | None) -> str:
     if status == 401 and token_in_use(token) is None:
         return (
             "No Hub token was found (401 Unauthorized): log in with `hf auth login`, set `HF_TOKEN`, or pass "
-            "`token=`, with a token that has write access.\n"
+            "`token=`, with a token that has write access. "
         )
     if status == 401:
         return (
             "The Hub did not accept the token (401 Unauthorized: invalid, expired or revoked): create a new one with "
-            "write access at https://huggingface.co/settings/tokens and log in with `hf auth login` or set `HF_TOKEN`.\n"
+            "write access at https://huggingface.co/settings/tokens and log in with `hf auth login` or set `HF_TOKEN`. "
         )
     if status == 403:
         return (
             f"The token may not write to `{repo_id}` (403 Forbidden): use a token with the `write` role, or a "
             "fine-grained token allowed to write to this repository or its organisation "
-            "(https://huggingface.co/settings/tokens), or push to a namespace you own.\n"
+            "(https://huggingface.co/settings/tokens), or push to a namespace you own. "
         )
     return ""
 
 
-def _ensure_repo(api, repo_id: str, repo_type: str, private: bool | None) -> None:
+def _ensure_repo(api, repo_id: str, repo_type: str, private: bool | None, timeout_s: float) -> None:
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    try:
-        current = api.repo_info(repo_id, repo_type=repo_type).private
+    try:  # `repo_info` sends its own timeout, "none" unless given
+        current = api.repo_info(repo_id, repo_type=repo_type, timeout=timeout_s).private
     except RepositoryNotFoundError:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         return
@@ -311,16 +402,26 @@ def _ensure_repo(api, repo_id: str, repo_type: str, private: bool | None) -> Non
 
 
 def _merge_remote_card(api, folder: str, repo_id: str, repo_type: str, revision: str | None) -> None:
-    """Fold the Hub card's hand-written parts into the folder's README.md before it is uploaded."""
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+    """Fold the Hub card's hand-written parts into the folder's README.md before it is uploaded.
 
+    Only the Hub's 404 for the file (or the branch) means "no card". Any other failure to read it raises, so the
+    push stops before it writes: a card replaced because the Hub was down would lose its hand-written parts. The
+    card is read directly, not through `hf_hub_download`, which answers a 5xx or a lost connection with a cached
+    copy (possibly older than the card) or with an error that subclasses "entry not found".
+    """
+    from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo_id, "README.md", repo_type=repo_type, revision=revision, endpoint=api.endpoint)
+    response = get_session().get(url, headers=build_hf_headers(token=api.token, library_name="hf-instructmining"))
     try:
-        remote = api.hf_hub_download(repo_id, "README.md", repo_type=repo_type, revision=revision)
-    except (EntryNotFoundError, RevisionNotFoundError):
+        hf_raise_for_status(response)
+    except (RemoteEntryNotFoundError, RevisionNotFoundError):
         return
     readme = os.path.join(folder, "README.md")
-    with open(remote, encoding="utf-8") as f, open(readme, encoding="utf-8") as g:
-        merged = cards.merge_card(cards.load_card(g.read(), repo_type), f.read())
+    with open(readme, encoding="utf-8") as g:
+        merged = cards.merge_card(cards.load_card(g.read(), repo_type), response.text)
     merged.save(readme)
 
 
