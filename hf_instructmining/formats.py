@@ -116,6 +116,13 @@ def detect_format(columns: Sequence[str], column_mapping: Mapping[str, str] | No
         matches = [fmt for fmt in matches if mapped_roles & set(_REQUIRED[fmt])] or matches
     if len(matches) == 1:
         return matches[0]
+    absent = sorted({column for column in mapping.values() if column not in present})
+    if not matches and absent:
+        raise UnknownFormatError(
+            columns,
+            f"`column_mapping=` names column(s) {absent} that are not in the dataset; its columns are "
+            f"{sorted(present)}.",
+        )
     if not matches:
         raise UnknownFormatError(
             columns,

@@ -6,11 +6,14 @@ Loading never trusts remote code unless the caller says so explicitly. Datasets 
 are read by [`load_rows`], for the command line and for KNN reference sets alike.
 """
 
+import codecs
+import contextlib
+import csv
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -269,7 +272,11 @@ DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parque
 
 
 def load_rows(
-    source: str | os.PathLike, split: str = "train", config_name: str | None = None, argument: str = "dataset"
+    source: str | os.PathLike,
+    split: str = "train",
+    config_name: str | None = None,
+    argument: str = "dataset",
+    text_columns: Iterable[str] = (),
 ):
     """Rows from a data file, a `save_to_disk` folder, a folder of data files or a Hub dataset id.
 
@@ -280,6 +287,9 @@ def load_rows(
         split (`str`, *optional*, defaults to `"train"`): the split to read (of a `DatasetDict` folder too).
         config_name (`str`, *optional*): the configuration (subset) of a Hub dataset or a data folder.
         argument (`str`, *optional*, defaults to `"dataset"`): the argument named in errors (a command-line flag).
+        text_columns (`Iterable[str]`, *optional*): CSV columns to read as text besides the layout's own
+            (`instruction`, `output`, ...), e.g. the columns a `column_mapping` names: a CSV column of numbers
+            would otherwise be read as numbers, which are not a response.
 
     Returns:
         `datasets.Dataset` with at least one row.
@@ -298,9 +308,16 @@ def load_rows(
                 f"Cannot read `{path}` (`{argument}`): unknown file type `{path.suffix}`; use one of "
                 f"{sorted(DATA_FILE_BUILDERS)}, a saved dataset folder or a Hub dataset id."
             )
+        if split != "train":  # `data_files={split: path}` would read the whole file under any split name
+            raise ValueError(
+                f"`{path}` (`{argument}`) is one file, which has no `{split}` split: leave out `split=` to read all "
+                "of it, or give a folder or Hub dataset that has splits."
+            )
         _check_file(path, argument)
+        options = {"converters": _csv_text_columns(path, text_columns)} if builder == "csv" else {}
         try:
-            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+            with _builder_errors_unlogged(builder):
+                ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **options)
         except Exception as err:  # the builders raise many types; the file's own problem is said below
             raise ValueError(_unreadable(path, argument, err)) from err
     elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
@@ -311,6 +328,10 @@ def load_rows(
                     f"`{path}` (`{argument}`) has no split `{split}`; use `--split` with one of {list(ds)}."
                 )
             ds = ds[split]
+        elif split != "train" and str(ds.split) != split:
+            raise ValueError(
+                f"`{path}` (`{argument}`) holds one dataset, not a `{split}` split: leave out `split=` to read it."
+            )
     elif path.is_dir():
         try:
             ds = datasets.load_dataset(str(path), name=config_name, split=split)
@@ -362,10 +383,97 @@ def _check_file(path: Path, argument: str) -> None:
             raise ValueError(f"`{path}` (`{argument}`) is not a readable parquet file: {err}") from None
         if rows == 0:
             raise ValueError(empty)
+    elif suffix in (".json", ".jsonl"):
+        _check_json_rows(path, argument)
+
+
+def _check_json_rows(path: Path, argument: str) -> None:
+    """Refuse JSON whose rows are not objects before `datasets` reads it: pyarrow crashes the interpreter (a segfault,
+    no message) on a batch of JSON Lines that starts with `null`, and reads other values into errors that do not say
+    so. A `.json` file must start with a list or an object; a `.jsonl` file is read one line at a time (never whole),
+    each line an object in UTF-8 (pyarrow reads other bytes in, and fails on them only when the text is used)."""
+    with path.open("rb") as f:
+        if path.suffix.lower() == ".json":
+            head = f.read(64).removeprefix(codecs.BOM_UTF8).lstrip()
+            if not head.startswith((b"{", b"[")):
+                raise ValueError(
+                    f"`{path}` (`{argument}`) holds the JSON value `{_shown(head)}`, not rows: give a list of "
+                    "objects (`[{...}, ...]`) or one object per line (JSON Lines)."
+                )
+            return
+        for number, line in enumerate(f, 1):
+            text = (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).strip()
+            if text and not text.startswith(b"{"):
+                raise ValueError(
+                    f"`{path}` (`{argument}`) line {number} is `{_shown(text)}`, not a JSON object; fix or remove "
+                    "that line (JSON Lines: one JSON object per line)."
+                )
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise ValueError(_not_utf8(path, argument, number, bad)) from None
+
+
+def _shown(text: bytes) -> str:
+    """The start of a value, for a message."""
+    first = text.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    return first if len(first) <= 20 else f"{first[:20]}..."
+
+
+def _not_utf8(path: Path, argument: str, line: int, err: UnicodeDecodeError) -> str:
+    return (
+        f"`{path}` (`{argument}`) is not UTF-8 text: line {line} has the byte 0x{err.object[err.start]:02x} at "
+        f"column {err.start + 1}. Save it as UTF-8, e.g. from Latin-1: `iconv -f latin1 -t utf-8 {path} > "
+        f"{path.stem}.utf8{path.suffix}`."
+    )
+
+
+def _first_non_utf8(path: Path, argument: str) -> str | None:
+    """The message for a text file's first line that is not UTF-8, reading one line at a time; `None` if all are."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return _not_utf8(path, argument, number, bad)
+    return None
+
+
+def _csv_text_columns(path: Path, text_columns: Iterable[str]) -> dict[str, Callable]:
+    """pandas converters that read a CSV's layout columns (and `text_columns`) as text: pandas would read a column
+    whose answers are all numbers (`4`, `3.5`) as numbers, which the layout then refuses as "not text"."""
+    from .formats import ROLES
+
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        header = next(csv.reader(f), [])
+    wanted = {*ROLES, *text_columns}
+    return {name: str for name in header if name in wanted}
+
+
+@contextlib.contextmanager
+def _builder_errors_unlogged(builder: str):
+    """Drop the ERROR line a `datasets` file builder logs just before it raises: the error becomes one line of ours
+    naming the file and the fix, and the builder's own line would print twice before it (through the `datasets`
+    handler and the root one)."""
+    builder_logger = logging.getLogger(f"datasets.packaged_modules.{builder}.{builder}")
+
+    def below_error(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    builder_logger.addFilter(below_error)
+    try:
+        yield
+    finally:
+        builder_logger.removeFilter(below_error)
 
 
 def _unreadable(path: Path, argument: str, err: Exception) -> str:
-    """Why `datasets` could not read a data file: the first broken line of a JSON (Lines) file, else the cause."""
+    """Why `datasets` could not read a data file: text that is not UTF-8, the first broken line of a JSON (Lines)
+    file, else the cause."""
+    if path.suffix.lower() in (".json", ".jsonl", ".csv"):
+        not_utf8 = _first_non_utf8(path, argument)
+        if not_utf8:
+            return not_utf8
     if path.suffix.lower() in (".json", ".jsonl"):
         text = path.read_text(encoding="utf-8", errors="replace")
         try:

@@ -50,6 +50,13 @@ def inputs(tmp_path_factory):
     (folder / "badsearch.json").write_text("{\n")
     (folder / "listsearch.json").write_text("[1, 2]\n")
     (folder / "toy_rule.json").write_text(json.dumps(TOY_RULE.to_dict()))
+    # JSON that is not rows: a top-level `null` crashed the interpreter inside `datasets`' JSON reader
+    (folder / "null.json").write_text("null\n")
+    (folder / "latenull.jsonl").write_text("\n".join([*lines[:2], "null", *lines[2:4]]) + "\n")
+    (folder / "truncated.jsonl").write_text("\n".join([*lines[:3], '{"instruction": "x", "output": ']) + "\n")
+    (folder / "latin1.jsonl").write_bytes('{"instruction": "Caf\u00e9?", "output": "Cr\u00e8me."}\n'.encode("latin-1"))
+    (folder / "latin1.csv").write_bytes("instruction,output\nCaf\u00e9?,Cr\u00e8me.\n".encode("latin-1"))
+    (folder / "four.jsonl").write_text("\n".join(lines[:4]) + "\n")
     (folder / "other_rule.json").write_text(json.dumps(OTHER_RULE.to_dict()))
     good = Dataset.from_json(str(folder / "good.jsonl"))
     scored = compute_indicators(good, rule=TOY_RULE)
@@ -142,6 +149,18 @@ CASES = [
     (["score", *S, "--rule", "toy_rule.json", "--column_mapping", '{"output": "answer"}'], 1, ["--column_mapping"]),
     (["score", *S, "--rule", "toy_rule.json", "--format", "messages"], 1, ["`messages`", "columns"]),
     (["score", *S, "--indicators", "knn_6", "--reference", "missing.jsonl"], 1, ["`missing.jsonl`", "--reference"]),
+    (["score", *S, "--rule", "toy_rule.json", "--column_mapping", '{"instruction": "question", "output": "answer"}'],
+     1, ["['answer', 'question']", "not in the dataset", "'output'"]),
+    # score: files that are not rows, not UTF-8, or cut short (`datasets`' own log lines must not show)
+    (["score", "--dataset", "null.json", "--output", "o.jsonl"], 1, ["`null.json`", "`null`", "list of objects"]),
+    (["score", "--dataset", "latenull.jsonl", "--output", "o.jsonl"], 1, ["`latenull.jsonl`", "line 3", "`null`"]),
+    (["score", "--dataset", "truncated.jsonl", "--output", "o.jsonl"], 1, ["`truncated.jsonl`", "line 4"]),
+    (["score", "--dataset", "latin1.jsonl", "--output", "o.jsonl"], 1, ["`latin1.jsonl`", "not UTF-8", "iconv"]),
+    (["score", "--dataset", "latin1.csv", "--output", "o.jsonl"], 1, ["`latin1.csv`", "line 2", "not UTF-8"]),
+    (["score", *S, "--split", "test"], 1, ["`good.jsonl`", "no `test` split", "leave out `--split`"]),
+    # score: preconditions checked before any model loads (a KNN over 4 rows cannot find a 6th neighbour)
+    (["score", "--dataset", "four.jsonl", "--output", "o.jsonl", "--indicators", "knn_6"], 1,
+     ["`knn_6`", "4 rows", "at least 7", "`--reference`"]),
     # score: flags and output
     (["score", *S, "--format", "bogus"], 2, ["--format", "invalid choice", "--help"]),
     (["score", *S, "--on_invalid", "skip"], 2, ["--on_invalid", "invalid choice"]),
@@ -175,6 +194,7 @@ CASES = [
     (["select", *SEL, "--top_k", "3", "--fraction", "0.1"], 1, ["exactly one", "--top_k", "--fraction"]),
     (["select", *SEL], 1, ["exactly one", "got none"]),
     (["select", *SEL, "--top_k", "abc"], 2, ["--top_k", "invalid int"]),
+    (["select", *SEL, "--topk", "3"], 2, ["`--topk`", "did you mean `--top_k`"]),
     (
         ["select", "--dataset", "good.jsonl", "--output", "o.jsonl", "--top_k", "3"],
         1,
@@ -216,6 +236,7 @@ CASES = [
     ),
     (["push", *PUSH, "--folder", "f", "--rescore"], 1, ["`--rescore`", "`--rule`"]),
     (["push", *PUSH, "--repo_id", "me/x"], 1, ["`me/x`", "complete"]),
+    (["push", *PUSH, "--folder", "good.jsonl"], 1, ["`--folder good.jsonl`", "is a file", "name a folder"]),
     # fit
     (
         ["fit", "--store", "missing.jsonl", "--output", "r.json"],
@@ -254,6 +275,7 @@ CASES = [
     (["demo", "--fraction", "2"], 1, ["`--fraction`", "(0, 1]"]),
     (["demo", "--device", "bogus"], 1, ["`--device bogus`"]),
     (["demo", "--max_rows", "0"], 1, ["`--max_rows`"]),
+    (["demo", "--max_rows", "6"], 1, ["`knn_6`", "at least 7 rows", "`--max_rows 6` leaves 6 rows"]),
     # the command itself
     (["rank"], 2, ["unknown command `rank`", "score"]),
     (["scroe", "--dataset", "good.jsonl"], 2, ["unknown command `scroe`", "did you mean `score`"]),
@@ -277,6 +299,18 @@ def test_bad_input_is_one_line_with_the_fix(run, tiny_llama_dir, args, code, say
 def test_at_least_sixty_bad_inputs_across_every_command():
     assert len(CASES) >= 60
     assert {args[0] for args, _, _ in CASES} >= {"score", "select", "push", "fit", "label", "search", "demo"}
+
+
+def test_push_warns_once_when_the_data_records_no_rule(run):
+    # A JSON Lines copy drops the record of the rule: nothing can check the scores, so the user is told, once.
+    code, _, err = run("push", "--dataset", "scored.jsonl", "--folder", "from-copy")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 0 and len(lines) == 1, err
+    assert "`scored.jsonl` records no rule" in lines[0] and "`--rule`" in lines[0]
+    code, _, err = run("push", "--dataset", "scored.parquet", "--folder", "from-parquet")
+    assert code == 0 and "records no rule" not in err
+    code, _, err = run("push", "--dataset", "scored.jsonl", "--rule", "toy_rule.json", "--folder", "from-copy-ruled")
+    assert code == 0 and "records no rule" not in err
 
 
 def test_an_unexpected_error_is_one_line_asking_for_a_report(run, monkeypatch):

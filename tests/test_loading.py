@@ -142,3 +142,30 @@ def test_gpu_matches_cpu(request):
         gpu = _indicators(request)[name]
         gpu.device, gpu.dtype = "cuda", "float32"
         _assert_close(gpu(ROWS), cpu(ROWS), rel=1e-3, abs=1e-4)
+
+
+def test_csv_answers_that_are_numbers_are_read_as_text(tmp_path):
+    from hf_instructmining import compute_indicators
+    from hf_instructmining.loading import load_rows
+
+    path = tmp_path / "arithmetic.csv"
+    path.write_text("instruction,output,answer,instruct_score\nWhat is 2+2?,4,4,0.5\nHalf of 7?,3.5,3.5,0.25\n")
+    ds = load_rows(path)
+    assert ds["output"] == ["4", "3.5"]
+    assert ds["instruct_score"] == [0.5, 0.25]  # columns outside the layout keep their type
+    assert ds["answer"] == [4.0, 3.5]
+    assert load_rows(path, text_columns=["answer"])["answer"] == ["4", "3.5"]  # e.g. the columns a mapping names
+    assert compute_indicators(ds, ["output_length"])["output_length"] == [1.0, 1.0]
+
+
+def test_a_split_that_a_file_or_a_saved_dataset_does_not_have_is_refused(tmp_path):
+    from hf_instructmining.loading import load_rows
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n')
+    with pytest.raises(ValueError, match=r"`.*rows.jsonl` \(`dataset`\) is one file, which has no `test` split"):
+        load_rows(path, split="test")
+    Dataset.from_dict({"instruction": ["a"], "output": ["b"]}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="holds one dataset, not a `test` split"):
+        load_rows(tmp_path / "saved", split="test")
+    assert len(load_rows(tmp_path / "saved")) == 1

@@ -90,6 +90,9 @@ def make_command_parser(
 
         def parse_args_into_dataclasses(self, args=None, return_remaining_strings=False, **kwargs):
             namespace, remaining = self.parse_known_args(args=args)
+            if remaining:  # before the configs check their values: a misspelt flag is the error to report
+                flag = next((a for a in remaining if a.startswith("-")), remaining[0])
+                self.error(f"unrecognized argument `{flag}`{_close(flag.lstrip('-').replace('-', '_'), self.flags)}")
             configs = [dtype(**self._field_values(dtype, namespace)) for dtype in self.dataclass_types]
             return (*configs, remaining) if return_remaining_strings else tuple(configs)
 
@@ -114,11 +117,7 @@ def make_command_parser(
             args = list(args)
             if "--config" in args:
                 self._check_config(args)
-            *configs, unknown = super().parse_args_and_config(args, return_remaining_strings=True)
-            if unknown:
-                flag = next((a for a in unknown if a.startswith("-")), unknown[0])
-                self.error(f"unrecognized argument `{flag}`{_close(flag.lstrip('-').replace('-', '_'), self.flags)}")
-            return configs
+            return super().parse_args_and_config(args)
 
         def _check_config(self, args: list[str]) -> None:
             import yaml
@@ -214,8 +213,9 @@ def load_input(args: InputArguments, flag: str = "--dataset"):
     return ds
 
 
-def compute_with(ds, names: list[str] | None, rule, config, num_proc: int | None = None):
-    """`compute_indicators` with a command's `ScoreConfig`: its `--reference` is read like `--dataset`."""
+def compute_with(ds, names: list[str] | None, rule, config, num_proc: int | None = None, **options):
+    """`compute_indicators` with a command's `ScoreConfig` (and `options`, such as `checkpoint_dir`): its
+    `--reference` is read like `--dataset`."""
     from ..scoring import compute_indicators
 
     check_device(config.device)
@@ -231,6 +231,7 @@ def compute_with(ds, names: list[str] | None, rule, config, num_proc: int | None
         reference=reference,
         format=config.format,
         column_mapping=config.column_mapping,
+        **options,
     )
 
 

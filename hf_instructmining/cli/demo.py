@@ -65,16 +65,25 @@ def main(args: DemoArguments) -> dict[str, object]:
     from ..offline import OFFLINE_INDICATORS, example_data_path, offline_models
     from ..rules import QualityRule
     from ..scoring import compute_indicators
+    from ..scoring.steps import rows_needed
 
-    data = load_input(InputArguments(dataset=args.dataset or example_data_path(), max_rows=args.max_rows))
+    data_name = args.dataset or example_data_path()
+    data = load_input(InputArguments(dataset=data_name, max_rows=args.max_rows))
+    rule = QualityRule.from_builtin(DEMO_RULE)
+    # The indicators the rule does not use still run on the same offline models, for the card's statistics.
+    others = [name for name in OFFLINE_INDICATORS if name not in rule.columns]
+    column, needed = rows_needed(others, rule)
+    if len(data) < needed:  # checked before the models are prepared, not after them
+        given = f"`--max_rows {args.max_rows}` leaves" if args.max_rows is not None else f"`{data_name}` has"
+        raise ValueError(
+            f"The demo's `{column}` needs at least {needed} rows (each row's {needed - 1} nearest neighbours are other "
+            f"rows); {given} {len(data)} rows: give at least {needed}."
+        )
     print("Preparing the offline models (SmolLM2-135M-Instruct is converted from GGUF once)...")
     models = offline_models()
-    rule = QualityRule.from_builtin(DEMO_RULE)
     print(f"Scoring {len(data)} rows with {', '.join(OFFLINE_INDICATORS)} and the rule `{DEMO_RULE}`:")
     print(f"  {rule.formula()}")
-    # The indicators the rule does not use still run on the same offline models, for the card's statistics. The
-    # rule names the public ids of its models; `models` points every indicator at their offline copies.
-    others = [name for name in OFFLINE_INDICATORS if name not in rule.columns]
+    # The rule names the public ids of its models; `models` points every indicator at their offline copies.
     scored = compute_indicators(data, others, rule=rule, models=models, device=args.device)
     selected = select_rows(scored, args.selection)
     folder = save_scored(

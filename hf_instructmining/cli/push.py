@@ -5,6 +5,8 @@ never lands in shell history, cards or logs.
 """
 
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 
 from ..hub import PushConfig
@@ -12,6 +14,8 @@ from ..scoring.config import ScoreConfig
 from ._io import InputArguments, compute_with, load_input, make_command_parser, require_score_column
 from .select_ import SelectArguments, select_rows
 
+
+logger = logging.getLogger(__name__)
 
 EXAMPLES = """\
   instructmining push --dataset scored.parquet --rule instructmining-llama2-7b --top_k 1000 \\
@@ -69,6 +73,8 @@ class PushArguments:
     def __post_init__(self):
         if (self.repo_id is None) == (self.folder is None):
             raise ValueError("Give exactly one of `--repo_id` (push to the Hub) or `--folder` (write locally).")
+        if self.folder is not None and os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            raise ValueError(f"`--folder {self.folder}` is a file, not a folder: name a folder to write into.")
         given = [n for n in ("top_k", "fraction", "threshold") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"Give at most one of `--top_k`, `--fraction`, `--threshold` (got {given}).")
@@ -99,6 +105,7 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig, scorin
     from ..errors import ScoreProvenanceError
     from ..hub import push_to_hub, save_scored
     from ..scoring import resolve_rule
+    from ..scoring.provenance import read
 
     if args.rescore and not scoring.rule:
         raise ValueError("`--rescore` scores the data again with `--rule`: give `--rule` too.")
@@ -117,6 +124,14 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig, scorin
     if args.rescore:
         scored = compute_with(scored, None, rule, scoring)
     require_score_column(scored, config.score_column, inputs.dataset)
+    if rule is None and read(scored, config.score_column).rule is None:
+        logger.warning(
+            "`%s` records no rule for `%s` (JSON Lines, JSON and CSV copies drop the record), so its scores cannot be "
+            "checked against one and the card will not name it: give the `--rule` that made them, or push the "
+            ".parquet file or folder that `instructmining score` wrote.",
+            inputs.dataset,
+            config.score_column,
+        )
     selection = select_rows(scored, choice) if choice else None
     rows = {"rows": len(scored), "rows selected": len(selection) if selection is not None else "-"}
     try:

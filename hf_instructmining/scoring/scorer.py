@@ -27,7 +27,7 @@ from ..rules import DEFAULT_RULE, QualityRule
 from ..rules.rule import describe_outside_domain
 from .config import SCORE_COLUMN, ScoreConfig
 from .plan import resolve_rule
-from .steps import IndicatorMap, RulePrediction, plan_scoring
+from .steps import IndicatorMap, RulePrediction, plan_scoring, rows_needed
 
 
 logger = logging.getLogger(__name__)
@@ -217,6 +217,14 @@ def compute_indicators(
         raise ValueError(f"The dataset is empty (0 rows; columns: {ds.column_names}): there is nothing to score.")
     if rule is None and not names:
         raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
+    rule = None if rule is None else resolve_rule(rule)
+    column, needed = rows_needed(names, rule, reference)
+    if len(ds) < needed:
+        raise ValueError(
+            f"`{column}` needs at least {needed} rows (each row's {needed - 1} nearest neighbours are other rows); "
+            f"the dataset has {len(ds)} rows: score at least {needed}, or pass `reference=` (a dataset of at least "
+            f"{needed - 1} rows) to take the neighbours from."
+        )
     config = ScoreConfig(
         models=dict(models or {}),
         device=device,

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..formats import extract_pairs
-from ..indicators import Indicator
+from ..indicators import Indicator, get_indicator
 from ..indicators.base import compute_all
+from ..indicators.registry import indicator_family
 from ..loading import resolve_device
 from ..rules import QualityRule
 from . import provenance
@@ -107,6 +108,36 @@ def split_target(target: Any) -> tuple[list[str | Indicator], QualityRule | None
             f"columns and `Indicator` objects; got `{target!r}`."
         )
     return list(target), None
+
+
+def rows_needed(indicators: Sequence[str], rule: QualityRule | None, reference: Any = None) -> tuple[str | None, int]:
+    """The fewest rows that define every indicator of `indicators` and `rule`, and the column that needs them.
+
+    A KNN indicator that searches the scored rows themselves needs more than `k` rows (a row is not its own
+    neighbour); every other indicator is defined on one row. Callers check this before planning, which prepares the
+    models: the same failure came after minutes of model work otherwise.
+
+    Returns:
+        `tuple[str | None, int]`: the column (`None` when any row will do) and the number of rows.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.scoring.steps import rows_needed
+    >>> rows_needed(["mtld", "knn_6"], None)
+    ('knn_6', 7)
+    ```
+    """
+    if reference is not None:  # the neighbours come from the reference set, whose size the search checks
+        return None, 1
+    specs = {**dict.fromkeys(indicators, {}), **({c: rule.indicators[c] for c in rule.columns} if rule else {})}
+    needs = [
+        (get_indicator(column, **spec).k + 1, column)
+        for column, spec in specs.items()
+        if indicator_family(column) == "knn"
+    ]
+    rows, column = max(needs, default=(1, None))
+    return column, rows
 
 
 class IndicatorMap:
