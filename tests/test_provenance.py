@@ -116,3 +116,50 @@ def test_the_record_is_plain_json_in_the_parquet_schema(scored, tmp_path):
     features = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"huggingface"])["info"]["features"]
     record = json.loads(features["instruct_score"]["id"])["hf_instructmining"]
     assert record["rule"]["name"] == "toy" and record["rule"]["coefficients"] == RULE.coefficients
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"name": "another-name"}, r"`name` \(`another-name` given, `toy` recorded\)"),
+        (
+            {"indicators": {"mtld": {}, "output_length": {"tokenizer": "gpt2"}}},
+            r"`indicators.output_length` \(`tokenizer=gpt2` given, `tokenizer=None` recorded\)",
+        ),
+        (
+            {"indicators": {"mtld": {"threshold": 0.5}, "output_length": {}}},
+            r"`indicators.mtld` \(`threshold=0.5` given, `threshold=0.72` recorded\)",
+        ),
+        ({"out_of_range": "clip_helpful", "domain": {"mtld": (0.0, 1e6)}}, r"`domain`.*`out_of_range`"),
+        ({"transforms": {"output_length": "log1p"}}, r"`transforms`"),
+    ],
+    ids=["name", "tokenizer", "mtld threshold", "out_of_range", "transforms"],
+)
+def test_a_rule_with_the_same_numbers_but_another_recipe_is_refused_naming_what_differs(
+    scored, tmp_path, change, named
+):
+    other = dataclasses.replace(RULE, **change)
+    with pytest.raises(ScoreProvenanceError, match=named):
+        check_scores(scored, other)
+    with pytest.raises(ScoreProvenanceError, match=named):
+        save_scored(scored, tmp_path / "out", rule=other)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_rule_with_its_defaults_written_out_is_the_same_rule(scored):
+    explicit = dataclasses.replace(
+        RULE, indicators={"mtld": {"threshold": 0.72}, "output_length": {"tokenizer": None}}
+    )
+    assert check_scores(scored, explicit) == explicit
+
+
+def test_without_a_recorded_rule_the_recorded_indicator_options_must_match_the_rule(tmp_path):
+    ds = compute_indicators(Dataset.from_dict(ROWS), ["mtld", "output_length"])  # indicators recorded, no rule
+    ds = ds.add_column("instruct_score", RULE.predict(ds).tolist())
+    assert check_scores(ds, RULE) == RULE
+    fewer_words = dataclasses.replace(RULE, indicators={"mtld": {"threshold": 0.5}, "output_length": {}})
+    with pytest.raises(ScoreProvenanceError, match=r"`mtld` was computed with `threshold=0.72`, the rule says `0.5`"):
+        check_scores(ds, fewer_words)
+    tokens = dataclasses.replace(RULE, indicators={"mtld": {}, "output_length": {"tokenizer": "gpt2"}})
+    with pytest.raises(ScoreProvenanceError, match=r"`output_length` was computed with `tokenizer=None`"):
+        check_scores(ds, tokens)

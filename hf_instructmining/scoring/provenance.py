@@ -9,7 +9,10 @@ included). Formats without a schema (JSON Lines, CSV) and rewrites outside `data
 
 [`check_scores`] runs before a card is written ([`~hf_instructmining.save_scored`], `push_to_hub`): whatever the
 records say, the rule given must reproduce the score column from the indicator columns, row by row, and must be
-the rule recorded with the data when there is one. So a card never names a rule that did not make its scores.
+the rule recorded with the data when there is one: the same name, formula (domain, out-of-range policy and
+transforms included), response and indicator options, the defaults filled in. Without a recorded rule, the options
+recorded on the indicator columns must be the ones the rule declares. So a card never names a rule that did not
+make its scores, nor states options they were not computed with.
 """
 
 import json
@@ -22,6 +25,7 @@ import numpy as np
 from .. import offline
 from .._json import to_jsonable
 from ..errors import ScoreProvenanceError
+from ..indicators import get_indicator
 from ..rules import QualityRule
 
 
@@ -136,8 +140,9 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
         score_column (`str`, *optional*, defaults to `"instruct_score"`): the score column.
 
     Raises:
-        [`~hf_instructmining.errors.ScoreProvenanceError`]: the data records another rule, lacks columns the rule
-            reads, or holds scores the rule does not give.
+        [`~hf_instructmining.errors.ScoreProvenanceError`]: the data records another rule (the message names each
+            field that differs), lacks columns the rule reads, records indicator options other than the rule's, or
+            holds scores the rule does not give.
 
     Example:
 
@@ -156,17 +161,21 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
     `instruct_score` was not made by the rule `other`: its formula gives other scores on 2 of 2 rows (row 0: 0.9 in the data, 0.8 by the rule)
     ```
     """
-    recorded = read(ds, score_column).rule
-    if rule is not None and recorded is not None and not _same_formula(rule, recorded):
+    found = read(ds, score_column)
+    recorded = found.rule
+    if rule is not None and recorded is not None and (differences := _differences(rule, recorded)):
         raise ScoreProvenanceError(
             _name(rule),
-            f"the data records that the rule `{_name(recorded)}` ({recorded.formula()}) made them",
+            f"the data records that the rule `{_name(recorded)}` ({recorded.formula()}) made them, which differs in "
+            + "; ".join(differences),
             recorded=_name(recorded),
             score_column=score_column,
         )
     checked = rule if rule is not None else recorded
     if checked is not None:
         reason = _disagreement(ds, checked, score_column)
+        if not reason and recorded is None and (unlike := _unlike_records(checked, found.indicators)):
+            reason = f"its indicator columns were not computed as it declares: {'; '.join(unlike)}"
         if reason:
             raise ScoreProvenanceError(
                 _name(checked),
@@ -177,9 +186,63 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
     return checked
 
 
-def _same_formula(a: QualityRule, b: QualityRule) -> bool:
-    # The domain is part of the formula: the same coefficients clipped to another range score rows differently.
-    return a.intercept == b.intercept and a.coefficients == b.coefficients and a.domain == b.domain
+# What defines how a rule makes the score column and what a card says of it. The domain, the out-of-range policy and
+# the transforms are part of the formula (the same coefficients score rows differently with another); the name is
+# what the card calls it; the response is what the score means. The rest of `provenance` only documents the rule.
+_RULE_FIELDS = ("name", "intercept", "coefficients", "domain", "out_of_range", "transforms", "response")
+# Options naming where a model comes from: a local folder may stand in for a Hub id (`models=`), so only a model
+# against none (a tokenizer against whitespace words) is another recipe; the revision goes with the model.
+_LOCATION_OPTIONS = ("model", "tokenizer", "revision")
+
+
+def _differences(given: QualityRule, recorded: QualityRule) -> list[str]:
+    """Each field in which `given` makes or describes the score column otherwise than `recorded`, named."""
+    found = [
+        f"`{name}` (`{_short(getattr(given, name))}` given, `{_short(getattr(recorded, name))}` recorded)"
+        for name in _RULE_FIELDS
+        if getattr(given, name) != getattr(recorded, name)
+    ]
+    for column in sorted(set(given.indicators) | set(recorded.indicators)):
+        a, b = _full_spec(column, given.indicators.get(column)), _full_spec(column, recorded.indicators.get(column))
+        if a != b:
+            keys = [k for k in {**(a or {}), **(b or {})} if (a or {}).get(k, ...) != (b or {}).get(k, ...)]
+            options = [", ".join(f"{k}={_short((s or {}).get(k, '(none)'))}" for k in keys) for s in (a, b)]
+            found.append(f"`indicators.{column}` (`{options[0]}` given, `{options[1]}` recorded)")
+    return found
+
+
+def _unlike_records(rule: QualityRule, records: dict[str, dict[str, Any]]) -> list[str]:
+    """How the indicator columns recorded with the data were computed otherwise than `rule` declares them."""
+    found = []
+    for column in rule.columns:
+        ran = (records.get(column) or {}).get("options")
+        if not isinstance(ran, dict):
+            continue
+        for key, value in (_full_spec(column, rule.indicators.get(column)) or {}).items():
+            if key not in ran or value == "auto":  # "auto" is resolved when the indicator runs, to what it records
+                continue
+            if key in _LOCATION_OPTIONS and (key == "revision" or (value is None) == (ran[key] is None)):
+                continue
+            if to_jsonable(value) != ran[key]:
+                found.append(
+                    f"`{column}` was computed with `{key}={_short(ran[key])}`, the rule says `{_short(value)}`"
+                )
+    return found
+
+
+def _full_spec(column: str, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`spec` with the indicator's defaults filled in, so that `{}` and the defaults written out compare equal."""
+    if spec is None:
+        return None
+    try:
+        return to_jsonable(get_indicator(column, **spec).spec())
+    except (TypeError, ValueError, ImportError):  # not buildable here: compare the options as written
+        return to_jsonable(dict(spec))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _name(rule: QualityRule) -> str:
