@@ -163,3 +163,42 @@ def test_without_a_recorded_rule_the_recorded_indicator_options_must_match_the_r
     tokens = dataclasses.replace(RULE, indicators={"mtld": {}, "output_length": {"tokenizer": "gpt2"}})
     with pytest.raises(ScoreProvenanceError, match=r"`output_length` was computed with `tokenizer=None`"):
         check_scores(ds, tokens)
+
+
+def _edit_parquet(folder, config, column, change):
+    """Change one column of a saved folder's parquet shard in place, keeping its schema (and so its records)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = os.path.join(folder, config, "train-00000-of-00001.parquet")
+    table = pq.read_table(path)
+    index = table.schema.get_field_index(column)
+    values = pa.array(change(table.column(column).to_pylist()), table.schema.field(column).type)
+    pq.write_table(table.set_column(index, table.schema.field(column), values), path)
+    assert read(Dataset.from_parquet(path)).indicators  # the records are still there
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (
+            lambda folder: _edit_parquet(folder, "scored", "instruct_score", lambda v: [x - 0.5 for x in v]),
+            "other scores on 4 of 4 rows",
+        ),
+        (lambda folder: OTHER.save(os.path.join(folder, "instructmining_rule.json")), "records that the rule `toy`"),
+        (
+            lambda folder: _edit_parquet(folder, "selected", "instruct_score", lambda v: [x - 0.5 for x in v]),
+            r"selected` is not a selection of .*row 0 .*`instruct_score`.*save_scored",
+        ),
+    ],
+    ids=["scores", "rule file", "selection"],
+)
+def test_pushing_a_saved_folder_runs_the_checks_that_saving_ran(fake_hub, scored, tmp_path, edit, error):
+    from hf_instructmining import push_to_hub
+
+    folder = save_scored(scored, tmp_path / "out", selection=select_top_k(scored, 2))
+    push_to_hub(folder, "me/untouched")  # the folder as written passes
+    edit(folder)
+    with pytest.raises(ValueError, match=error):
+        push_to_hub(folder, "me/edited")
+    assert ("dataset", "me/edited") not in fake_hub.repos  # refused before anything was uploaded

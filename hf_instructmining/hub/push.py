@@ -20,6 +20,7 @@ causes' HTTP requests either). A 401 or 403 says whether the token is missing, r
 """
 
 import contextlib
+import glob
 import json
 import logging
 import math
@@ -175,6 +176,7 @@ def push_to_hub(
         folder, temporary = os.fspath(ds), False
         if not os.path.isfile(os.path.join(folder, "README.md")):
             raise ValueError(f"`{folder}` is not a folder written by `save_scored` (it has no README.md).")
+        _check_folder(folder, config.score_column)
     else:
         if not (config.license or ds.info.license) and config.source_dataset:
             config = _with_source_license(config, token)
@@ -470,6 +472,57 @@ def _check_inputs(ds, selection, score_column: str):
         if len(indices) and (min(indices) < 0 or max(indices) >= len(ds)):
             raise ValueError(f"`selection.row_index` points outside the {len(ds)} scored rows; was it made from `ds`?")
     return ds, selection
+
+
+def _check_folder(folder: str, score_column: str) -> None:
+    """Run on a saved folder the checks [`save_scored`] ran on the dataset: the folder's rule (or the one recorded
+    with its data) must have made its scores, and its selection must be rows of its scored data, unchanged. A file
+    edited since the folder was written is refused before anything is uploaded.
+    """
+    from datasets import Dataset
+
+    from ..rules import QualityRule
+
+    parts = {}
+    for config in ("scored", "selected"):
+        files = sorted(glob.glob(os.path.join(glob.escape(folder), config, "*.parquet")))
+        parts[config] = Dataset.from_parquet(files) if files else None
+    if parts["scored"] is None:
+        raise ValueError(f"`{folder}` has no `scored/*.parquet`: write it with `save_scored`, then push it.")
+    scored, selection = _check_inputs(parts["scored"], parts["selected"], score_column)
+    rule_file = os.path.join(folder, RULE_FILENAME)
+    provenance.check_scores(scored, QualityRule.load(rule_file) if os.path.isfile(rule_file) else None, score_column)
+    if selection is not None:
+        differs = _first_difference(scored.select(selection["row_index"]), selection)
+        if differs:
+            raise ValueError(
+                f"`{os.path.join(folder, 'selected')}` is not a selection of `{os.path.join(folder, 'scored')}`: "
+                f"{differs}. Write the folder again with `save_scored` (or `instructmining push --folder`)."
+            )
+
+
+def _first_difference(expected: "Dataset", actual: "Dataset") -> str | None:
+    """Where `actual` first differs from `expected`, column by column (NaN equals NaN), or `None`."""
+    import numpy as np
+    import pyarrow as pa
+
+    if len(expected) != len(actual):
+        return f"{len(actual)} rows, not {len(expected)}"
+    left, right = expected.with_format("arrow")[:], actual.with_format("arrow")[:]
+    for column in left.column_names:
+        if column not in right.column_names:
+            return f"it has no `{column}` column"
+        a, b = left.column(column), right.column(column)
+        if a.type == b.type and pa.types.is_floating(a.type):
+            same = np.isclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=0, equal_nan=True)
+        elif a.equals(b):
+            continue
+        else:
+            same = np.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)])
+        if not same.all():
+            row = int(np.flatnonzero(~same)[0])
+            return f"row {row} (`row_index` {actual['row_index'][row]}) differs in `{column}`"
+    return None
 
 
 def _write_parquet(ds, folder: str, max_shard_size: int) -> None:
