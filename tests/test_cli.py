@@ -305,3 +305,14 @@ def test_optional_switches_work_bare_as_in_the_examples():
 def test_score_help_says_how_to_score_offline():
     code, out = in_process("score", "--help")
     assert code == 0 and "HF_HUB_OFFLINE=1 instructmining score" in out and "instructmining-smollm2-135m" in out
+
+
+def test_help_says_what_the_flags_do():
+    code, out = in_process("search", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "(default: bracket)" in text
+    assert "BlendSearch over" not in text and "FLAML's BlendSearch with `--method blendsearch`" in text
+    no_log_scale = text.split("--no_log_scale, --no-log-scale ")[1].split(" --")[0]
+    assert no_log_scale == "Turn `--log_scale` off."
+    code, out = in_process("score", "--help")
+    assert code == 0 and "--format {alpaca,prompt_completion,messages}" in out and "{None," not in out

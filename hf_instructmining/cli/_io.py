@@ -68,6 +68,10 @@ def make_command_parser(
                     action.nargs, action.const = "?", True
                 if action.dest in self._json_flags:  # read as text here, as a JSON object in `_field_values`
                     action.type = str
+                if action.option_strings and action.option_strings[0] == f"--no_{action.dest}":
+                    # The complement of a switch that is on by default: the parser copies the switch's own help,
+                    # and its default (`False`) is not the setting's; the switch's line shows that.
+                    action.help, action.default = f"Turn `--{action.dest}` off.", argparse.SUPPRESS
 
         def _add_dataclass_arguments(self, dtype):
             self._adding = dtype

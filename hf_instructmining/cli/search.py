@@ -60,7 +60,8 @@ def make_parser():
     return make_command_parser(
         "search",
         (InputArguments, SearchArguments, SearchConfig, EvalArguments, LabelingConfig),
-        "BlendSearch over how many top-ranked rows to keep (the paper's data-size curve).",
+        "Search how many top-ranked rows to keep (the paper's data-size curve): a bracketing search by default, "
+        "FLAML's BlendSearch with `--method blendsearch`.",
         EXAMPLES,
         # `--seed` seeds the search; each trial's trainer writes to a temporary folder, not to `--output_dir`.
         renamed={(LabelingConfig, "seed"): "training_seed"},

@@ -44,7 +44,7 @@ class ScoreConfig:
         default="raise",
         metadata={"help": "Unreadable rows: raise, or nan (NaN indicators and score).", "choices": ["raise", "nan"]},
     )
-    format: str | None = field(default=None, metadata={"help": "Force the input layout.", "choices": [None, *FORMATS]})
+    format: str | None = field(default=None, metadata={"help": "Force the input layout.", "choices": list(FORMATS)})
     column_mapping: dict[str, str] | None = field(
         default=None, metadata={"help": "Role -> column, e.g. {'output': 'answer'}."}
     )
