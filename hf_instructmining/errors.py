@@ -8,6 +8,43 @@ from typing import Any
 # Request headers that carry credentials (httpx and requests headers are case-insensitive mappings).
 _SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 REDACTED = "[removed by hf-instructmining]"
+# What an error message echoes of a user's name or value: enough to recognise it, never megabytes of it.
+_ECHO_CHARS = 60
+_ECHO_ITEMS = 20
+
+
+def shorten(value: Any, limit: int = _ECHO_CHARS) -> str:
+    """A user-supplied name or value as an error message echoes it: whole when short, cut with its length when long.
+
+    A string longer than `limit` (60) characters keeps its first `limit` and says how long it was; a list or tuple
+    shows at most 20 items (each shortened) and how many more there are; anything else is shortened as its `repr`.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.errors import shorten
+    >>> shorten("output"), shorten("a" * 100)
+    ('output', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa… (100 chars)')
+    >>> shorten(["instruction", "b" * 70])
+    "['instruction', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb…' (70 chars)]"
+    ```
+    """
+    if isinstance(value, (list, tuple)):
+        items = [_quoted(item, limit) for item in value[:_ECHO_ITEMS]]
+        if len(value) > _ECHO_ITEMS:
+            items.append(f"… ({len(value) - _ECHO_ITEMS:,} more)")
+        return f"[{', '.join(items)}]"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} chars)"
+
+
+def _quoted(item: Any, limit: int) -> str:
+    """One list item as `repr` shows it, cut like [`shorten`] (`'abc…' (1,048,576 chars)`)."""
+    text = item if isinstance(item, str) else repr(item)
+    if len(text) <= limit:
+        return repr(item)
+    cut = repr(text[:limit] + "…") if isinstance(item, str) else text[:limit] + "…"
+    return f"{cut} ({len(text):,} chars)"
 
 
 class InvalidExampleError(ValueError):
@@ -26,8 +63,8 @@ class InvalidExampleError(ValueError):
         self.in_batch = in_batch
         where = f"example {row} of this batch" if in_batch else f"row {row}"
         super().__init__(
-            f"{where}: {reason}; columns seen: {self.columns}. Fix the data, pass `column_mapping=` to say which "
-            'columns hold the instruction and the response, or pass `on_invalid="nan"` to score such rows as NaN.'
+            f"{where}: {reason}; columns seen: {shorten(self.columns)}. Fix the data, pass `column_mapping=` to say "
+            'which columns hold the instruction and the response, or pass `on_invalid="nan"` to score such rows as NaN.'
         )
 
     def __reduce__(self):

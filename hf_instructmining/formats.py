@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import InvalidExampleError, UnknownFormatError
+from .errors import InvalidExampleError, UnknownFormatError, shorten
 
 
 logger = logging.getLogger(__name__)
@@ -120,20 +120,20 @@ def detect_format(columns: Sequence[str], column_mapping: Mapping[str, str] | No
     if not matches and absent:
         raise UnknownFormatError(
             columns,
-            f"`column_mapping=` names column(s) {absent} that are not in the dataset; its columns are "
-            f"{sorted(present)}.",
+            f"`column_mapping=` names column(s) {shorten(absent)} that are not in the dataset; its columns are "
+            f"{shorten(sorted(present))}.",
         )
     if not matches:
         raise UnknownFormatError(
             columns,
-            f"The columns {sorted(present)} match no known layout. Expected `instruction`/`output` (Alpaca), "
-            "`prompt`/`completion` (TRL) or `messages` (TRL chat); pass `column_mapping=` such as "
+            f"The columns {shorten(sorted(present))} match no known layout. Expected `instruction`/`output` "
+            "(Alpaca), `prompt`/`completion` (TRL) or `messages` (TRL chat); pass `column_mapping=` such as "
             '`{"instruction": "question", "output": "answer"}` to name yours.',
         )
     raise UnknownFormatError(
         columns,
-        f"The columns {sorted(present)} match several layouts {matches}; pass `format=` (one of {list(FORMATS)}) "
-        "to choose.",
+        f"The columns {shorten(sorted(present))} match several layouts {matches}; pass `format=` (one of "
+        f"{list(FORMATS)}) to choose.",
     )
 
 
@@ -185,7 +185,9 @@ def extract_pairs(
     missing = [mapping.get(r, r) for r in _REQUIRED[fmt] if mapping.get(r, r) not in examples]
     if missing:
         raise UnknownFormatError(
-            columns, f"Format `{fmt}` needs the column(s) {missing}, but the columns are {sorted(columns)}."
+            columns,
+            f"Format `{fmt}` needs the column(s) {shorten(missing)}, but the columns are {shorten(sorted(columns))}; "
+            "pass `column_mapping=` to name the columns that play those roles.",
         )
 
     def col(role: str) -> Any:
@@ -247,7 +249,7 @@ def _validate_mapping(column_mapping: Mapping[str, str] | None) -> dict[str, str
         raise TypeError(f"`column_mapping` must be a dict of role -> column, got {type(column_mapping).__name__}.")
     unknown = sorted(set(column_mapping) - set(ROLES))
     if unknown:
-        raise ValueError(f"`column_mapping` has unknown role(s) {unknown}; the roles are {list(ROLES)}.")
+        raise ValueError(f"`column_mapping` has unknown role(s) {shorten(unknown)}; the roles are {list(ROLES)}.")
     return dict(column_mapping)
 
 

@@ -44,6 +44,8 @@ class ModelIndicator(Indicator):
     # What `dtype=None`/`"auto"` runs in; `None`: the device's default (`loading.default_dtype`).
     auto_dtype: ClassVar[str | None] = None
     _transient = ("_model", "_tokenizer", "_device")
+    # A Hub id or a folder (the rule checks which), its revision, and settings that change no code path.
+    rule_options = ("model", "revision", "dtype", "max_tokens", "max_length")
 
     def __init__(
         self,
@@ -63,6 +65,8 @@ class ModelIndicator(Indicator):
                 f"`model` must be a Hub id or a local path (a string), got {type(model).__name__}; indicators hold "
                 "names, not loaded objects, so that they pickle and fingerprint cheaply."
             )
+        if revision is not None and not isinstance(revision, str):
+            raise TypeError(f"`revision` must be a branch, tag or commit (a string), got {type(revision).__name__}.")
         for name, value in (("max_tokens", max_tokens), ("max_length", max_length)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got `{value!r}`.")

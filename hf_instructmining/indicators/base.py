@@ -52,6 +52,10 @@ class Indicator:
     version: ClassVar[str] = "1"
     #: Instance attributes that hold loaded state and never enter pickles or fingerprints.
     _transient: ClassVar[tuple[str, ...]] = ()
+    #: The options a rule's spec may set: those that define the column's values (model id, revision, `k`, ...),
+    #: never one that loads or runs code (`trust_remote_code`), picks a place to run (`device`) or reads other data
+    #: (`reference`). A rule file is data that anyone may publish; the caller sets the rest in their own call.
+    rule_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

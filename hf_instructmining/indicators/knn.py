@@ -26,6 +26,9 @@ from ._model_base import ModelIndicator
 logger = logging.getLogger(__name__)
 
 TEXTS = ("example", "instruction", "response")
+# The largest k: the paper uses 6, and the search keeps each row's k best candidates (an index and a distance each),
+# so 100,000 rows at k = 1,000 already hold about 1.2 GB; `knn_100000000000` in a rule would ask for petabytes.
+MAX_K = 1000
 # Rows read from a dataset at a time when embedding all of it.
 _READ_CHUNK = 4096
 
@@ -66,6 +69,8 @@ class KNNDistance(ModelIndicator):
     task = "encoder"
     auto_dtype = "float32"  # bf16 changed 3.9% of real rows' neighbour sets (see `dtype` above)
     _transient = (*ModelIndicator._transient, "_reference_embeddings")
+    # Not `reference`: the neighbour set is data the caller gives (`InstructScorer(reference=...)`), not the rule.
+    rule_options = (*ModelIndicator.rule_options, "k", "text", "backend")
 
     def __init__(
         self,
@@ -80,6 +85,8 @@ class KNNDistance(ModelIndicator):
         super().__init__(model, **kwargs)
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"`k` must be a positive integer, got `{k!r}`.")
+        if k > MAX_K:
+            raise ValueError(f"`k` must be at most {MAX_K:,} (the neighbour search keeps k per row), got {k:,}.")
         if text not in TEXTS:
             raise ValueError(f"`text` must be one of {list(TEXTS)}, got `{text!r}`.")
         if backend not in BACKENDS:

@@ -14,6 +14,7 @@ class _Length(Indicator):
     """Shared logic: count tokens of one side of the pair with a tokenizer, or whitespace words."""
 
     _side: str = ""
+    rule_options = ("tokenizer", "revision")
 
     def __init__(self, tokenizer: str | None = None, revision: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -22,6 +23,8 @@ class _Length(Indicator):
                 f"`tokenizer` must be a Hub id or a local path (a string), got {type(tokenizer).__name__}; "
                 "indicators hold names, not loaded objects, so that they pickle and fingerprint cheaply."
             )
+        if revision is not None and not isinstance(revision, str):
+            raise TypeError(f"`revision` must be a branch, tag or commit (a string), got {type(revision).__name__}.")
         self.tokenizer = tokenizer
         self.revision = revision
 

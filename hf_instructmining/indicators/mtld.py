@@ -105,6 +105,7 @@ class MTLD(Indicator):
 
     name = "mtld"
     version = "1"
+    rule_options = ("threshold",)
 
     def __init__(self, threshold: float = 0.72, **kwargs):
         super().__init__(**kwargs)

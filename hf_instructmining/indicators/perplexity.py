@@ -72,6 +72,7 @@ class Perplexity(ModelIndicator):
     version = "1"
     default_model = "meta-llama/Llama-2-7b-hf"
     task = "causal_lm"
+    rule_options = (*ModelIndicator.rule_options, "template", "outputs")
 
     def __init__(
         self,

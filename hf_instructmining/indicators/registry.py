@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import shorten
 from .base import Indicator
 
 
@@ -54,7 +55,7 @@ def register_indicator(column: str, factory: Callable[..., Indicator]) -> None:
     ```
     """
     if column in _BUILTIN or any(p.fullmatch(column) for p, _, _ in _BUILTIN_PATTERNS):
-        raise ValueError(f"`{column}` is a built-in indicator column and cannot be re-registered.")
+        raise ValueError(f"`{shorten(column)}` is a built-in indicator column and cannot be re-registered.")
     _CUSTOM[column] = factory
 
 
@@ -131,7 +132,7 @@ def get_indicator(column: str, **options: Any) -> Indicator:
         match = pattern.fullmatch(column)
         if match:
             return _load(target)(**{**derive(match), **options})
-    raise ValueError(f"Unknown indicator `{column}`. Known indicators: {available_indicators()}.")
+    raise ValueError(f"Unknown indicator `{shorten(column)}`. Known indicators: {available_indicators()}.")
 
 
 def _load(target: str) -> Callable[..., Indicator]:

@@ -67,6 +67,7 @@ class RewardScore(ModelIndicator):
     version = "1"
     default_model = "OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"
     task = "reward"
+    rule_options = (*ModelIndicator.rule_options, "prompt_format")
 
     def __init__(self, model: str | None = None, *, prompt_format: str = "auto", **kwargs):
         super().__init__(model, **kwargs)

@@ -60,6 +60,7 @@ class UniEval(ModelIndicator):
     version = "1"
     default_model = "MingZhong/unieval-dialog"
     task = "seq2seq_lm"
+    rule_options = (*ModelIndicator.rule_options, "aspects")
 
     def __init__(self, model: str | None = None, *, aspects: list[str] | tuple[str, ...] | None = None, **kwargs):
         super().__init__(model, **kwargs)

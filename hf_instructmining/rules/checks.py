@@ -5,12 +5,13 @@ import json
 import logging
 import math
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..errors import RuleFormatError
+from ..errors import RuleFormatError, shorten
 
 
 logger = logging.getLogger(__name__)
@@ -30,18 +31,15 @@ def read_rule_json(path: str) -> Any:
 
     Raises:
         `FileNotFoundError`: no such file.
-        [`~hf_instructmining.errors.RuleFormatError`]: too large, binary (e.g. a pickle), not UTF-8, not JSON,
-            a duplicate key, a number too long to be one, or nested deeper than a rule ever is.
+        [`~hf_instructmining.errors.RuleFormatError`]: not a regular file (a device, a pipe, a folder), too large,
+            binary (e.g. a pickle), not UTF-8, not JSON, a duplicate key, a number too long to be one, or nested
+            deeper than a rule ever is.
     """
 
     def fail(message: str) -> RuleFormatError:
         return RuleFormatError(message, path=path)
 
-    size = os.path.getsize(path)
-    if size > MAX_RULE_BYTES:
-        raise fail(f"the file is {size:,} bytes; a rule file is a small JSON object (at most {MAX_RULE_BYTES:,})")
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = _read_bounded(path, fail)
     if raw.startswith(b"\x80"):  # the PROTO opcode that starts every pickle of protocol 2 or later
         raise fail(
             "the file is a pickle, not JSON; rules are stored as JSON only, never pickle (loading one can run code): "
@@ -67,6 +65,37 @@ def read_rule_json(path: str) -> Any:
     if _too_deep(data):
         raise fail(f"nests more than {MAX_NESTING} levels deep; a rule nests at most {MAX_NESTING}")
     return data
+
+
+# What a file that is not a regular file is, for the message that refuses it.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_bounded(path: str, fail) -> bytes:
+    """The bytes of a regular file of at most `MAX_RULE_BYTES`, never reading more than one byte past that.
+
+    The size a file reports bounds nothing: it is 0 for `/dev/zero` and for pipes, which read forever. Opening without
+    blocking lets a named pipe with no writer be refused instead of waited on (no effect on regular files).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for is_kind, name in _FILE_KINDS if is_kind(mode)), "not a file")
+            raise fail(f"not a regular file ({kind}); a rule is a small JSON file")
+        with open(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_RULE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_RULE_BYTES:
+        raise fail(f"the file holds more than {MAX_RULE_BYTES:,} bytes; a rule file is a small JSON object")
+    return raw
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -96,6 +125,55 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def local_models_checked(data: Any, path: str) -> Any:
+    """`data`, a rule read from the file `path`, with the models and tokenizers it names checked against its folder.
+
+    A Hub id stays as it is. A folder inside the rule's own folder (written relative to it, or absolute) becomes its
+    absolute path, so that it loads from any working directory. Any other local path raises: a rule file is data that
+    anyone may publish, and a path outside its folder would load whatever the reader's machine holds there.
+
+    Raises:
+        [`~hf_instructmining.errors.RuleFormatError`]: names the field, the file and what to do instead.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("indicators"), Mapping):
+        return data  # not a rule: `QualityRule.from_dict` says why
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    indicators = {}
+    for column, spec in data["indicators"].items():
+        if isinstance(spec, Mapping):
+            spec = dict(spec)
+            for option in _MODEL_OPTIONS:
+                if isinstance(spec.get(option), str):
+                    spec[option] = _model_in_folder(spec[option], folder, column, option, path)
+        indicators[column] = spec
+    return {**data, "indicators": indicators}
+
+
+# The options that name what `from_pretrained` loads: a Hub id or a folder.
+_MODEL_OPTIONS = ("model", "tokenizer")
+
+
+def _model_in_folder(value: str, folder: str, column: Any, option: str, path: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+        return value
+    except HFValidationError:
+        pass  # not a Hub id, so a local path
+    resolved = os.path.realpath(os.path.join(folder, value))  # an absolute `value` stays itself; links are followed
+    if os.path.commonpath([resolved, folder]) == folder and os.path.isdir(resolved):
+        return resolved
+    raise RuleFormatError(
+        f"`indicators.{shorten(column)}.{option}` names `{shorten(value)}`, a local path outside the rule's folder "
+        "(or missing from it): a rule file names its models by Hub id, or by a folder inside its own. Pass a local "
+        f"folder in your own call instead (`models={{'{shorten(column)}': folder}}`), or load a rule you made "
+        "yourself with `allow_local_paths=True`",
+        path=path,
+    )
+
+
 # -- validation --------------------------------------------------------------------------------------------------
 
 
@@ -108,7 +186,7 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
     intercept = _number(data["intercept"], "`intercept`", fail)
     coefficients = data["coefficients"]
     if not isinstance(coefficients, Mapping) or not coefficients:
-        raise fail(f"`coefficients` must be a non-empty object of column -> number, got `{coefficients!r}`")
+        raise fail(f"`coefficients` must be a non-empty object of column -> number, got `{shorten(coefficients)}`")
     coefficients = {
         _column(c, "`coefficients`", fail): _number(v, f"`coefficients.{c}`", fail) for c, v in coefficients.items()
     }
@@ -118,17 +196,19 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
     missing = [c for c in coefficients if c not in indicators]
     if missing:
         raise fail(
-            f"`indicators` has no spec for the column(s) {missing}; give each coefficient's options (`{{}}` for defaults)"
+            f"`indicators` has no spec for the column(s) {shorten(missing)}; give each coefficient's options (`{{}}` "
+            "for defaults)"
         )
     extra = [c for c in indicators if c not in coefficients]
     if extra:
-        raise fail(f"`indicators` has spec(s) for {extra}, which have no coefficient")
+        raise fail(f"`indicators` has spec(s) for {shorten(extra)}, which have no coefficient")
     specs = {}
     for column in coefficients:
         spec = indicators[column]
         if not isinstance(spec, Mapping) or not all(isinstance(k, str) for k in spec):
-            raise fail(f"`indicators.{column}` must be an object of option -> value, got `{spec!r}`")
+            raise fail(f"`indicators.{column}` must be an object of option -> value, got `{shorten(spec)}`")
         _json_value(spec, f"`indicators.{column}`", fail)
+        _rule_options(column, spec, fail)
         _buildable(column, spec, fail)
         specs[column] = dict(spec)
     provenance = data.get("provenance")
@@ -137,7 +217,7 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
         raise fail(f"`provenance` must be an object, got `{type(provenance).__name__}`")
     name = data.get("name")
     if name is not None and not isinstance(name, str):
-        raise fail(f"`name` must be a string or null, got `{name!r}`")
+        raise fail(f"`name` must be a string or null, got `{shorten(name)}`")
     return {
         "intercept": intercept,
         "coefficients": coefficients,
@@ -157,9 +237,9 @@ def _domain(domain: Any, coefficients: Mapping[str, float], fail) -> dict[str, t
     checked = {}
     for column, bounds in domain.items():
         if column not in coefficients:
-            raise fail(f"`domain` has a range for `{column}`, which has no coefficient")
+            raise fail(f"`domain` has a range for `{shorten(column)}`, which has no coefficient")
         if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
-            raise fail(f"`domain.{column}` must be [low, high], got `{bounds!r}`")
+            raise fail(f"`domain.{column}` must be [low, high], got `{shorten(bounds)}`")
         low, high = (_number(b, f"`domain.{column}`", fail) for b in bounds)
         if low > high:
             raise fail(f"`domain.{column}` must be [low, high] with low <= high, got `{list(bounds)}`")
@@ -169,14 +249,48 @@ def _domain(domain: Any, coefficients: Mapping[str, float], fail) -> dict[str, t
 
 def _number(value: Any, what: str, fail) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise fail(f"{what} must be a number, got `{value!r}`")
+        raise fail(f"{what} must be a number, got `{shorten(value)}`")
     try:
         number = float(value)
     except OverflowError:
         raise fail(f"{what} is an integer too large for a float ({len(str(abs(value)))} digits)") from None
     if not math.isfinite(number):
-        raise fail(f"{what} must be finite, got `{value!r}`")
+        raise fail(f"{what} must be finite, got `{shorten(value)}`")
     return number
+
+
+def _rule_options(column: str, spec: Mapping[str, Any], fail) -> None:
+    """A rule sets only the options its indicator lists in `rule_options`: those that define the column's values.
+
+    A rule is data that anyone may publish, so no option that loads or runs code (`trust_remote_code`), or that points
+    the indicator at other files (`subfolder`, `gguf_file`, a `reference` set) or devices, may come from one: the
+    caller passes those in their own call. An allow-list, so that an option added to an indicator later is refused
+    until it is known to be safe in a rule.
+    """
+    from ..indicators import get_indicator
+
+    try:
+        cls = type(get_indicator(column))
+    except (TypeError, ValueError) as err:  # e.g. `knn_100000000000`: the name itself asks for too much
+        raise fail(
+            f"`indicators.{column}`: the `{column}` indicator cannot be built: {shorten(str(err), 300)}"
+        ) from None
+    allowed = list(cls.rule_options)
+    for option, value in spec.items():
+        if option in allowed:
+            continue
+        if option not in _options(column):
+            unknown = shorten(sorted(set(spec) - _options(column)))
+            raise fail(
+                f"`indicators.{column}`: the options {shorten(dict(spec))} do not build the `{column}` indicator, "
+                f"which takes no option {unknown}; its options are {allowed}"
+            )
+        raise fail(
+            f"`indicators.{column}.{option}` cannot come from a rule: a rule is data, and sets only the options that "
+            f"define its column ({allowed}). Pass it in your own call instead, e.g. "
+            f"`{cls.__name__}(..., {option}={shorten(value)})`"
+            + (", for a model whose code you have read" if option == "trust_remote_code" else "")
+        )
 
 
 def _buildable(column: str, spec: Mapping[str, Any], fail) -> None:
@@ -186,11 +300,10 @@ def _buildable(column: str, spec: Mapping[str, Any], fail) -> None:
     try:
         get_indicator(column, **spec)
     except (TypeError, ValueError) as err:
-        what = f"`indicators.{column}`: the options {dict(spec)} do not build the `{column}` indicator"
-        if "unexpected keyword argument" not in str(err):
-            raise fail(f"{what}: {err}") from None
-        unknown = sorted(set(spec) - _options(column))
-        raise fail(f"{what}, which takes no option {unknown}; its options are {sorted(_options(column))}") from None
+        raise fail(
+            f"`indicators.{column}`: the options {shorten(dict(spec))} do not build the `{column}` indicator: "
+            f"{shorten(str(err), limit=300)}"
+        ) from None
 
 
 def _options(column: str) -> set[str]:
@@ -211,12 +324,13 @@ def _options(column: str) -> set[str]:
 
 def _column(column: Any, what: str, fail) -> str:
     if not isinstance(column, str):
-        raise fail(f"{what} has a non-string column `{column!r}`")
+        raise fail(f"{what} has a non-string column `{shorten(column)}`")
     from ..indicators.registry import available_indicators, is_indicator_column
 
     if not is_indicator_column(column):
         raise fail(
-            f"{what} names the unknown indicator column `{column}`; known indicators: {available_indicators()} "
+            f"{what} names the unknown indicator column `{shorten(column)}`; known indicators: "
+            f"{available_indicators()} "
             "(register others with `register_indicator`)"
         )
     return column
@@ -237,8 +351,8 @@ def _json_value(value: Any, what: str, fail) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise fail(f"{what} has a non-string key `{key!r}`")
-            _json_value(item, f"{what}.{key}", fail)
+                raise fail(f"{what} has a non-string key `{shorten(key)}`")
+            _json_value(item, f"{what}.{shorten(key)}", fail)
         return
     raise fail(f"{what} holds a `{type(value).__name__}`, which JSON cannot store")
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .._json import to_jsonable
-from ..errors import RuleFormatError, remove_token
-from .checks import as_floats, check_finite, column_names, read_rule_json, validate_fields
+from ..errors import RuleFormatError, remove_token, shorten
+from .checks import as_floats, check_finite, column_names, local_models_checked, read_rule_json, validate_fields
 
 
 logger = logging.getLogger(__name__)
@@ -286,13 +286,15 @@ class QualityRule:
             raise RuleFormatError(f"a rule must be a JSON object, got {type(data).__name__}", path=source)
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
-            raise RuleFormatError(f"unknown field(s) {unknown}; the fields are {list(_FIELDS)}", path=source)
+            raise RuleFormatError(f"unknown field(s) {shorten(unknown)}; the fields are {list(_FIELDS)}", path=source)
         missing = [k for k in ("schema_version", "intercept", "coefficients", "indicators") if k not in data]
         if missing:
             raise RuleFormatError(f"missing field(s) {missing}", path=source)
         version = data["schema_version"]
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise RuleFormatError(f"`schema_version` must be a positive integer, got `{version!r}`", path=source)
+            raise RuleFormatError(
+                f"`schema_version` must be a positive integer, got `{shorten(version)}`", path=source
+            )
         if version > SCHEMA_VERSION:
             raise RuleFormatError(
                 f"`schema_version` {version} is newer than this version of hf-instructmining reads "
@@ -300,7 +302,7 @@ class QualityRule:
                 path=source,
             )
         if data.get("target", TARGET) != TARGET:
-            raise RuleFormatError(f"`target` must be `{TARGET}`, got `{data['target']!r}`", path=source)
+            raise RuleFormatError(f"`target` must be `{TARGET}`, got `{shorten(data['target'])}`", path=source)
         checked = validate_fields(data, source=source)
         return cls(**checked)
 
@@ -329,19 +331,31 @@ class QualityRule:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "QualityRule":
+    def load(cls, path: str | os.PathLike, *, allow_local_paths: bool = False) -> "QualityRule":
         """Read a rule written by [`QualityRule.save`] (a JSON file, or a folder holding `instructmining_rule.json`).
+
+        A rule file is data: it cannot switch on `trust_remote_code` or any other option that loads code (see
+        `Indicator.rule_options`), and it names each model or tokenizer by Hub id or by a folder inside its own folder
+        (made absolute here, so that it loads from any working directory).
+
+        Args:
+            path (`str` or `os.PathLike`): the file, or a folder holding it.
+            allow_local_paths (`bool`, *optional*, defaults to `False`): also accept models and tokenizers at local
+                paths outside the rule's folder, as they are written; only for a rule you made yourself, such as one
+                fitted on your own local models.
 
         Raises:
             `FileNotFoundError`: no such file.
-            [`~hf_instructmining.errors.RuleFormatError`]: the file is not a rule: not UTF-8 JSON (a pickle, a binary,
-                a duplicate key, a huge number, deep nesting, ...) or not a valid rule (a field's type or value, an
-                unknown indicator, an option its indicator does not take); the message names the file and the fault.
+            [`~hf_instructmining.errors.RuleFormatError`]: the file is not a rule: not a regular file, not UTF-8 JSON
+                (a pickle, a binary, a duplicate key, a huge number, deep nesting, ...) or not a valid rule (a field's
+                type or value, an unknown indicator, an option its indicator does not take or a rule may not set, a
+                local path outside the rule's folder); the message names the file and the fault.
         """
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, RULE_FILENAME)
-        return cls.from_dict(read_rule_json(path), source=path)
+        data = read_rule_json(path)
+        return cls.from_dict(data if allow_local_paths else local_models_checked(data, path), source=path)
 
     @classmethod
     def from_builtin(cls, name: str = DEFAULT_RULE) -> "QualityRule":
@@ -372,8 +386,12 @@ class QualityRule:
         revision: str | None = None,
         token: str | bool | None = None,
         repo_type: str | None = None,
+        *,
+        allow_local_paths: bool = False,
     ) -> "QualityRule":
         """Load the `instructmining_rule.json` of a local folder or a Hub repository.
+
+        The file is checked as [`QualityRule.load`] checks it: a rule is data, and cannot make scoring run code.
 
         Args:
             repo_id_or_dir (`str`): a local folder (or JSON file), or a Hub repo id.
@@ -381,6 +399,7 @@ class QualityRule:
             token (`str` or `bool`, *optional*): Hub token.
             repo_type (`str`, *optional*): `"model"` or `"dataset"`; by default a model repo is tried, then a
                 dataset repo (scored datasets pushed with [`~hf_instructmining.push_to_hub`] carry their rule).
+            allow_local_paths (`bool`, *optional*, defaults to `False`): see [`QualityRule.load`].
 
         Example:
 
@@ -397,7 +416,7 @@ class QualityRule:
         if os.path.isdir(local) or os.path.isfile(local):
             if os.path.isdir(local) and not os.path.isfile(os.path.join(local, RULE_FILENAME)):
                 raise FileNotFoundError(f"The folder `{local}` has no `{RULE_FILENAME}`.")
-            return cls.load(local)
+            return cls.load(local, allow_local_paths=allow_local_paths)
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
@@ -410,7 +429,7 @@ class QualityRule:
                     continue  # try the next kind of repo
                 remove_token(err, token)  # re-raised as is, without the credentials its request held
                 raise
-            return cls.load(path)
+            return cls.load(path, allow_local_paths=allow_local_paths)
         raise AssertionError("unreachable")
 
     def push_to_hub(self, repo_id: str, **kwargs) -> Any:
