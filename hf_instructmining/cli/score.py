@@ -1,11 +1,13 @@
 """`instructmining score`: add indicator columns and `instruct_score` to every row of a dataset."""
 
+import os
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 
 from ..indicators import available_indicators
 from ..indicators.registry import is_indicator_column
 from ..rules import DEFAULT_RULE
+from ..scoring.checkpoint import DEFAULT_SHARD_SIZE
 from ..scoring.config import ScoreConfig
 from ._io import InputArguments, check_output, compute_with, load_input, make_command_parser, save_output
 
@@ -21,6 +23,9 @@ EXAMPLES = """\
       --output scored.parquet
   # indicators only, no rule (add --rule to get both):
   instructmining score --dataset data.jsonl --indicators mtld,output_length --output scored.parquet
+  # a long job that resumes where it stopped when run again (finished rows are kept every 2,048 rows):
+  instructmining score --dataset big.jsonl --rule instructmining-smollm2-135m --checkpoint_dir big.ckpt \\
+      --output scored.parquet
 
 Offline (HF_HUB_OFFLINE=1, or no network), a Hub model that is not in the Hugging Face cache is loaded from its
 offline copy when one installs from the package index (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); the dataset
@@ -39,6 +44,12 @@ class ScoreArguments:
             `--rule`, as well as the rule's.
         num_proc (`int`, *optional*):
             `Dataset.map` worker processes (one GPU each when several are visible).
+        checkpoint_dir (`str`, *optional*):
+            Keep finished rows in this folder, every `shard_size` rows: run the same command again after a stop and
+            it resumes there. A folder holding another job's rows is started afresh, with a warning naming what
+            changed (the rule, the indicators or their options, the input rows).
+        shard_size (`int`, *optional*, defaults to `2048`):
+            Rows per checkpoint shard: what a killed job recomputes at most.
     """
 
     output: str = field(metadata={"help": "Output file (.parquet, .jsonl, .json, .csv) or folder."})
@@ -47,9 +58,20 @@ class ScoreArguments:
         metadata={"help": "Comma-separated indicator columns to compute: alone, instead of a rule; with --rule, too."},
     )
     num_proc: int | None = field(default=None, metadata={"help": "Dataset.map worker processes."})
+    checkpoint_dir: str | None = field(
+        default=None,
+        metadata={"help": "Keep finished rows in this folder; the same command run again resumes there."},
+    )
+    shard_size: int = field(
+        default=DEFAULT_SHARD_SIZE, metadata={"help": "Rows per checkpoint shard (what a stop loses at most)."}
+    )
 
     def __post_init__(self):
         check_output(self.output)
+        if self.shard_size < 1:
+            raise ValueError(f"`--shard_size` must be at least 1 row, got {self.shard_size}.")
+        if self.checkpoint_dir is not None and os.path.isfile(self.checkpoint_dir):
+            raise ValueError(f"`--checkpoint_dir {self.checkpoint_dir}` is a file: name a folder for the checkpoint.")
         if self.indicators is not None and not self.names:
             raise ValueError(
                 f"`--indicators {self.indicators!r}` names no indicator: give comma-separated columns such as "
@@ -88,7 +110,8 @@ def main(inputs: InputArguments, args: ScoreArguments, config: ScoreConfig) -> d
 
     names = args.names or None
     rule = resolve_rule(config.rule or DEFAULT_RULE) if config.rule or not names else None
-    scored = compute_with(load_input(inputs), names, rule, config, num_proc=args.num_proc)
+    checkpoint = {"checkpoint_dir": args.checkpoint_dir, "shard_size": args.shard_size} if args.checkpoint_dir else {}
+    scored = compute_with(load_input(inputs), names, rule, config, num_proc=args.num_proc, **checkpoint)
     columns = list(dict.fromkeys([*(rule.columns if rule else []), *(names or [])]))
     summary = summarize_dataset(scored, rule, columns=columns)
     rows = {"rule": rule.name or rule.formula() if rule else "- (indicators only)"}

@@ -25,9 +25,11 @@ from ..indicators import Indicator
 from ..indicators.base import compute_all, map_arguments
 from ..rules import DEFAULT_RULE, QualityRule
 from ..rules.rule import describe_outside_domain
+from .checkpoint import DEFAULT_SHARD_SIZE, Checkpoint, fingerprint
 from .config import SCORE_COLUMN, ScoreConfig
 from .plan import resolve_rule
-from .steps import IndicatorMap, RulePrediction, plan_scoring, rows_needed
+from .shards import score_in_shards
+from .steps import IndicatorMap, RulePrediction, ScoringPlan, plan_scoring, rows_needed
 
 
 logger = logging.getLogger(__name__)
@@ -173,6 +175,8 @@ def compute_indicators(
     format: str | None = None,
     column_mapping: Mapping[str, str] | None = None,
     batch_size: int = 256,
+    checkpoint_dir: str | os.PathLike | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> Any:
     """Compute any set of indicators over a whole dataset (and, given a rule, its `instruct_score`).
 
@@ -193,6 +197,14 @@ def compute_indicators(
         format (`str`, *optional*): force the input layout.
         column_mapping (`dict[str, str]`, *optional*): role -> column.
         batch_size (`int`, *optional*, defaults to `256`): rows per `map` batch (models batch by tokens within it).
+        checkpoint_dir (`str` or `os.PathLike`, *optional*): make the job resumable: finished rows are written to this
+            folder every `shard_size` rows, atomically, and a rerun with the same arguments computes only the rows
+            not written yet; its result equals that of an uninterrupted run. A folder holding another job's shards
+            (another rule, other options, changed input rows) is not reused: a warning names what changed and the
+            job starts afresh there, removing those shards. The returned dataset memory-maps the folder's files:
+            save it before deleting the folder. See [`~hf_instructmining.scoring.checkpoint`].
+        shard_size (`int`, *optional*, defaults to `2048`): rows per checkpoint shard (with `checkpoint_dir`): what
+            a killed job recomputes at most. A multiple of `batch_size` cuts no batch.
 
     Returns:
         `datasets.Dataset`: `ds` with the indicator columns (and `instruct_score`) added or overwritten. Each
@@ -233,6 +245,24 @@ def compute_indicators(
         column_mapping=dict(column_mapping) if column_mapping else None,
     )
     plan = plan_scoring(names, rule, config, reference=reference, require=True, stacklevel=3)
+    if checkpoint_dir is not None:
+        if not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"`shard_size` must be a positive number of rows, got `{shard_size!r}`.")
+        options = {**asdict(config), "names": names, "batch_size": batch_size}
+        manifest = fingerprint(plan, ds, options=options, reference=reference, shard_size=shard_size)
+        checkpoint = Checkpoint(checkpoint_dir, manifest, len(ds), shard_size)
+        ds = score_in_shards(ds, plan, checkpoint, batch_size=batch_size, num_proc=num_proc)
+    else:
+        ds = _score_in_memory(ds, plan, batch_size=batch_size, num_proc=num_proc)
+    if plan.rule is not None:
+        outside = describe_outside_domain(plan.rule, ds)
+        if outside:
+            warnings.warn(outside, UserWarning, stacklevel=2)
+    return ds
+
+
+def _score_in_memory(ds: Any, plan: ScoringPlan, *, batch_size: int, num_proc: int | None) -> Any:
+    """The plan's columns computed with `Dataset.map` (cached by `datasets`) and KNN's embed-then-search."""
     if plan.per_row:
         ds = ds.map(
             IndicatorMap(plan.per_row),
@@ -250,9 +280,6 @@ def compute_indicators(
             ds = ds.add_column(column, values)
     if plan.rule is not None:
         ds = ds.map(RulePrediction(plan.rule), batched=True, batch_size=batch_size, desc="Computing instruct_score")
-        outside = describe_outside_domain(plan.rule, ds)
-        if outside:
-            warnings.warn(outside, UserWarning, stacklevel=2)
     return plan.attach_provenance(ds)
 
 

@@ -141,12 +141,15 @@ def rows_needed(indicators: Sequence[str], rule: QualityRule | None, reference: 
 
 
 class IndicatorMap:
-    """Several indicators as one batched `map` function, with dataset row indices in error messages."""
+    """Several indicators as one batched `map` function, with dataset row indices in error messages (`offset`: the
+    dataset row of the mapped rows' first, when they are a slice of it)."""
 
-    def __init__(self, indicators: list[Indicator]):
+    def __init__(self, indicators: list[Indicator], offset: int = 0):
         self.indicators = indicators
+        self.offset = offset
 
     def __call__(self, batch: Mapping[str, Any], indices: list[int], rank: int | None = None) -> dict[str, Any]:
+        indices = [self.offset + i for i in indices] if self.offset else indices
         return compute_all(self.indicators, batch, indices=indices, rank=rank)
 
 
