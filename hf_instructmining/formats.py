@@ -175,6 +175,7 @@ def extract_pairs(
     ['Hello!']
     ```
     """
+    check_examples(examples)
     if on_invalid not in ("raise", "nan"):
         raise ValueError(f"`on_invalid` must be `'raise'` or `'nan'`, got `{on_invalid!r}`.")
     mapping = _validate_mapping(column_mapping)
@@ -194,7 +195,9 @@ def extract_pairs(
         return examples.get(mapping.get(role, role))
 
     key_value = col(_REQUIRED[fmt][-1])
-    batched = _looks_batched(fmt, key_value, [col(r) for r in _REQUIRED[fmt]])
+    # One int index is what `Dataset.map` passes with one example: then it is one, whatever its values look like
+    # (an empty `messages` list would otherwise read as an empty batch).
+    batched = not isinstance(indices, int) and _looks_batched(fmt, key_value, [col(r) for r in _REQUIRED[fmt]])
     if batched:
         n = len(key_value)
         rows = [{role: _at(col(role), i) for role in ROLES} for i in range(n)]
@@ -238,6 +241,20 @@ def extract_pairs(
     return pairs
 
 
+def check_examples(examples: Any) -> None:
+    """Refuse what is neither one example nor a batch, saying what a `map` function takes.
+
+    Raises:
+        `TypeError`: `examples` is not a mapping of column -> value(s).
+    """
+    if not isinstance(examples, Mapping):
+        raise TypeError(
+            'Expected one example (a dict of column -> value, e.g. `{"instruction": ..., "output": ...}`) or a '
+            "batch (a dict of column -> list of values), as `Dataset.map` passes them; got "
+            f"`{type(examples).__name__}`. Score a dataset with `ds.map(...)`."
+        )
+
+
 class _RowError(Exception):
     """Internal: why one row cannot be read; turned into `InvalidExampleError` or a NaN row."""
 
@@ -263,7 +280,8 @@ def _looks_batched(fmt: str, key_value: Any, required_values: list[Any]) -> bool
     first = key_value[0]
     if fmt == "messages" or (fmt == "prompt_completion" and isinstance(first, dict)):
         return not isinstance(first, dict)
-    return True
+    # A batch has a list in every column; one example whose response is a list is one bad example.
+    return all(isinstance(v, list) for v in required_values)
 
 
 def _at(values: Any, i: int) -> Any:
@@ -293,6 +311,11 @@ def _check_messages(messages: Any, what: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise _RowError(f"`{what}` is not a non-empty list of messages")
     for turn in messages:
+        if isinstance(turn, dict) and "from" in turn and "value" in turn:
+            raise _RowError(
+                f"`{what}` has ShareGPT turns (`from`/`value`), not `{{role, content}}` dicts: rename each turn's "
+                f"`from` to `role` and `value` to `content`, and the roles as {_SHAREGPT_ROLES}"
+            )
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise _RowError(f"`{what}` has a turn that is not a `{{role, content}}` dict")
         if not isinstance(turn["content"], str):
@@ -300,10 +323,18 @@ def _check_messages(messages: Any, what: str) -> list[dict]:
     return messages
 
 
+# How ShareGPT's roles map to the chat roles, for the messages that meet them.
+_SHAREGPT_ROLES = "`human` -> `user`, `gpt` -> `assistant` (ShareGPT's names)"
+
+
 def _split_chat(messages: list[dict], what: str) -> tuple[str, str, list[dict]]:
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
-        raise _RowError(f"`{what}` has no assistant turn")
+        roles = shorten(list(dict.fromkeys(str(m["role"]) for m in messages)))
+        raise _RowError(
+            f"`{what}` has no assistant turn (roles seen: {roles}); the response is the last turn whose role is "
+            f"`assistant`: rename the roles first, e.g. {_SHAREGPT_ROLES}"
+        )
     response = _text(messages[last]["content"], "response (last assistant turn)", allow_empty=False)
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
     instruction = "\n\n".join(m["content"] for m in prompt)

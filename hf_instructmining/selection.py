@@ -37,8 +37,7 @@ def select_top_k(
 
     Args:
         ds (`Dataset`): a scored dataset (e.g. `ds.map(instruct_score)`).
-        k (`int`): how many rows to keep; `0` gives an empty dataset, more than the scored rows gives all of them
-            (with a warning).
+        k (`int`): how many rows to keep, at least 1; more than the scored rows gives all of them (with a warning).
         score_column (`str`, *optional*, defaults to `"instruct_score"`): the column to rank by, lower is better.
         deduplicate (`bool`, *optional*, defaults to `False`): drop exact duplicate (instruction, response) pairs
             first, keeping the copy with the best score (then the lowest `row_index`).
@@ -58,8 +57,9 @@ def select_top_k(
     [1, 2]
     ```
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"`k` must be a non-negative integer, got `{k!r}`.")
+    # An empty selection is never what was meant (the command line refuses `--top_k 0` alike).
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"`k` must be a positive integer (the number of rows to keep), got `{k!r}`.")
     ds, order = _ranked(
         ds, score_column=score_column, deduplicate=deduplicate, format=format, column_mapping=column_mapping
     )
@@ -80,7 +80,7 @@ def select_fraction(ds: Dataset, fraction: float, **options) -> Dataset:
 
     Args:
         ds (`Dataset`): a scored dataset.
-        fraction (`float`): in [0, 1].
+        fraction (`float`): in (0, 1].
         **options: `score_column`, `deduplicate`, `format`, `column_mapping`, as in [`select_top_k`].
 
     Returns:
@@ -96,8 +96,8 @@ def select_fraction(ds: Dataset, fraction: float, **options) -> Dataset:
     [1, 3]
     ```
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise ValueError(f"`fraction` must be a number in [0, 1], got `{fraction!r}`.")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be a number in (0, 1], got `{fraction!r}`: e.g. 0.1 keeps the best 10%.")
     ds, order = _ranked(ds, **options)
     # The epsilon keeps 0.29 * 100 (= 28.999999999999996 in floating point) at 29 rows.
     k = math.floor(fraction * len(order) + 1e-9)

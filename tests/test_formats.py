@@ -1,3 +1,5 @@
+import math
+
 import pytest
 from datasets import Dataset
 
@@ -152,3 +154,38 @@ def test_works_on_real_dataset_rows():
     pairs = extract_pairs(ds[:2])
     assert pairs.responses == ["6.", "6."]
     assert extract_pairs(ds[0]).responses == ["6."]
+
+
+def test_an_empty_conversation_in_unbatched_map_names_its_row_or_scores_nan():
+    from hf_instructmining.indicators import OutputLength
+
+    ds = Dataset.from_dict({"messages": [CHAT["messages"], [], CHAT["messages"]]})
+    with pytest.raises(InvalidExampleError, match=r"^row 1: `messages` is not a non-empty list of messages; "):
+        ds.map(OutputLength())
+    for batched in (False, True):
+        lengths = ds.map(OutputLength(on_invalid="nan"), batched=batched)["output_length"][:]
+        assert lengths[0] == lengths[2] == 1.0 and math.isnan(lengths[1])
+
+
+def test_a_list_typed_response_of_one_example_is_said_to_be_not_text():
+    example = {"instruction": "Name two colours.", "output": ["red", "blue"]}
+    with pytest.raises(InvalidExampleError, match=r"^row 3: the response \(`output`\) is not text \(got `list`\)"):
+        extract_pairs(example, indices=3)
+    with pytest.raises(InvalidExampleError, match=r"the response \(`output`\) is not text \(got `list`\)"):
+        extract_pairs(example)  # called directly: a list in only one column is no batch either
+    assert extract_pairs(example, on_invalid="nan", indices=3).valid == [False]
+
+
+def test_sharegpt_turns_and_roles_get_a_hint():
+    roles = [{"role": "human", "content": "Hi"}, {"role": "gpt", "content": "Hello!"}]
+    with pytest.raises(InvalidExampleError, match=r"roles seen: \['human', 'gpt'\].*`gpt` -> `assistant`"):
+        extract_pairs({"messages": roles})
+    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]
+    with pytest.raises(InvalidExampleError, match=r"ShareGPT turns \(`from`/`value`\).*`from` to `role`"):
+        extract_pairs({"messages": turns})
+
+
+@pytest.mark.parametrize("examples", ["hello", ["hello"], None])
+def test_what_is_neither_an_example_nor_a_batch_is_a_type_error(examples):
+    with pytest.raises(TypeError, match=r"Expected one example \(a dict of column -> value.*got `"):
+        extract_pairs(examples)

@@ -403,3 +403,28 @@ def test_compute_indicators_warns_when_the_data_lies_outside_the_rules_range():
     np.testing.assert_allclose(
         scored["instruct_score"], np.asarray(expected) + 0.1 - 0.001 * np.asarray(scored["output_length"])
     )
+
+
+def test_a_scorer_says_what_it_takes():
+    with pytest.raises(TypeError, match=r"^Expected one example \(a dict of column -> value.* got `str`"):
+        InstructScorer(rule=TEXT_RULE)("hello")
+
+
+def test_an_unbatched_scorer_names_an_empty_conversation_s_row_or_scores_it_nan():
+    ds = Dataset.from_dict({"messages": [MESSAGES["messages"][0], []]})
+    with pytest.raises(InvalidExampleError, match=r"^row 1: `messages` is not a non-empty list of messages"):
+        ds.map(InstructScorer(rule=TEXT_RULE))
+    scores = ds.map(InstructScorer(rule=TEXT_RULE, on_invalid="nan"))["instruct_score"][:]
+    assert not math.isnan(scores[0]) and math.isnan(scores[1])
+
+
+def test_mapping_a_scorer_offline_points_to_the_offline_rule_as_the_command_line_does():
+    """The same one-line error as `compute_indicators` (and so `instructmining score`), not a tokenizer's OSError."""
+    ds = Dataset.from_dict({key: values[:1] for key, values in ALPACA.items()})
+    with pytest.raises(ValueError) as mapped:
+        ds.map(InstructScorer())
+    with pytest.raises(ValueError) as computed:
+        compute_indicators(ds, rule="instructmining-llama2-7b")
+    message = str(mapped.value)
+    assert message == str(computed.value)
+    assert "Cannot load `OpenAssistant/" in message and "['instructmining-smollm2-135m']" in message

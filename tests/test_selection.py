@@ -52,8 +52,9 @@ def test_existing_row_index_is_kept():
 
 def test_k_zero_and_k_larger_than_data(caplog):
     ds = _scored([0.3, 0.1, 0.2])
-    empty = select_top_k(ds, 0)
-    assert len(empty) == 0 and "instruct_score" in empty.column_names and "row_index" in empty.column_names
+    # As the command line refuses `--top_k 0`: an empty selection is never what was meant.
+    with pytest.raises(ValueError, match=r"^`k` must be a positive integer \(the number of rows to keep\), got `0`"):
+        select_top_k(ds, 0)
     # Scoring an empty dataset adds no columns (map never runs): the error says it is empty, not "score it first".
     with pytest.raises(ValueError, match="is empty"):
         select_top_k(ds.select([]).remove_columns("instruct_score"), 3)
@@ -63,9 +64,9 @@ def test_k_zero_and_k_larger_than_data(caplog):
     assert "only 3 rows have a score" in caplog.text
 
 
-@pytest.mark.parametrize("k", [-1, 1.5, "3", True, None])
+@pytest.mark.parametrize("k", [0, -1, 1.5, "3", True, None])
 def test_bad_k(k):
-    with pytest.raises(ValueError, match="`k` must be a non-negative integer"):
+    with pytest.raises(ValueError, match="`k` must be a positive integer"):
         select_top_k(_scored([0.1]), k)
 
 
@@ -79,13 +80,12 @@ def test_nan_scores_are_never_selected():
 
 def test_fraction_bounds_and_rounding():
     ds = _scored([i / 100 for i in range(100)][::-1])
-    assert len(select_fraction(ds, 0)) == 0
     assert len(select_fraction(ds, 1)) == 100
     assert len(select_fraction(ds, 0.29)) == 29
     assert select_fraction(ds, 0.05)["instruct_score"] == [0.0, 0.01, 0.02, 0.03, 0.04]
     assert len(select_fraction(_scored([0.1, 0.2, 0.3]), 0.5)) == 1  # rounded down
-    for bad in (-0.1, 1.01, math.nan, "half", True):
-        with pytest.raises(ValueError, match="`fraction` must be a number in"):
+    for bad in (0, 0.0, -0.1, 1.01, math.nan, "half", True):
+        with pytest.raises(ValueError, match=r"`fraction` must be a number in \(0, 1\]"):
             select_fraction(ds, bad)
 
 

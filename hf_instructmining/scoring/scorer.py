@@ -21,13 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
+from ..formats import check_examples
 from ..indicators import Indicator
 from ..indicators.base import compute_all, map_arguments
 from ..rules import DEFAULT_RULE, QualityRule
 from ..rules.rule import describe_outside_domain
 from .checkpoint import DEFAULT_SHARD_SIZE, Checkpoint, fingerprint
 from .config import SCORE_COLUMN, ScoreConfig
-from .plan import resolve_rule
+from .plan import require_models, resolve_rule
 from .shards import score_in_shards
 from .steps import IndicatorMap, RulePrediction, ScoringPlan, plan_scoring, rows_needed
 
@@ -98,6 +99,7 @@ class InstructScorer:
         )
         self.reference = reference
         self._indicators = self._build(warn=True)
+        self._models_checked = False
 
     @classmethod
     def from_config(cls, config: ScoreConfig) -> "InstructScorer":
@@ -135,6 +137,12 @@ class InstructScorer:
         unreadable row's error names its dataset row either way (see
         [`~hf_instructmining.indicators.base.map_arguments`]).
         """
+        check_examples(examples)
+        if not self._models_checked:
+            # Models load lazily, on this first call: one that cannot load fails here as `compute_indicators` (and the
+            # command line) fails before any work, naming the model and the fix (the offline rule, `models=`).
+            require_models(self._indicators)
+            self._models_checked = True
         indices, rank = map_arguments(map_args, indices=indices, rank=rank)
         values = compute_all(self._indicators, examples, indices=indices, rank=rank)
         # Invalid rows (on_invalid="nan") have NaN indicators and so a NaN score, never a number.
@@ -156,6 +164,7 @@ class InstructScorer:
         self.config = ScoreConfig(**state["config"])
         self.reference = state["reference"]
         self._indicators = self._build(warn=False)
+        self._models_checked = False
 
     def __repr__(self) -> str:
         options = {k: v for k, v in asdict(self.config).items() if k != "rule" and v not in (None, {}, "raise")}
