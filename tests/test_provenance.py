@@ -130,10 +130,9 @@ def test_the_record_is_plain_json_in_the_parquet_schema(scored, tmp_path):
             {"indicators": {"mtld": {"threshold": 0.5}, "output_length": {}}},
             r"`indicators.mtld` \(`threshold=0.5` given, `threshold=0.72` recorded\)",
         ),
-        ({"out_of_range": "clip_helpful", "domain": {"mtld": (0.0, 1e6)}}, r"`domain`.*`out_of_range`"),
-        ({"transforms": {"output_length": "log1p"}}, r"`transforms`"),
+        ({"domain": {"mtld": (0.0, 1e6)}}, r"`domain` \(`\{'mtld': \(0.0, 1000000.0\)\}` given, `None` recorded\)"),
     ],
-    ids=["name", "tokenizer", "mtld threshold", "out_of_range", "transforms"],
+    ids=["name", "tokenizer", "mtld threshold", "domain"],
 )
 def test_a_rule_with_the_same_numbers_but_another_recipe_is_refused_naming_what_differs(
     scored, tmp_path, change, named
@@ -202,3 +201,33 @@ def test_pushing_a_saved_folder_runs_the_checks_that_saving_ran(fake_hub, scored
     with pytest.raises(ValueError, match=error):
         push_to_hub(folder, "me/edited")
     assert ("dataset", "me/edited") not in fake_hub.repos  # refused before anything was uploaded
+
+
+def test_texts_replaced_after_scoring_are_refused(fake_hub, scored, tmp_path):
+    from hf_instructmining import push_to_hub
+
+    replaced = scored.map(lambda row: {"output": row["output"].upper()})
+    with pytest.raises(
+        ScoreProvenanceError, match="texts in `instruction`, `output` are not the ones that were scored"
+    ):
+        check_scores(replaced, None)
+    swapped = scored.map(lambda row, i: {"output": ROWS["output"][(i + 1) % 4]}, with_indices=True)
+    with pytest.raises(ScoreProvenanceError, match="not the ones that were scored"):
+        check_scores(swapped, RULE)
+    assert check_scores(scored.shuffle(seed=1), None) == RULE  # the same rows in another order
+    assert check_scores(scored.select([0, 2]), None) == RULE  # fewer rows: the digest cannot tell, nothing refused
+    folder = save_scored(scored, tmp_path / "out")
+    push_to_hub(folder, "me/untouched")
+    _edit_parquet(folder, "scored", "output", lambda values: [value + "!" for value in values])
+    with pytest.raises(ScoreProvenanceError, match="not the ones that were scored"):
+        push_to_hub(folder, "me/edited")
+
+
+def test_a_saved_folder_whose_rule_names_local_models_can_be_pushed(fake_hub, tmp_path):
+    from hf_instructmining import push_to_hub
+
+    local = dataclasses.replace(RULE, indicators={"mtld": {}, "output_length": {"tokenizer": str(tmp_path / "tok")}})
+    ds = Dataset.from_dict({**ROWS, "mtld": [10.0, 20.0, 30.0, 40.0], "output_length": [4.0, 3.0, 4.0, 4.0]})
+    folder = save_scored(ds.add_column("instruct_score", local.predict(ds).tolist()), tmp_path / "out", rule=local)
+    push_to_hub(folder, "me/local-models")  # the rule is compared, never run: its local paths are no risk here
+    assert "instructmining_rule.json" in fake_hub.files("me/local-models")

@@ -11,10 +11,12 @@ included). Formats without a schema (JSON Lines, CSV) and rewrites outside `data
 records say, the rule given must reproduce the score column from the indicator columns, row by row, and must be
 the rule recorded with the data when there is one: the same name, formula (domain, out-of-range policy and
 transforms included), response and indicator options, the defaults filled in. Without a recorded rule, the options
-recorded on the indicator columns must be the ones the rule declares. So a card never names a rule that did not
-make its scores, nor states options they were not computed with.
+recorded on the indicator columns must be the ones the rule declares. And the texts must be the ones scored, when
+the rows are (a digest of them is recorded with the score column, see `texts.py`). So a card never names a rule that
+did not make its scores, nor states options they were not computed with.
 """
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from .._json import to_jsonable
 from ..errors import ScoreProvenanceError
 from ..indicators import get_indicator
 from ..rules import QualityRule
+from . import texts
 
 
 if TYPE_CHECKING:
@@ -99,6 +102,9 @@ def attach(
     records = {column: indicator_record(indicator) for indicator in indicators for column in indicator.columns}
     if rule is not None:
         records[score_column] = {"rule": rule.to_dict()}
+        # A digest of the texts scored: the check tells outputs replaced since (see `texts.py`).
+        if (scored_texts := texts.record(ds)) is not None:
+            records[score_column]["texts"] = scored_texts
     features = ds.features.copy()
     for column, record in records.items():
         if isinstance(features.get(column), Value):
@@ -176,6 +182,8 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
         reason = _disagreement(ds, checked, score_column)
         if not reason and recorded is None and (unlike := _unlike_records(checked, found.indicators)):
             reason = f"its indicator columns were not computed as it declares: {'; '.join(unlike)}"
+        if not reason:  # the indicator columns agree with the scores: do they still describe these texts?
+            reason = texts.changed(ds, (_record(ds.features.get(score_column)) or {}).get("texts"))
         if reason:
             raise ScoreProvenanceError(
                 _name(checked),
@@ -186,10 +194,14 @@ def check_scores(ds: "Dataset", rule: QualityRule | None, score_column: str = "i
     return checked
 
 
-# What defines how a rule makes the score column and what a card says of it. The domain, the out-of-range policy and
-# the transforms are part of the formula (the same coefficients score rows differently with another); the name is
-# what the card calls it; the response is what the score means. The rest of `provenance` only documents the rule.
-_RULE_FIELDS = ("name", "intercept", "coefficients", "domain", "out_of_range", "transforms", "response")
+# Every field of a rule defines how it makes the score column or what a card says of it (the domain, for one, is part
+# of the formula: the same coefficients clipped to another range score rows differently), except its `provenance`,
+# which only documents it, and `indicators`, compared with their defaults filled in. Of the provenance, the
+# `response` (what the score means) counts.
+_RULE_FIELDS = (
+    *(f.name for f in dataclasses.fields(QualityRule) if f.name not in ("provenance", "indicators")),
+    "response",
+)
 # Options naming where a model comes from: a local folder may stand in for a Hub id (`models=`), so only a model
 # against none (a tokenizer against whitespace words) is another recipe; the revision goes with the model.
 _LOCATION_OPTIONS = ("model", "tokenizer", "revision")
