@@ -27,11 +27,19 @@ def test_values_come_back_in_input_order():
     assert run_in_batches([3, 10, 4, 9], 20, lambda batch: [10.0 * i for i in batch]) == [0.0, 10.0, 20.0, 30.0]
 
 
-def test_progress_moves_per_batch_with_rows_per_second(progress_bars, capsys):
+def test_progress_moves_per_batch_and_counts_the_rows(progress_bars, capsys):
     run_in_batches([10] * 6, max_tokens=20, score=slow_score, desc="Perplexity")
     err = capsys.readouterr().err
-    assert "Perplexity" in err and "rows/s" in err
-    assert "2/6" in err and "4/6" in err and "6/6" in err  # one step per batch of 2 rows
+    assert "Perplexity" in err and "tokens/s" in err
+    assert "2/6 rows" in err and "4/6 rows" in err and "6/6 rows" in err  # one step per batch of 2 rows
+
+
+def test_progress_weighs_each_batch_by_its_padded_tokens(progress_bars, capsys):
+    # Longest rows first: one row of 30 tokens costs what three rows of 10 do. Counted in rows, the bar would
+    # read 25% after half the work, and its first time left would be three times too long.
+    run_in_batches([30, 10, 10, 10], max_tokens=30, score=slow_score)
+    err = capsys.readouterr().err
+    assert "30/60" in err and "1/4 rows" in err and "60/60" in err and "4/4 rows" in err
 
 
 def test_progress_is_silenced_like_every_datasets_bar(capsys):
