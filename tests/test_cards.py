@@ -155,6 +155,13 @@ def test_license_and_source_are_carried_over():
     assert build_dataset_card(scored, config=PushConfig(license="mit")).data.license == "mit"
 
 
+def test_notes_fill_the_hand_written_section_of_a_new_card():
+    card = build_dataset_card(make_scored(), rule=make_rule(), config=PushConfig(notes="Scored for a workshop."))
+    assert "## Notes" in card.text and "Scored for a workshop." in card.text
+    assert "[More Information Needed]" not in card.text
+    assert "[More Information Needed]" in build_dataset_card(make_scored(), rule=make_rule()).text  # for the owner
+
+
 def test_merge_keeps_hand_written_sections_and_yaml_keys():
     first = build_dataset_card(make_scored(), rule=make_rule(), repo_id="me/scored")
     edited = str(first).replace("[More Information Needed]", "Collected by hand; see our blog post.")

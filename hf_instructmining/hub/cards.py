@@ -132,6 +132,7 @@ def build_dataset_card(
         "search_summary": _search_summary(search),
         "reproduce": _reproduce(where, rule, selection, config),
         "package_version": __version__,
+        "notes": config.notes,
     }
     return render("dataset_card.md", "dataset", data, kwargs)
 

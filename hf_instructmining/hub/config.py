@@ -16,6 +16,9 @@ class PushConfig:
             Hub id of the data that was scored; recorded in `source_datasets` and in the reproduction commands.
         pretty_name (`str`, *optional*):
             A human-readable title for the card.
+        notes (`str`, *optional*):
+            The text of a new card's hand-written "Notes" section (what the data is, what it is for). A card pushed
+            again keeps the notes it has.
         score_column (`str`, *optional*, defaults to `"instruct_score"`):
             The score column (lower is better).
         local_dir (`str`, *optional*):
@@ -36,6 +39,7 @@ class PushConfig:
     license: str | None = field(default=None, metadata={"help": "License id; default: carried over from the source."})
     source_dataset: str | None = field(default=None, metadata={"help": "Hub id of the data that was scored."})
     pretty_name: str | None = field(default=None, metadata={"help": "Human-readable title of the card."})
+    notes: str | None = field(default=None, metadata={"help": "Text of a new card's hand-written Notes section."})
     score_column: str = field(default="instruct_score", metadata={"help": "Score column (lower is better)."})
     local_dir: str | None = field(
         default=None, metadata={"help": "Folder written before upload; default: a temporary one, kept on failure."}
