@@ -231,3 +231,13 @@ def test_a_saved_folder_whose_rule_names_local_models_can_be_pushed(fake_hub, tm
     folder = save_scored(ds.add_column("instruct_score", local.predict(ds).tolist()), tmp_path / "out", rule=local)
     push_to_hub(folder, "me/local-models")  # the rule is compared, never run: its local paths are no risk here
     assert "instructmining_rule.json" in fake_hub.files("me/local-models")
+
+
+def test_the_digest_covers_texts_in_mapped_columns():
+    mapping = {"instruction": "question", "output": "answer"}
+    ds = Dataset.from_dict({"question": ROWS["instruction"], "answer": ROWS["output"]})
+    scored = compute_indicators(ds, rule=RULE, column_mapping=mapping)
+    assert check_scores(scored, RULE) == RULE
+    replaced = scored.map(lambda row: {"answer": row["answer"][::-1]})
+    with pytest.raises(ScoreProvenanceError, match="texts in `question`, `answer` are not the ones that were scored"):
+        check_scores(replaced, RULE)

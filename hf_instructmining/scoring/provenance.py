@@ -102,8 +102,10 @@ def attach(
     records = {column: indicator_record(indicator) for indicator in indicators for column in indicator.columns}
     if rule is not None:
         records[score_column] = {"rule": rule.to_dict()}
-        # A digest of the texts scored: the check tells outputs replaced since (see `texts.py`).
-        if (scored_texts := texts.record(ds)) is not None:
+        # A digest of the texts scored: the check tells outputs replaced since (see `texts.py`). The indicators of
+        # one call share its `column_mapping`, which says where the texts are.
+        mapping = next((i.column_mapping for i in indicators if getattr(i, "column_mapping", None)), None)
+        if (scored_texts := texts.record(ds, mapping)) is not None:
             records[score_column]["texts"] = scored_texts
     features = ds.features.copy()
     for column, record in records.items():
