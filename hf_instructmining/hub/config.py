@@ -29,7 +29,8 @@ class PushConfig:
         timeout_s (`float`, *optional*, defaults to `60.0`):
             How long any one exchange with the Hub (connecting, sending a chunk, waiting for an answer) may stall
             before the attempt fails; a large file that keeps moving never times out. It applies to every request
-            `huggingface_hub` sends while the push runs, in this process.
+            `huggingface_hub` sends while the push runs, in this process. `huggingface_hub` itself retries the
+            pre-upload call and LFS transfers up to 5 times, so a hang there costs up to 6 × `timeout_s` + 23 s.
         max_retries (`int`, *optional*, defaults to `2`):
             How many times a publishing attempt that failed on a timeout, a lost connection, a 429 or a 5xx answer is
             tried again (after 1, 2, 4, then 8 seconds). Retrying is safe: unchanged files are not sent again and a
