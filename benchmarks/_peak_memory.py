@@ -19,3 +19,45 @@ def peak_rss_bytes() -> int:
                 return int(line.split()[1]) * 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class AnonymousPeak:
+    """The peak of this process's anonymous resident memory (`RssAnon`), sampled every `interval` seconds.
+
+    `VmHWM` also counts the pages of memory-mapped files that were read (a `datasets` Arrow file is mapped, not
+    loaded): they grow with the rows read although the kernel can drop them at any time, as page cache. `RssAnon` is
+    the memory the process holds itself. Linux only (`peak` stays 0 elsewhere).
+
+    Example: `with AnonymousPeak() as anon: work()`, then `anon.peak` in bytes.
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.peak = 0
+
+    def _read(self) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024  # kB
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._read())
+
+    def __enter__(self) -> "AnonymousPeak":
+        import threading
+
+        if not Path("/proc/self/status").exists():
+            return self
+        self.peak = self._read()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._read())

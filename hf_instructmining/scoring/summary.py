@@ -7,7 +7,7 @@ dataset-quality estimate. Statistics are kept as n/mean/std/min/max that merge e
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,10 @@ import numpy as np
 from ..indicators.registry import is_indicator_column
 from ..rules import QualityRule
 from .config import SCORE_COLUMN
+
+
+# Rows summarised at a time: the statistics merge across chunks, so memory stays flat at any size.
+_CHUNK = 65536
 
 
 @dataclass
@@ -191,10 +195,23 @@ def summarize_dataset(
     columns = list(columns)
     if not columns:
         raise ValueError(f"No indicator columns to summarise; the dataset's columns are {present}.")
-    values = {c: np.asarray(ds[c], dtype=float) for c in [*columns, SCORE_COLUMN] if c in present}
-    num_rows = len(next(iter(values.values())))
-    invalid = np.zeros(num_rows, dtype=bool)
-    for column in columns:
-        invalid |= np.isnan(values[column])
-    stats = {c: IndicatorStats.from_values(v) for c, v in values.items()}
-    return DatasetSummary(num_rows, int(invalid.sum()), stats, rule)
+    summarised = [c for c in [*columns, SCORE_COLUMN] if c in present]
+    stats = {c: IndicatorStats() for c in summarised}
+    num_rows = num_invalid = 0
+    for values in _chunks(ds, summarised):
+        invalid = np.zeros(len(values[summarised[0]]), dtype=bool)
+        for column in columns:
+            invalid |= np.isnan(values[column])
+        num_rows, num_invalid = num_rows + len(invalid), num_invalid + int(invalid.sum())
+        stats = {c: stats[c].merge(IndicatorStats.from_values(values[c])) for c in summarised}
+    return DatasetSummary(num_rows, num_invalid, stats, rule)
+
+
+def _chunks(ds: Any, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The columns as float arrays, `_CHUNK` rows at a time from a `Dataset` (whose columns may not fit in memory as
+    Python lists: a million rows' column is tens of MB), at once from a mapping of sequences."""
+    if not hasattr(ds, "iter"):
+        yield {c: np.asarray(ds[c], dtype=float) for c in columns}
+        return
+    for batch in ds.select_columns(columns).with_format("numpy").iter(batch_size=_CHUNK):
+        yield {c: np.asarray(batch[c], dtype=float) for c in columns}
