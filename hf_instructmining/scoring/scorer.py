@@ -136,6 +136,12 @@ class InstructScorer:
         Takes what `Dataset.map` passes with `with_indices=True` and/or `with_rank=True` after the examples; an
         unreadable row's error names its dataset row either way (see
         [`~hf_instructmining.indicators.base.map_arguments`]).
+
+        Raises:
+            `TypeError`: `examples` is neither one example (a dict of column -> value) nor a batch (column -> list).
+            `ValueError`: on the first call, a model the rule needs cannot load (offline and not cached, with no
+                offline copy); the message names it and the fix, as `compute_indicators` does.
+            [`~hf_instructmining.errors.InvalidExampleError`]: an unreadable row, with `on_invalid="raise"`.
         """
         check_examples(examples)
         if not self._models_checked:
