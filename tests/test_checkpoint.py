@@ -157,3 +157,30 @@ def test_progress_counts_the_whole_job_from_the_resumed_rows(tmp_path, capsys):
 def test_shard_size_is_checked(tmp_path):
     with pytest.raises(ValueError, match="`shard_size` must be a positive number of rows"):
         _score(_rows(10), tmp_path, shard_size=0)
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_a_bad_row_is_named_by_its_dataset_row_and_loses_the_shards_before_it(tmp_path, caplog, num_proc):
+    rows = _rows(100).to_dict()
+    rows["output"][95] = ""
+    with pytest.raises(ValueError, match=r"row 95\b"):
+        _score(Dataset.from_dict(rows), tmp_path, num_proc=num_proc)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-000000.arrow", "shard-000001.arrow"]
+
+
+def test_worker_processes_write_the_same_shards(tmp_path):
+    ds = _rows(130)
+    _same(_score(ds, tmp_path / "workers", num_proc=2), _score(ds, tmp_path / "one"))
+
+
+def test_the_command_line_refuses_a_file_as_checkpoint_folder(tmp_path, capsys):
+    from hf_instructmining.cli import main
+
+    _rows(10).to_json(tmp_path / "rows.jsonl")
+    (tmp_path / "taken").write_text("")
+    args = ["score", "--dataset", str(tmp_path / "rows.jsonl"), "--indicators", "mtld", "--output", "x.parquet"]
+    assert main([*args, "--checkpoint_dir", str(tmp_path / "taken")]) == 1
+    err = capsys.readouterr().err
+    assert "`--checkpoint_dir" in err and "is a file: name a folder" in err
+    assert main([*args, "--checkpoint_dir", str(tmp_path / "ckpt"), "--shard_size", "0"]) == 1
+    assert "`--shard_size` must be at least 1 row" in capsys.readouterr().err
