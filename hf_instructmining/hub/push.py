@@ -183,10 +183,11 @@ def push_to_hub(
         temporary = config.local_dir is None
         folder = config.local_dir or tempfile.mkdtemp(prefix="instructmining-")
         save_scored(ds, folder, rule, selection, search, config=config, repo_id=repo_id)
+    # Resuming goes through `push_to_hub` again (not `hf upload`), so that the card is merged and the folder checked.
+    call = f"push_to_hub({folder!r}, {repo_id!r})"
     resume = (
-        f"The local folder `{folder}` is complete; resume with "
-        f"`hf_instructmining.push_to_hub({folder!r}, {repo_id!r})` or "
-        f"`hf upload {repo_id} {folder} --repo-type dataset`."
+        f"The local folder `{folder}` is complete; resume with `hf_instructmining.{call}` (from a shell: "
+        f'`python -c "from hf_instructmining import push_to_hub; {call}"`), or run the same command again.'
     )
     info = _upload(
         folder,
