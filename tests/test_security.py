@@ -120,6 +120,19 @@ def test_model_names_and_revisions_are_strings(tmp_path, value):
             QualityRule.from_dict(_rule_dict({option: value}))
 
 
+@pytest.mark.parametrize("revision", ["../../../../.bashrc", "main/../../x", "/etc", "a b", "x" * 300])
+def test_a_revision_is_a_branch_tag_or_commit_name(revision):
+    """`huggingface_hub` writes a downloaded revision's name as a file under its cache's `refs/`: no climbing out."""
+    for column, option in (("perplexity", "model"), ("output_length", "tokenizer")):
+        spec = {option: "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": revision}
+        with pytest.raises(
+            RuleFormatError, match=rf"`indicators\.{column}`.*`revision` must be a branch, tag or commit"
+        ):
+            QualityRule.from_dict(_rule_dict(spec, column))
+    for ok in ("main", "v1.0", "refs/pr/1", "0123456789abcdef0123456789abcdef01234567"):
+        assert QualityRule.from_dict(_rule_dict({"revision": ok})).indicators["perplexity"]["revision"] == ok
+
+
 def test_a_rule_file_names_hub_ids_or_folders_inside_its_own_folder(tmp_path):
     folder = tmp_path / "rule"
     (folder / "tok").mkdir(parents=True)

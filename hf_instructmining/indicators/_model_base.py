@@ -8,7 +8,7 @@ device, so two indicators naming the same model share one load and fingerprints 
 from typing import Any, ClassVar
 
 from ..loading import load_model, load_tokenizer, resolve_device, resolve_dtype
-from .base import Indicator
+from .base import Indicator, check_revision
 
 
 # Token budget per batch (rows x padded length). On a CPU a batch only has to keep the matrix multiplies busy, and
@@ -65,8 +65,7 @@ class ModelIndicator(Indicator):
                 f"`model` must be a Hub id or a local path (a string), got {type(model).__name__}; indicators hold "
                 "names, not loaded objects, so that they pickle and fingerprint cheaply."
             )
-        if revision is not None and not isinstance(revision, str):
-            raise TypeError(f"`revision` must be a branch, tag or commit (a string), got {type(revision).__name__}.")
+        check_revision(revision)
         for name, value in (("max_tokens", max_tokens), ("max_length", max_length)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got `{value!r}`.")

@@ -15,14 +15,20 @@ hashing is cheap, stable before and after the first call, and caching works acro
 
 import logging
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ..errors import shorten
 from ..formats import FORMATS, InstructionPairs, OnInvalid, extract_pairs
 
 
 logger = logging.getLogger(__name__)
+
+# A branch, tag or commit as the Hub names them (`main`, `v1.0`, `refs/pr/1`, a commit hash). `huggingface_hub` writes
+# a downloaded revision's name under its cache's `refs/` folder, so a name that climbs out (`../..`) is refused.
+_REVISION = re.compile(r"(?!/)(?!.*(?:\.\.|//|@\{))[\w.+@/-]{1,255}(?<!/)")
 
 
 class Indicator:
@@ -155,6 +161,32 @@ class Indicator:
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.spec().items())
         return f"{type(self).__name__}({options})"
+
+
+def check_revision(revision: Any) -> None:
+    """Refuse a `revision` that is not a branch, tag or commit name (`None` is the default branch).
+
+    Raises:
+        `TypeError`: not a string.
+        `ValueError`: not a name a Hub revision can have (e.g. `../x`, a space, `//`).
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.indicators.base import check_revision
+    >>> check_revision("refs/pr/1"), check_revision(None)
+    (None, None)
+    ```
+    """
+    if revision is None:
+        return
+    if not isinstance(revision, str):
+        raise TypeError(f"`revision` must be a branch, tag or commit (a string), got {type(revision).__name__}.")
+    if not _REVISION.fullmatch(revision):
+        raise ValueError(
+            f"`revision` must be a branch, tag or commit name such as `main`, `v1.0` or `refs/pr/1`, got "
+            f"`{shorten(revision)}`."
+        )
 
 
 def map_arguments(

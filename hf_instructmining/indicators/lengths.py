@@ -7,7 +7,7 @@ given. Special tokens (BOS/EOS) are not counted: the length is the text's, not t
 
 from ..formats import InstructionPairs
 from ..loading import load_tokenizer
-from .base import Indicator
+from .base import Indicator, check_revision
 
 
 class _Length(Indicator):
@@ -23,8 +23,7 @@ class _Length(Indicator):
                 f"`tokenizer` must be a Hub id or a local path (a string), got {type(tokenizer).__name__}; "
                 "indicators hold names, not loaded objects, so that they pickle and fingerprint cheaply."
             )
-        if revision is not None and not isinstance(revision, str):
-            raise TypeError(f"`revision` must be a branch, tag or commit (a string), got {type(revision).__name__}.")
+        check_revision(revision)
         self.tokenizer = tokenizer
         self.revision = revision
 
