@@ -76,6 +76,23 @@ def test_a_rule_file_cannot_make_scoring_run_code(tmp_path, how):
     assert "a rule is data" in str(refused) and "trust_remote_code=True" in str(refused)  # how to do it oneself
 
 
+def test_a_rule_from_the_hub_is_checked_as_a_local_one(fake_hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    path = tmp_path / RULE_FILENAME
+    api = HfApi()
+    api.create_repo("someone/rule")
+    for spec, field in (
+        ({"model": "someone/custom-lm", "trust_remote_code": True}, "trust_remote_code"),
+        ({"model": str(tmp_path)}, "model"),  # a folder on the reader's machine, not in the repo
+    ):
+        path.write_text(json.dumps(_rule_dict(spec)))
+        api.upload_file(path_or_fileobj=str(path), path_in_repo=RULE_FILENAME, repo_id="someone/rule")
+        with pytest.raises(RuleFormatError, match=rf"`indicators\.perplexity.*{field}") as err:
+            QualityRule.from_pretrained("someone/rule")
+        assert RULE_FILENAME in str(err.value)
+
+
 def test_a_model_inside_the_rule_s_folder_still_cannot_run_its_code(tmp_path):
     """A rule may name a model folder of its own, but never the option that runs that folder's code."""
     marker = tmp_path / "marker"
