@@ -1,6 +1,7 @@
 """Tests for `search_subset_size`: the searchers over subset size, their store, resume by replay, warm start, result."""
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -315,6 +316,108 @@ def test_built_in_trial_resumes_a_search_stored_before_the_generation_settings(t
     assert result.search_id == STORED_SEARCH_ID
     assert (result.best_k, result.best_loss) == (4, 1.2)
     assert len(store.records("search_trial")) == 2
+
+
+def _pinned_finetuning_search():
+    """The data, eval set and labelling config of a search whose ids are pinned below; its model is never loaded."""
+    from hf_instructmining import LabelingConfig
+
+    rows = {"instruction": [f"q{i}" for i in range(8)], "output": ["a"] * 8}
+    scored = Dataset.from_dict(rows).add_column(
+        "instruct_score", [float(i) for i in range(8)], new_fingerprint="pinned-scored"
+    )
+    eval_ds = Dataset.from_dict({"instruction": ["q"], "output": ["a"]}).select_columns(
+        ["instruction", "output"], new_fingerprint="pinned-eval"
+    )
+    labeling = LabelingConfig(model_name_or_path="org/base-model", max_steps=2, text_format="text", device="cpu")
+    return scored, eval_ds, labeling
+
+
+def test_another_seed_reruns_no_finished_size(scored, tmp_path):
+    # README: no finished size is ever run twice. The seed only orders the proposals, so another seed's search
+    # over the same data reuses every finished size and counts it in its budget.
+    path = tmp_path / "search.jsonl"
+    first = Counting()
+    before = search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=8, objective=first, store=path, config=SearchConfig(seed=0)
+    )
+    second = Counting()
+    after = search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=12, objective=second, store=path, config=SearchConfig(seed=1)
+    )
+    assert len(second.calls) == 4 and not {k for k, _ in first.calls} & {k for k, _ in second.calls}
+    assert after.search_id == before.search_id and after.best_loss <= before.best_loss
+    # Running the first seed again replays its own trials and reruns nothing.
+    again = Counting()
+    search_subset_size(
+        scored, low=LOW, high=HIGH, num_samples=8, objective=again, store=path, config=SearchConfig(seed=0)
+    )
+    assert again.calls == []
+
+
+def test_random_twins_are_the_seeds_own_and_rule_trials_are_shared(scored, tmp_path):
+    # The seed draws the random baseline's rows: another seed's random trial at the same size is other data.
+    path = tmp_path / "search.jsonl"
+    kwargs = {"low": LOW, "high": HIGH, "num_samples": 4, "store": path, "random_baseline": True}
+    first = Counting()
+    search_subset_size(scored, objective=first, config=SearchConfig(seed=0), **kwargs)
+    second = Counting()
+    result = search_subset_size(scored, objective=second, config=SearchConfig(seed=1), **kwargs)
+    assert sorted(second.calls) == sorted((k, "random") for k, s in first.calls if s == "rule")
+    assert len(result.curve("random")) == len(result.curve("rule")) == 4
+    third = Counting()
+    search_subset_size(scored, objective=third, config=SearchConfig(seed=0), **kwargs)
+    assert third.calls == []
+
+
+# The id a search with `seed=3` got while the seed was part of the id: its stored trials resume under seed 3.
+STORED_SEED_3_SEARCH_ID = "search-8819d6f60b89"
+
+
+def test_a_search_stored_under_a_seeded_id_resumes(tmp_path):
+    scored, eval_ds, labeling = _pinned_finetuning_search()
+    store = LabelStore(tmp_path / "search.jsonl")
+    for trial, (k, loss) in enumerate([(2, 1.5), (4, 1.2)], start=1):
+        store.append(
+            {"kind": "search_trial", "subset_id": f"{STORED_SEED_3_SEARCH_ID}/rule/k={k}", "trial": trial, "k": k}
+            | {"search_id": STORED_SEED_3_SEARCH_ID, "loss": loss, "time_s": 1.0, "selection": "rule"}
+            | {"low": 2, "high": 8, "search_config": dataclasses.asdict(SearchConfig(seed=3))}
+        )
+    result = search_subset_size(
+        scored,
+        low=2,
+        high=8,
+        num_samples=2,
+        store=store,
+        eval_dataset=eval_ds,
+        labeling_config=labeling,
+        config=SearchConfig(seed=3),
+    )
+    assert (result.best_k, result.best_loss) == (4, 1.2)
+    assert len(store.records("search_trial")) == 2
+
+
+# Trial records of the wrong shape: valid JSON, written by hand or by a tool that got the format wrong.
+WRONG_TRIALS = {
+    "a string size": {"k": "500"},
+    "a string trial number": {"trial": "1"},
+    "a string loss": {"loss": "low"},
+    "no time": {"time_s": None},
+}
+
+
+@pytest.mark.parametrize("change", list(WRONG_TRIALS.values()), ids=list(WRONG_TRIALS))
+def test_a_trial_record_of_the_wrong_shape_is_skipped(scored, tmp_path, caplog, change):
+    path = tmp_path / "search.jsonl"
+    kwargs = {"low": LOW, "high": HIGH, "num_samples": 4, "store": path}
+    result = search_subset_size(scored, objective=Counting(), **kwargs)
+    good = LabelStore(path).records("search_trial")[0]
+    with open(path, "a") as f:
+        f.write(json.dumps({**good, "trial": 99, "k": 500, **change}) + "\n")
+    again = Counting()
+    with caplog.at_level(logging.WARNING):
+        assert search_subset_size(scored, objective=again, **kwargs) == result
+    assert again.calls == [] and "line 5" in caplog.text
 
 
 def test_an_explicit_training_dtype_is_another_search():

@@ -47,6 +47,9 @@ _GENERATION_PREFIX = "generation_"
 # `dtype="auto"` is the device's own precision (bf16 where it computes bf16 natively, as on CUDA before the field
 # existed), so like the device it is placement; an explicit dtype is a choice that changes the losses.
 _PLACEMENT_DEFAULTS = {"dtype": "auto"}
+# The seed in every default search id: the default seed's, so that the ids of searches stored while the seed was
+# part of the id stay the same for it.
+_ID_SEED = 0
 
 
 def search_subset_size(
@@ -134,16 +137,20 @@ def search_subset_size(
                 "process, on one device. Use `search_subset_size_with_ray` (one finetuning per GPU of a Ray "
                 "cluster), or pass an `objective=` that runs trials elsewhere."
             )
-        search_id = config.search_id or finetune_search_id(scored, config, labeling_config, eval_dataset)
+        identity = _finetune_identity(labeling_config, eval_dataset)
     else:
         identity = {"objective": f"{getattr(objective, '__module__', '')}.{getattr(objective, '__qualname__', '')}"}
-        search_id = config.search_id or _derive_search_id(scored, config, identity)
+    search_id = config.search_id or _derive_search_id(scored, config, identity)
+    earlier_ids = ()
+    if config.search_id is None and config.seed != _ID_SEED:
+        # Stores written while the seed named the search hold this seed's trials under that id.
+        earlier_ids = (_derive_search_id(scored, config, identity, seed=config.seed),)
     store = open_store(store)
     if objective is None:
         trial = finetune_trial(scored, eval_dataset, labeling_config, config, store, search_id)
     else:
         trial = _objective_trial(objective, random_baseline)
-    history = History(store, search_id, low, high, config)
+    history = History(store, search_id, low, high, config, earlier_ids)
     sizes = SizeSpace(low, high, config)
     if history.trials:
         logger.info(
@@ -207,10 +214,17 @@ def _check_arguments(low, high, rankable, num_samples, time_budget_s, score_colu
 def finetune_search_id(scored: "Dataset", config: SearchConfig, labeling_config, eval_dataset) -> str:
     """The id of a search whose trials finetune (the built-in trial), wherever the trials run: the same data and
     settings give the same id in this process and on a Ray cluster, so either resumes the other's trials."""
-    return _derive_search_id(scored, config, {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)})
+    return _derive_search_id(scored, config, _finetune_identity(labeling_config, eval_dataset))
 
 
-def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -> str:
+def _finetune_identity(labeling_config, eval_dataset) -> dict:
+    return {"labeling": labeling_config, "eval": _fingerprint(eval_dataset)}
+
+
+def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict, *, seed: int = _ID_SEED) -> str:
+    """The default search id: the data, the score column and the trial. The seed only orders the proposals, so it
+    does not name the search (every seed reuses the same finished sizes); `seed` gives the id a search had while
+    it did."""
     from .._json import to_jsonable
 
     if dataclasses.is_dataclass(identity.get("labeling")):
@@ -226,7 +240,7 @@ def _derive_search_id(scored: "Dataset", config: SearchConfig, identity: dict) -
     key = {
         "data": _fingerprint(scored),
         "score_column": config.score_column,
-        "seed": config.seed,
+        "seed": seed,
         **identity,
     }
     digest = hashlib.sha256(json.dumps(to_jsonable(key), sort_keys=True).encode()).hexdigest()

@@ -36,13 +36,15 @@ class SearchConfig:
             log-spaces (or evenly spaces) them from `low`, leaving out the expensive top of the range. `0` starts
             from `low` alone.
         seed (`int`, *optional*, defaults to `0`):
-            Seeds the searcher and the random-selection baseline.
+            Seeds the searcher and the random-selection baseline. It is not part of the search id: a search with
+            another seed reuses every finished size of the same search (its random-baseline trials excepted, as the
+            seed draws their rows) and counts it in its budget.
         score_column (`str`, *optional*, defaults to `"instruct_score"`):
             The column that ranks rows, lower is better.
         search_id (`str`, *optional*):
-            Names the search in the store. By default it is derived from the data, the score column, the seed and
-            the trial (the labelling config and eval set, or the objective's name), so re-running the same search
-            resumes it. Set it to share or separate trials explicitly.
+            Names the search in the store. By default it is derived from the data, the score column and the trial
+            (the labelling config and eval set, or the objective's name), so re-running the same search resumes it.
+            Set it to share or separate trials explicitly.
         max_concurrent_trials (`int`, *optional*):
             How many trials run at once: the searcher proposes the next sizes while earlier ones are still running.
             By default one at a time in [`search_subset_size`], and as many as the cluster has room for in

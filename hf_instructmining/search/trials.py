@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..labeling.store import RECORD_FIELDS
 from .result import SELECTIONS, SearchResult
 
 
@@ -30,6 +31,18 @@ TRIAL_KIND = "search_trial"
 # The settings that decide which sizes a search proposes: a stored trial whose settings (and range) match this
 # search's is one of its own and is replayed; any other trial of the same search id warm-starts it.
 PROPOSAL_FIELDS = ("method", "log_scale", "resolution", "initial_sizes", "seed")
+# What a search reads from its stored trials: a trial record without them is skipped on read.
+RECORD_FIELDS[TRIAL_KIND] = {
+    "search_id": "text",
+    "trial": "integer",
+    "k": "integer",
+    "loss": "number?",
+    "time_s": "number",
+    "selection": "text",
+    "low": "integer?",
+    "high": "integer?",
+    "search_config": "object?",
+}
 
 
 class _Diverged(Exception):
@@ -221,14 +234,19 @@ class History:
 
     `replay` holds this search's own rule trials (same range, same `PROPOSAL_FIELDS`) in the order they ran;
     `warm` (size -> loss) the rule trials of other searches stored before this one's first trial, which is what
-    this search was warm-started from when it began.
+    this search was warm-started from when it began. Rule trials count whatever the seed that proposed them;
+    random-selection trials only under their own seed, which drew their rows. Trials stored under `earlier_ids`
+    (the ids this search had in earlier versions) count as this search's.
     """
 
-    def __init__(self, store, search_id: str, low: int, high: int, config: "SearchConfig"):
+    def __init__(
+        self, store, search_id: str, low: int, high: int, config: "SearchConfig", earlier_ids: tuple[str, ...] = ()
+    ):
         self.store, self.search_id, self.low, self.high = store, search_id, low, high
         self.config = dataclasses.asdict(config)
         records = store.records(TRIAL_KIND) if store is not None else []
-        mine = [r for r in records if r.get("search_id") == search_id and r.get("selection") in SELECTIONS]
+        ids = {search_id, *earlier_ids}
+        mine = [r for r in records if r.get("search_id") in ids and r.get("selection") in SELECTIONS]
         self._next_trial = max((r.get("trial", 0) for r in mine), default=0) + 1
         self.trials: list[dict] = []
         self._by_key: dict[tuple[int, str], dict] = {}
@@ -236,7 +254,7 @@ class History:
         self.warm: dict[int, float] = {}
         started = False
         for record in mine:  # in store order
-            if not (low <= record["k"] <= high and record.get("loss") is not None):
+            if not (low <= record["k"] <= high and record.get("loss") is not None) or not self._counts(record):
                 continue
             self._add(record)
             own = self._is_own(record)
@@ -248,6 +266,11 @@ class History:
             elif not started:
                 self.warm[record["k"]] = record["loss"]
         self.replay.sort(key=lambda r: r["trial"])
+
+    def _counts(self, record: dict) -> bool:
+        """Whether a stored trial gives this search its loss: any rule trial, a random one of the same seed."""
+        seed = (record.get("search_config") or {}).get("seed", self.config["seed"])
+        return record["selection"] == "rule" or seed == self.config["seed"]
 
     def _is_own(self, record: dict) -> bool:
         stored = record.get("search_config") or {}
