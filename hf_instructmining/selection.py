@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SCORE_COLUMN = "instruct_score"
 ROW_INDEX_COLUMN = "row_index"
+_ARGUMENT = {"select_top_k": "k", "select_fraction": "fraction", "select_threshold": "threshold"}
 
 
 def select_top_k(
@@ -69,7 +70,8 @@ def select_top_k(
             "distinct rows with a score remain after dropping exact duplicates" if deduplicate else "rows have a score"
         )
         logger.warning("Asked for the top %d rows but only %d %s: selecting all of them.", k, len(order), ranked)
-    return ds.select(order[:k])
+    options = {"score_column": score_column, "deduplicate": deduplicate, "format": format}
+    return _recorded(ds, ds.select(order[:k]), "select_top_k", k, column_mapping=column_mapping, **options)
 
 
 def select_fraction(ds: Dataset, fraction: float, **options) -> Dataset:
@@ -101,7 +103,7 @@ def select_fraction(ds: Dataset, fraction: float, **options) -> Dataset:
     ds, order = _ranked(ds, **options)
     # The epsilon keeps 0.29 * 100 (= 28.999999999999996 in floating point) at 29 rows.
     k = math.floor(fraction * len(order) + 1e-9)
-    return ds.select(order[:k])
+    return _recorded(ds, ds.select(order[:k]), "select_fraction", fraction, **options)
 
 
 def select_threshold(ds: Dataset, threshold: float, **options) -> Dataset:
@@ -130,7 +132,20 @@ def select_threshold(ds: Dataset, threshold: float, **options) -> Dataset:
     ds, order = _ranked(ds, **options)
     score_column = options.get("score_column", SCORE_COLUMN)
     scores = np.asarray(ds.select_columns([score_column]).with_format("numpy")[score_column], dtype=float)
-    return ds.select([i for i in order if scores[i] <= threshold])
+    return _recorded(
+        ds, ds.select([i for i in order if scores[i] <= threshold]), "select_threshold", threshold, **options
+    )
+
+
+def _recorded(ds: Dataset, selected: Dataset, function: str, value, **options) -> Dataset:
+    """`selected` with this call recorded on its `row_index` (options left at their defaults are left out), so that
+    a dataset card's recipe repeats it (see `scoring.provenance.attach_selection`)."""
+    from .scoring.provenance import attach_selection
+
+    defaults = {"score_column": SCORE_COLUMN, "deduplicate": False, "format": None, "column_mapping": None}
+    call = {"function": function, _ARGUMENT[function]: value}
+    call.update({k: v for k, v in options.items() if v != defaults[k]})
+    return attach_selection(selected, ds, call)
 
 
 def _ranked(

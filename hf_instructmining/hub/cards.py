@@ -16,6 +16,7 @@ import numpy as np
 from .._json import to_jsonable
 from ..rules import EVAL_LOSS_RESPONSE
 from ..rules.rule import describe_outside_domain
+from .recipe import reproduce
 
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def build_dataset_card(
         ),
         "pictures": [{"path": path, "alt": name.replace("_", " ")} for name, path in pictures_.items()],
         "search_summary": _search_summary(search),
-        "reproduce": _reproduce(where, rule, selection, config),
+        "reproduce": reproduce(scored, rule, selection, config, where),
         "package_version": __version__,
         "notes": config.notes,
     }
@@ -473,28 +474,6 @@ def _load_snippet(where: str, has_selection: bool) -> str:
     if has_selection:
         lines.append(f'selected = load_dataset("{where}", "selected", split="train")')
     lines.append(f'scored = load_dataset("{where}", "scored", split="train")')
-    return "\n".join(lines)
-
-
-def _reproduce(where: str, rule, selection, config) -> str:
-    names = ["InstructScorer", "QualityRule"] + (["select_top_k"] if selection is not None else [])
-    source = (
-        f'load_dataset("{config.source_dataset}", split="train")'
-        if config.source_dataset
-        else "...  # the data that was scored"
-    )
-    lines = [
-        "from datasets import load_dataset",
-        f"from hf_instructmining import {', '.join(names)}",
-        "",
-        f'rule = QualityRule.from_pretrained("{where}", repo_type="dataset")'
-        if rule is not None
-        else "rule = ...  # the rule was not recorded with this dataset",
-        f"ds = {source}",
-        "scored = ds.map(InstructScorer(rule=rule), batched=True)",
-    ]
-    if selection is not None:
-        lines.append(f"selected = select_top_k(scored, {len(selection)})")
     return "\n".join(lines)
 
 

@@ -7,6 +7,10 @@ score column gets the whole rule. A record sits in the column's feature (`datase
 so it travels with the data through `select`, `filter`, `map`, `save_to_disk` and parquet files (the Hub's
 included). Formats without a schema (JSON Lines, CSV) and rewrites outside `datasets` (pandas) drop it.
 
+The score column's record also holds the scoring call's options (`scoring`: the extra indicator columns, the
+models given, the invalid-row policy, the layout), and a selection (`select_top_k`, `select_fraction`,
+`select_threshold`) records its call on `row_index`: a dataset card's "How to reproduce" is generated from them.
+
 [`check_scores`] runs before a card is written ([`~hf_instructmining.save_scored`], `push_to_hub`): whatever the
 records say, the rule given must reproduce the score column from the indicator columns, row by row, and must be
 the rule recorded with the data when there is one: the same name, formula (domain, out-of-range policy and
@@ -54,10 +58,16 @@ class Provenance:
         rule ([`QualityRule`], *optional*): the rule that made the score column, when recorded.
         indicators (`dict[str, dict]`): indicator column -> how it was made (`indicator`, `options`, and
             `offline_copy` when a packaged copy stood in for the Hub model).
+        scoring (`dict`, *optional*): the options of the call that computed the score column (see
+            [`scoring_call`]), when recorded.
+        selection (`list[dict]`): the selection calls that chose these rows from the scored rows, in order (see
+            [`attach_selection`]); empty when the rows are not a recorded selection.
     """
 
     rule: QualityRule | None = None
     indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scoring: dict[str, Any] | None = None
+    selection: list[dict[str, Any]] = field(default_factory=list)
 
 
 def indicator_record(indicator: "Indicator") -> dict[str, Any]:
@@ -86,27 +96,77 @@ def indicator_record(indicator: "Indicator") -> dict[str, Any]:
     return record
 
 
+def scoring_call(names: list[str], models: dict[str, str], options: dict[str, Any], reference: Any) -> dict[str, Any]:
+    """The options of a scoring call that decide its scores, as a card's recipe repeats them.
+
+    A model folder that is an offline copy is recorded as the Hub id it stands in for (offline, that id loads the
+    same copy again); a `reference` given as a dataset or embeddings, not a path, is recorded as `True`: its rows
+    are not. Options left at their defaults are left out.
+
+    Example:
+
+    ```py
+    >>> from hf_instructmining.scoring.provenance import scoring_call
+    >>> scoring_call(["mtld"], {}, {"on_invalid": "nan", "format": None}, None)
+    {'names': ['mtld'], 'on_invalid': 'nan'}
+    ```
+    """
+    call: dict[str, Any] = {"names": list(names)}
+    if models:
+        copies = {key: offline.copy_of(value) if isinstance(value, str) else None for key, value in models.items()}
+        call["models"] = {key: copies[key].model_id if copies[key] else value for key, value in models.items()}
+    call.update({k: v for k, v in options.items() if v is not None and (k, v) != ("on_invalid", "raise")})
+    if reference is not None:
+        call["reference"] = reference if isinstance(reference, str) else True
+    return to_jsonable(call)
+
+
 def attach(
     ds: "Dataset",
     indicators: "list[Indicator]",
     rule: QualityRule | None = None,
     score_column: str = "instruct_score",
+    scoring: dict[str, Any] | None = None,
 ) -> "Dataset":
-    """Record on `ds`'s columns how they were made: each indicator's columns, and `rule` on the score column.
+    """Record on `ds`'s columns how they were made: each indicator's columns, and `rule` on the score column, with
+    the options of the `scoring` call (see [`scoring_call`]) when given.
 
     Returns:
         `datasets.Dataset`: the same rows; only the features change (a cheap Arrow-level cast).
     """
-    from datasets import Value
-
     records = {column: indicator_record(indicator) for indicator in indicators for column in indicator.columns}
     if rule is not None:
-        records[score_column] = {"rule": rule.to_dict()}
+        records[score_column] = {"rule": rule.to_dict(), **({"scoring": scoring} if scoring is not None else {})}
         # A digest of the texts scored: the check tells outputs replaced since (see `texts.py`). The indicators of
         # one call share its `column_mapping`, which says where the texts are.
         mapping = next((i.column_mapping for i in indicators if getattr(i, "column_mapping", None)), None)
         if (scored_texts := texts.record(ds, mapping)) is not None:
             records[score_column]["texts"] = scored_texts
+    return _cast(ds, records)
+
+
+def attach_selection(selected: "Dataset", source: "Dataset", call: dict[str, Any]) -> "Dataset":
+    """Record on `selected`'s `row_index` the selection `call` (function name and every argument but the data)
+    that chose it from `source`, after the calls recorded on `source` when it is itself a selection.
+
+    Example:
+
+    ```py
+    >>> from datasets import Dataset
+    >>> from hf_instructmining import select_top_k
+    >>> from hf_instructmining.scoring.provenance import read
+    >>> ds = Dataset.from_dict({"instruction": ["a", "b"], "output": ["x", "y"], "instruct_score": [0.3, 0.1]})
+    >>> read(select_top_k(ds, 1, deduplicate=True)).selection
+    [{'function': 'select_top_k', 'k': 1, 'deduplicate': True}]
+    ```
+    """
+    earlier = read(source).selection if "row_index" in source.column_names else []
+    return _cast(selected, {"row_index": {"selection": [*earlier, to_jsonable(call)]}})
+
+
+def _cast(ds: "Dataset", records: dict[str, dict[str, Any]]) -> "Dataset":
+    from datasets import Value
+
     features = ds.features.copy()
     for column, record in records.items():
         if isinstance(features.get(column), Value):
@@ -123,6 +183,9 @@ def read(ds: "Dataset", score_column: str = "instruct_score") -> Provenance:
             continue
         if column == score_column and "rule" in record:
             found.rule = QualityRule.from_dict(record["rule"], source=f"the `{column}` column's record")
+            found.scoring = record.get("scoring")
+        elif column == "row_index" and isinstance(record.get("selection"), list):
+            found.selection = record["selection"]
         elif "indicator" in record:
             found.indicators[column] = record
     return found

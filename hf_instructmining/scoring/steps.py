@@ -34,11 +34,14 @@ class ScoringPlan:
             set is one of them).
         whole (`list[Indicator]`): KNN indicators whose neighbours are the scored rows themselves: every row is
             embedded first, then searched.
+        scoring (`dict`, *optional*): the scoring options to record with the score column, for a card's recipe
+            (see `provenance.scoring_call`).
     """
 
     rule: QualityRule | None
     per_row: list[Indicator]
     whole: list[Indicator]
+    scoring: dict[str, Any] | None = None
 
     @property
     def indicators(self) -> list[Indicator]:
@@ -46,7 +49,7 @@ class ScoringPlan:
 
     def attach_provenance(self, ds):
         """`ds` with each planned column's record of how it was made (see `provenance.py`)."""
-        return provenance.attach(ds, self.indicators, self.rule, SCORE_COLUMN)
+        return provenance.attach(ds, self.indicators, self.rule, SCORE_COLUMN, self.scoring)
 
 
 def plan_scoring(
@@ -94,7 +97,10 @@ def plan_scoring(
     )
     every = [*planned, *objects]
     whole = [i for i in every if is_knn(i) and getattr(i, "reference", None) is None]
-    return ScoringPlan(rule, [i for i in every if not any(i is w for w in whole)], whole)
+    shared = {"on_invalid": config.on_invalid, "format": config.format, "column_mapping": config.column_mapping}
+    extra = [*names, *(c for x in objects for c in x.columns)]
+    scoring = provenance.scoring_call(extra, config.models, shared, reference)
+    return ScoringPlan(rule, [i for i in every if not any(i is w for w in whole)], whole, scoring)
 
 
 def split_target(target: Any) -> tuple[list[str | Indicator], QualityRule | None]:
