@@ -14,6 +14,7 @@ answers; `higher_is_better=True`). `1 - score` is the score's error rate, define
 would not be.
 """
 
+import dataclasses
 import datetime
 import itertools
 import logging
@@ -28,6 +29,7 @@ import numpy as np
 from .import_utils import require
 from .indicators.registry import indicator_columns
 from .labeling.store import LabelStore, library_versions
+from .rules.scales import OUT_OF_RANGE, TRANSFORMS
 
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,8 @@ def fit_rule(
     indicator_specs: Mapping[str, Mapping[str, Any]] | None = None,
     name: str | None = None,
     provenance: Mapping[str, Any] | None = None,
+    transforms: Mapping[str, str] | None = None,
+    out_of_range: str = "clip",
 ) -> FitResult:
     """Fit `log(target) ≈ β0 + Σ βi · mean indicator i` by OLS and return the rule with its statistics.
 
@@ -168,6 +172,11 @@ def fit_rule(
         name (`str`, *optional*): the rule's name.
         provenance (`dict`, *optional*): more provenance (`base_model`, `eval_set`, ...), merged over what the
             records say.
+        transforms (`dict[str, str]`, *optional*): indicator column -> the scale the records' means were taken on
+            (e.g. `{"output_length": "log1p"}`: each subset's mean of `log1p(output_length)`). The rule records it,
+            so that `predict` reads single rows on the same scale (see [`~hf_instructmining.QualityRule`]).
+        out_of_range (`str`, *optional*, defaults to `"clip"`): the rule's policy for values outside its domain:
+            `"clip"`, `"clip_helpful"`, `"clip_helpful_saturate"` or `"none"`.
 
     Returns:
         [`FitResult`]: `.rule` is a [`~hf_instructmining.QualityRule`] whose `domain` is the range of each selected
@@ -196,6 +205,11 @@ def fit_rule(
         raise ValueError(f"`selection` must be one of {list(SELECTIONS)}, got `{selection!r}`.")
     if cv_folds < 2:
         raise ValueError(f"`cv_folds` must be at least 2, got {cv_folds}.")
+    if out_of_range not in OUT_OF_RANGE:
+        raise ValueError(f"`out_of_range` must be one of {list(OUT_OF_RANGE)}, got `{out_of_range!r}`.")
+    unknown = {c: t for c, t in (transforms or {}).items() if not isinstance(t, str) or t not in TRANSFORMS}
+    if unknown:
+        raise ValueError(f"`transforms` {unknown}: each transform must be one of {sorted(TRANSFORMS)}.")
     rows, meta = _rows(records)
     columns = list(dict.fromkeys(c for row in rows for c in row))
     if target not in columns:
@@ -208,6 +222,9 @@ def fit_rule(
     missing = [c for c in candidates if c not in columns]
     if missing:
         raise ValueError(f"The records have no indicator column(s) {missing}; columns: {columns}.")
+    stray = [c for c in transforms or {} if c not in candidates]
+    if stray:
+        raise ValueError(f"`transforms` names {stray}, which are not among the candidate indicators {candidates}.")
     ids = [row.get("subset_id", i) for i, row in enumerate(rows)]
     if higher_is_better is None:
         # Only a loss goes one way by name. Flat rows (`store.labels()`, a DataFrame) no longer say which columns
@@ -254,6 +271,8 @@ def fit_rule(
     # The range of each mean the rule is fitted on: `predict` clips single rows into it (see `QualityRule.domain`).
     domain = {c: (float(X[c].min()), float(X[c].max())) for c in result.indicators}
     result.rule = _make_rule(result, meta, indicator_specs, name, provenance, domain)
+    chosen_transforms = {c: t for c, t in (transforms or {}).items() if c in result.indicators}
+    result.rule = dataclasses.replace(result.rule, transforms=chosen_transforms, out_of_range=out_of_range)
     return result
 
 

@@ -30,6 +30,40 @@ def test_recovers_known_coefficients():
     assert result.r_squared > 0.99 and result.cv_r_squared > 0.98
 
 
+def test_the_rule_records_the_scales_of_its_means_and_its_out_of_range_policy():
+    # Means of log(mtld): the rule reads single rows' mtld on the same scale, and keeps its domain on it.
+    rows = [{**r, "mtld": math.log(r["mtld"])} for r in _rows()]
+    result = fit_rule(
+        rows, indicators=["reward", "mtld", "output_length"], selection="bic",
+        transforms={"mtld": "log", "output_length": "log1p"}, out_of_range="clip_helpful",
+    )  # fmt: skip
+    rule = result.rule
+    assert rule.columns == ["reward", "mtld"] and rule.transforms == {"mtld": "log"}  # the selected columns' only
+    assert rule.out_of_range == "clip_helpful"
+    assert rule.domain["mtld"] == (min(r["mtld"] for r in rows), max(r["mtld"] for r in rows))
+    mtld = math.exp(rows[0]["mtld"])
+    expected = (
+        rule.intercept + rule.coefficients["reward"] * rows[0]["reward"] + rule.coefficients["mtld"] * rows[0]["mtld"]
+    )
+    assert rule.predict({"reward": [rows[0]["reward"]], "mtld": [mtld]})[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"out_of_range": "clamp"}, r"`out_of_range` must be one of \['clip', 'clip_helpful'"),
+        ({"transforms": {"mtld": "sqrt"}}, r"each transform must be one of \['exp', 'log'"),
+        (
+            {"transforms": {"perplexity": "log"}},
+            r"`transforms` names \['perplexity'\], which are not among the candidate",
+        ),
+    ],
+)
+def test_bad_scales_or_policy_are_refused_before_fitting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit_rule(_rows(), indicators=["reward", "mtld"], **kwargs)
+
+
 def test_the_rule_keeps_the_range_of_the_means_it_was_fitted_on():
     rows = _rows()
     rule = fit_rule(rows, indicators=["reward", "mtld"]).rule

@@ -115,8 +115,8 @@ def test_unknown_rule_names_fail_at_once_listing_the_built_ins(name, error, mess
 
 def test_the_offline_rules_are_found_from_their_models(tiny_copy, monkeypatch):
     assert offline_rules() == ["instructmining-smollm2-135m"]
-    monkeypatch.delitem(offline.OFFLINE_COPIES, "sentence-transformers/all-MiniLM-L6-v2")
-    assert offline_rules() == []  # its knn_6 needs MiniLM
+    monkeypatch.delitem(offline.OFFLINE_COPIES, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert offline_rules() == []  # its lengths and perplexities need SmolLM2
 
 
 def test_copy_of_knows_the_copies_by_folder(tiny_copy, tiny_llama_dir, tmp_path):

@@ -1,5 +1,6 @@
 """QualityRule: the built-in formulas, prediction, JSON round trip and every kind of malformed rule."""
 
+import dataclasses
 import gzip
 import json
 import math
@@ -142,7 +143,7 @@ def test_domain_clips_predictions_and_round_trips(tmp_path):
     np.testing.assert_allclose(rule.predict(rows, allow_nan=True), expected)
     path = rule.save(tmp_path)
     saved = json.loads(open(path).read())
-    assert saved["schema_version"] == SCHEMA_VERSION == 2 and saved["domain"] == {"mtld": [20.0, 60.0]}
+    assert saved["schema_version"] == 2 and saved["domain"] == {"mtld": [20.0, 60.0]}
     assert QualityRule.load(path) == rule
 
 
@@ -400,3 +401,166 @@ def test_outside_domain_names_the_means_beyond_the_fitted_range():
     assert rule.outside_domain(rows) == {"mtld": 120.0}
     assert rule.outside_domain({"mtld": [30.0]}) == {}  # a column the rows lack gives nothing
     assert QualityRule.from_builtin("instructmining-llama-7b").outside_domain({"reward": [1e9]}) == {}
+
+
+# -- out-of-range policies and indicator scales --------------------------------------------------------------------
+
+# A rule written before `out_of_range` and `transforms` existed (version 1 of `instructmining-smollm2-135m`, rounded):
+# it must score exactly as two-sided clipping always did.
+VERSION_2_FILE = {
+    "schema_version": 2,
+    "name": "old",
+    "target": "log_eval_loss",
+    "intercept": 0.7557,
+    "coefficients": {"output_length": -9.99e-05, "knn_6": 0.1526, "end_of_turn_logprob": -0.005313},
+    "indicators": {"output_length": {}, "knn_6": {}, "end_of_turn_logprob": {}},
+    "domain": {"output_length": [70.77, 327.1], "knn_6": [0.4762, 0.5954], "end_of_turn_logprob": [-4.418, -0.688]},
+}
+
+
+def _two_sided_clip(rule, rows):
+    """The prediction as rules computed it before policies existed: intercept + Σ coefficient · clip(value)."""
+    prediction = np.full(len(next(iter(rows.values()))), rule.intercept)
+    for column, coefficient in rule.coefficients.items():
+        low, high = (rule.domain or {}).get(column, (-np.inf, np.inf))
+        prediction += coefficient * np.clip(np.asarray(rows[column], dtype=float), low, high)
+    return prediction
+
+
+@pytest.mark.parametrize("name", [*builtin_rules(), "version 2 file"])
+def test_rules_without_a_policy_score_exactly_as_before(tmp_path, name):
+    rule = QualityRule.from_dict(VERSION_2_FILE) if name == "version 2 file" else QualityRule.from_builtin(name)
+    if rule.transforms or rule.out_of_range != "clip":
+        pytest.skip(f"{name} records its own policy or scales")
+    rng = np.random.default_rng(0)
+    rows = {c: rng.normal(0, 1, 2000) * 10 ** rng.uniform(-2, 4, 2000) for c in rule.columns}
+    np.testing.assert_array_equal(rule.predict(rows), _two_sided_clip(rule, rows))  # bit for bit
+    assert rule.out_of_range == "clip" and rule.transforms == {}
+    saved = json.loads(open(rule.save(tmp_path)).read())
+    # Written as before: no new field, the same schema version, so releases before them still read it.
+    assert "out_of_range" not in saved and "transforms" not in saved
+    assert saved["schema_version"] == (1 if rule.domain is None else 2)
+
+
+def _ranged(policy, coefficient=-0.01, **changes):
+    return QualityRule(
+        1.0, {"mtld": coefficient}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)}, out_of_range=policy, **changes
+    )
+
+
+ROWS = {"mtld": [10.0, 50.0, 470.0, math.nan]}
+
+
+@pytest.mark.parametrize(
+    "policy, coefficient, used, below, above",
+    [
+        # Negative coefficient: a higher mtld lowers the score, so the high side is the helpful one.
+        ("clip", -0.01, [20.0, 50.0, 60.0], [True, False, False], [False, False, True]),
+        ("clip_helpful", -0.01, [10.0, 50.0, 60.0], [False, False, False], [False, False, True]),
+        ("clip_helpful_saturate", -0.01, [20.0 - 40.0 * math.log1p(10.0 / 40.0), 50.0, 60.0], [False] * 3,
+         [False, False, True]),
+        ("none", -0.01, [10.0, 50.0, 470.0], [False] * 3, [False] * 3),
+        # Positive coefficient: a lower mtld lowers the score, so the low side is the helpful one.
+        ("clip_helpful", 0.01, [20.0, 50.0, 470.0], [True, False, False], [False, False, False]),
+        ("clip_helpful_saturate", 0.01, [20.0, 50.0, 60.0 + 40.0 * math.log1p(410.0 / 40.0)], [True, False, False],
+         [False] * 3),
+    ],
+)  # fmt: skip
+def test_out_of_range_policies(policy, coefficient, used, below, above):
+    rule = _ranged(policy, coefficient)
+    values, low_mask, high_mask = rule.used_values(ROWS)
+    np.testing.assert_allclose(values["mtld"], [*used, math.nan])
+    assert low_mask["mtld"].tolist() == [*below, False] and high_mask["mtld"].tolist() == [*above, False]
+    np.testing.assert_allclose(rule.predict(ROWS, allow_nan=True), 1.0 + coefficient * np.array([*used, math.nan]))
+
+
+def test_clip_helpful_keeps_counting_a_value_worse_than_the_domain():
+    # The failure clipping hid: a run-on answer that never ends (end-of-turn log-probability -24) scored like one at
+    # the domain's edge (-4.4). Clipped on the helpful side only, it keeps counting against the row.
+    old = QualityRule.from_dict(VERSION_2_FILE)
+    new = dataclasses.replace(old, out_of_range="clip_helpful")
+    rows = {"output_length": [1038.0, 1038.0], "knn_6": [0.5, 0.5], "end_of_turn_logprob": [-4.418, -24.0]}
+    assert old.predict(rows)[0] == old.predict(rows)[1]
+    assert new.predict(rows)[1] - new.predict(rows)[0] == pytest.approx(0.005313 * (24.0 - 4.418))
+    # ... but a value beyond the helpful edge still counts as the edge: 1,038 tokens score as 327.
+    np.testing.assert_allclose(new.predict(rows)[0], old.predict(rows)[0])
+
+
+@pytest.mark.parametrize(
+    "name, values, expected",
+    [
+        ("log", [1.0, math.e, math.nan], [0.0, 1.0, math.nan]),
+        ("log1p", [0.0, math.e - 1], [0.0, 1.0]),
+        ("signed_log1p", [-(math.e - 1), 0.0, math.e - 1], [-1.0, 0.0, 1.0]),
+        ("exp", [0.0, -24.0], [1.0, math.exp(-24.0)]),
+    ],
+)
+def test_transforms_read_values_on_the_rules_scale(name, values, expected):
+    rule = QualityRule(0.0, {"perplexity": 1.0}, {"perplexity": {}}, transforms={"perplexity": name})
+    np.testing.assert_allclose(rule.predict({"perplexity": values}, allow_nan=True), expected)
+
+
+def test_transform_comes_before_the_domain_and_outside_domain_compares_transformed_means():
+    # The domain is on the log scale: log perplexity means 1.4-1.9 (perplexity 4-6.7).
+    rule = QualityRule(
+        0.0,
+        {"perplexity": -1.0},
+        {"perplexity": {}},
+        domain={"perplexity": (1.4, 1.9)},
+        transforms={"perplexity": "log"},
+    )
+    np.testing.assert_allclose(rule.predict({"perplexity": [1.0, 5.0, 1000.0]}), [-1.4, -math.log(5.0), -1.9])
+    # The mean of the logs (1.61) lies inside the domain, though the mean of the values (5.5) is far above it.
+    assert rule.outside_domain({"perplexity": [2.0, 9.0]}) == {}
+    assert rule.outside_domain({"perplexity": [1.0, 1.0]}) == {"perplexity": 0.0}
+
+
+def test_a_value_outside_its_transform_names_the_column_and_rows():
+    rule = QualityRule(0.0, {"perplexity": 1.0}, {"perplexity": {}}, transforms={"perplexity": "log"})
+    with pytest.raises(ValueError, match=r"`perplexity` is read on the scale `log`.*row\(s\) \[1\] hold \[0.0\]"):
+        rule.predict({"perplexity": [2.0, 0.0]})
+
+
+def test_policy_and_transforms_round_trip_as_schema_3(tmp_path):
+    rule = _ranged("clip_helpful_saturate", transforms={"mtld": "log1p"})
+    path = rule.save(tmp_path)
+    saved = json.loads(open(path).read())
+    assert saved["schema_version"] == SCHEMA_VERSION == 3
+    assert saved["out_of_range"] == "clip_helpful_saturate" and saved["transforms"] == {"mtld": "log1p"}
+    loaded = QualityRule.load(path)
+    assert loaded == rule
+    np.testing.assert_array_equal(loaded.predict(ROWS, allow_nan=True), rule.predict(ROWS, allow_nan=True))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"out_of_range": "clamp"}, r"`out_of_range` must be one of \['clip', 'clip_helpful', .*got `'clamp'`"),
+        ({"out_of_range": None}, "`out_of_range` must be one of"),
+        ({"transforms": ["log"]}, "`transforms` must be an object of column -> transform"),
+        ({"transforms": {"reward": "log"}}, "`transforms` names `reward`, which has no coefficient"),
+        ({"transforms": {"mtld": "sqrt"}}, r"`transforms.mtld` must be one of \['exp', 'log', .*got `'sqrt'`"),
+        ({"transforms": {"mtld": 1}}, r"`transforms.mtld` must be one of"),
+    ],
+)
+def test_malformed_policy_or_transforms_name_the_field(tmp_path, changes, message):
+    path = _write(tmp_path, _valid_dict(schema_version=3, **changes))
+    with pytest.raises(RuleFormatError, match=message):
+        QualityRule.load(path)
+    with pytest.raises(RuleFormatError, match=message):  # the constructor checks the same
+        QualityRule(1.0, {"mtld": -0.01, "output_length": 0.001}, {"mtld": {}, "output_length": {}}, **changes)
+
+
+def test_the_shipped_offline_rule_records_its_policy_scales_and_checks():
+    rule = QualityRule.from_builtin("instructmining-smollm2-135m")
+    assert rule.out_of_range == "clip_helpful" and rule.transforms == {"perplexity": "log"}
+    assert "knn_6" not in rule.columns  # its value on new data lies outside the fitted range (RESULTS.md)
+    provenance = rule.provenance
+    assert provenance["version"] == 2 and provenance["noise_floor"]["signal_to_noise"] > 2.5
+    assert provenance["fit"]["cv_r_squared"] > 0.3
+    assert all(row["vif"] < 5 for column, row in provenance["fit"]["table"].items() if column != "intercept")
+    assert provenance["checks"]["gpt4_over_phi2_held_out"]["value"] >= 0.9
+    assert provenance["checks"]["example_data_styles_best_first"][0] == "careful"
+    # Its domain is on its own scale: the log of perplexities 4.2-6.4.
+    low, high = rule.domain["perplexity"]
+    assert 1.0 < low < high < 2.0

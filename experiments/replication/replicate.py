@@ -15,11 +15,14 @@ The recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on
 5. **fit**: `fit_rule` over the candidates (best subset by BIC), with R², cross-validated R² and VIF.
 6. **compare**: the rule's top k pool rows against k random ones, at several sizes and seeds, paired by seed.
 7. **check**: the rule's mean score over each model's answers to all AlpacaEval instructions, against the models'
-   public win rates (`alpaca_eval_win_rates.csv`), which nothing here fits on.
+   public win rates (`alpaca_eval_win_rates.csv`), which nothing here fits on; then every variant of the rule
+   (out-of-range policy x indicator scales x KNN, `variants.py`) on that check, GPT-4 over phi-2 per held-out
+   instruction and the example data's styles, each figure beside its goal.
 8. **report**: `RESULTS.md` and plots.
 
     python experiments/replication/replicate.py                       # the cpu profile, every stage
     python experiments/replication/replicate.py --stages score        # one stage (e.g. alongside `label`)
+    python experiments/replication/replicate.py --stages check        # every check beside its goal, from stored values
     python experiments/replication/replicate.py --profile gpu         # on a GPU
 """
 
@@ -270,7 +273,12 @@ def main():
         if "compare" in args.stages:
             state["compare"] = compare(state, settings)
         if "check" in args.stages:
+            from variants import check_variants, print_variants, record_checks
+
             state["check"] = check_models(state, settings)
+            state["variants"] = check_variants(state, settings, args.profile)
+            print_variants(state["variants"])
+            record_checks(state["variants"], ROOT / settings["rule_file"])
         if "report" in args.stages:
             write_report(state, settings, args.profile)
 

@@ -19,13 +19,16 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
     from hf_instructmining import fit_rule
     from hf_instructmining.offline import OFFLINE_INDICATOR_SPECS
 
-    candidates = settings["candidates"]
-    scored = state["scores"].attach(state["pool"], candidates)
+    shape = settings.get("rule") or {}
+    candidates = [c for c in settings["candidates"] if c not in shape.get("exclude", [])]
+    transforms = shape.get("transforms") or {}
+    scored = state["scores"].attach(state["pool"], settings["candidates"])
     done = {r["subset_id"]: r for r in state["store"].records("subset_done")}
     labelled = [s for s in state["subsets"] if s.subset_id in done]
     if len(labelled) < 3:
         raise SystemExit(f"Only {len(labelled)} subsets are labelled in {state['store'].path}: run the `label` stage.")
-    means = subset_means(labelled, scored, candidates)
+    # The rule reads some indicators on another scale: it is fitted on the subset means of the transformed values.
+    means = subset_means(labelled, _scaled(scored, transforms), candidates)
     rows = [
         {"subset_id": s.subset_id, "eval_loss": done[s.subset_id]["eval_loss"], **means[s.subset_id]} for s in labelled
     ]
@@ -44,19 +47,23 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
             f"rows of the ten AlpacaEval models' answers to {settings['pool_instructions']} instructions"
         ),
         "labeling": training,
-        "note": (
-            "`knn_6` was measured among the ten models' answers to the same instructions (ten answers per "
-            "instruction), so it is mostly the distance to other answers to the same instruction; in a dataset with "
-            "one answer per instruction it measures something else, and its coefficient may not carry over. "
-            "`domain` is the range of each indicator's mean over the fitting subsets: single rows are clipped into it."
-        ),
-        "noise_floor": {"seeds": len(noise), "sd_across_seeds": _sd(noise), "sd_across_subsets": _sd(losses)},
+        "note": shape.get("note", ""),
+        "noise_floor": {
+            "seeds": len(noise),
+            "sd_across_seeds": _sd(noise),
+            "sd_across_subsets": _sd(losses),
+            "signal_to_noise": _sd(losses) / _sd(noise) if len(noise) > 1 and len(losses) > 1 else None,
+        },
     }
+    if "version" in shape:
+        provenance = {"version": shape["version"], **provenance, "changes": shape.get("changes", "")}
     specs = {c: OFFLINE_INDICATOR_SPECS[c] for c in candidates}
+    policy = shape.get("out_of_range", "clip")
     best = fit_rule(
-        rows, indicators=candidates, selection="bic", name=RULE_NAME, indicator_specs=specs, provenance=provenance
-    )
-    every = fit_rule(rows, indicators=candidates, selection="all", indicator_specs=specs)
+        rows, indicators=candidates, selection="bic", name=RULE_NAME, indicator_specs=specs, provenance=provenance,
+        transforms=transforms, out_of_range=policy,
+    )  # fmt: skip
+    every = fit_rule(rows, indicators=candidates, selection="all", indicator_specs=specs, transforms=transforms)
     path = ROOT / settings["rule_file"]
     best.rule.save(path)
     logger.info("Fitted rule saved to %s.\n%s", path, best.report())
@@ -65,6 +72,16 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
 
 def _sd(values) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _scaled(scored, transforms: dict):
+    """`scored` with each column of `transforms` on its scale (for subset means; rules read raw values)."""
+    from hf_instructmining.rules.scales import transform
+
+    for column, name in transforms.items():
+        values = transform(np.asarray(scored[column], dtype=float), name, column)
+        scored = scored.remove_columns(column).add_column(column, values.tolist())
+    return scored
 
 
 def compare(state: dict, settings: dict) -> list[dict]:
@@ -77,7 +94,10 @@ def compare(state: dict, settings: dict) -> list[dict]:
     scored = scored.add_column("negative_length", [-x for x in scored["output_length"]])
     # The rule arm's ids name the rule (its domain too: clipping changes the ranking), so that runs stored for another
     # fit (e.g. before more labels) are not reused.
-    formula = json.dumps([rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else []), sort_keys=True)
+    formula = [rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else [])
+    if rule.transforms or rule.out_of_range != "clip":  # so that the ids of rules without them stay as they were
+        formula += [rule.transforms, rule.out_of_range]
+    formula = json.dumps(formula, sort_keys=True)
     rule_id = hashlib.sha256(formula.encode()).hexdigest()[:8]
     # The simplest heuristic as a second baseline: the longest answers ("longer is better"), at fewer sizes and seeds.
     longest = settings.get("compare_longest") or {"sizes": [], "seeds": []}
@@ -165,6 +185,8 @@ def check_models(state: dict, settings: dict) -> dict:
         "spearman_longer_is_better": spearmanr([-r["mean_output_length"] for r in table], rates).statistic,
         "spearman_by_indicator": {c: spearmanr([r[f"mean_{c}"] for r in table], rates).statistic for c in columns},
         "columns": columns,
+        "held_out": held_out,
+        "win_rates": win_rates,
     }
     logger.info(
         "Ten models: Spearman of the mean rule score with the win rates %+.2f (held-out answers only %+.2f; longer is "

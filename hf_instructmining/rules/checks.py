@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RuleFormatError, shorten
+from .scales import DEFAULT_OUT_OF_RANGE, OUT_OF_RANGE, TRANSFORMS
 
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,30 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
         "provenance": dict(provenance),
         "name": name,
         "domain": _domain(data.get("domain"), coefficients, fail),
+        "out_of_range": _out_of_range(data.get("out_of_range", DEFAULT_OUT_OF_RANGE), fail),
+        "transforms": _transforms(data.get("transforms"), coefficients, fail),
     }
+
+
+def _out_of_range(policy: Any, fail) -> str:
+    """One of the policies of `scales.OUT_OF_RANGE`; a file without the field reads as `"clip"` (as before it)."""
+    if policy not in OUT_OF_RANGE:
+        raise fail(f"`out_of_range` must be one of {list(OUT_OF_RANGE)}, got `{policy!r}`")
+    return policy
+
+
+def _transforms(transforms: Any, coefficients: Mapping[str, float], fail) -> dict[str, str]:
+    """Column -> a transform of `scales.TRANSFORMS`, for columns the rule has coefficients for; `None` is none."""
+    if transforms is None:
+        return {}
+    if not isinstance(transforms, Mapping):
+        raise fail(f"`transforms` must be an object of column -> transform, got `{type(transforms).__name__}`")
+    for column, name in transforms.items():
+        if column not in coefficients:
+            raise fail(f"`transforms` names `{column}`, which has no coefficient")
+        if not isinstance(name, str) or name not in TRANSFORMS:
+            raise fail(f"`transforms.{column}` must be one of {sorted(TRANSFORMS)}, got `{name!r}`")
+    return dict(transforms)
 
 
 def _domain(domain: Any, coefficients: Mapping[str, float], fail) -> dict[str, tuple[float, float]] | None:

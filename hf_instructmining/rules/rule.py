@@ -30,16 +30,30 @@ import numpy as np
 from .._json import to_jsonable
 from ..errors import RuleFormatError, remove_token, shorten
 from .checks import as_floats, check_finite, column_names, local_models_checked, read_rule_json, validate_fields
+from .scales import DEFAULT_OUT_OF_RANGE, apply_policy, transform
 
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2 added `domain`; a rule without one is still written as version 1, readable by older releases
+# 2 added `domain`, 3 `out_of_range` and `transforms`. A rule is written with the lowest version that holds it (no
+# domain: 1; the default policy and no transforms: 2), so that older releases still read it.
+SCHEMA_VERSION = 3
 RULE_FILENAME = "instructmining_rule.json"
 DEFAULT_RULE = "instructmining-llama2-7b"
 TARGET = "log_eval_loss"
 EVAL_LOSS_RESPONSE = "log L_eval"
-_FIELDS = ("schema_version", "name", "target", "intercept", "coefficients", "indicators", "provenance", "domain")
+_FIELDS = (
+    "schema_version",
+    "name",
+    "target",
+    "intercept",
+    "coefficients",
+    "indicators",
+    "provenance",
+    "domain",
+    "out_of_range",
+    "transforms",
+)
 
 
 def builtin_rules() -> list[str]:
@@ -92,11 +106,20 @@ class QualityRule:
             mean over the subsets the rule was fitted on ([`~hf_instructmining.fit_rule`] records it). `predict`
             clips the column's values into it, so that no row scores beyond what the fit saw. `None` (the paper's
             rules, whose fitting data is not published) clips nothing.
+        out_of_range (`str`, *optional*, defaults to `"clip"`): what a value outside the `domain` counts for:
+            `"clip"` (the domain's edge, both sides), `"clip_helpful"` (the edge on the side that would make the row
+            look better, the value itself on the harmful side), `"clip_helpful_saturate"` (the same, with the
+            harmful side extrapolated on a log scale of the domain's width) or `"none"` (every value as it is). See
+            `hf_instructmining.rules.scales`.
+        transforms (`dict[str, str]`, *optional*): indicator column -> the scale the rule reads it on (`"log"`,
+            `"log1p"`, `"signed_log1p"`, `"exp"`); the coefficient and the domain are on that scale. Columns not
+            named are read as they are.
 
     Raises:
         [`~hf_instructmining.errors.RuleFormatError`]: when a field has the wrong type, a number is not finite,
             a column has no indicator spec (or a spec has no coefficient), or a column is not a known indicator, or a
-            domain range is not `[low, high]` of a coefficient's column.
+            domain range is not `[low, high]` of a coefficient's column, or `out_of_range` or `transforms` names
+            an unknown policy, transform or column.
 
     Example:
 
@@ -108,6 +131,11 @@ class QualityRule:
     >>> clipped = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)})
     >>> clipped.predict({"mtld": [10.0, 50.0, 470.0]}).round(3).tolist()
     [0.8, 0.5, 0.4]
+    >>> helpful = QualityRule(
+    ...     1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)}, out_of_range="clip_helpful"
+    ... )
+    >>> helpful.predict({"mtld": [10.0, 50.0, 470.0]}).round(3).tolist()
+    [0.9, 0.5, 0.4]
     >>> QualityRule.from_builtin("instructmining-llama2-7b").formula()
     'log L_eval = 0.0274 - 0.0078·reward + 0.4421·unieval_understandability - 0.3212·unieval_naturalness - 0.152·unieval_coherence'
     ```
@@ -119,6 +147,8 @@ class QualityRule:
     provenance: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     domain: dict[str, tuple[float, float]] | None = None
+    out_of_range: str = DEFAULT_OUT_OF_RANGE
+    transforms: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         checked = validate_fields(
@@ -129,6 +159,8 @@ class QualityRule:
                 "provenance": self.provenance,
                 "name": self.name,
                 "domain": self.domain,
+                "out_of_range": self.out_of_range,
+                "transforms": self.transforms,
             }
         )
         self.intercept = checked["intercept"]
@@ -136,6 +168,8 @@ class QualityRule:
         self.indicators = checked["indicators"]
         self.provenance = checked["provenance"]
         self.domain = checked["domain"]
+        self.out_of_range = checked["out_of_range"]
+        self.transforms = checked["transforms"]
 
     @property
     def columns(self) -> list[str]:
@@ -175,7 +209,9 @@ class QualityRule:
 
     def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
         """Predict the log eval loss of each row from its indicator values ([`QualityRule.response`] for a rule
-        fitted to another label). Values outside the rule's `domain` are clipped into it first.
+        fitted to another label). Each value is read on the rule's scale (`transforms`) and, outside the rule's
+        `domain`, counts as its `out_of_range` policy says (by default: clipped into the domain); see
+        [`QualityRule.used_values`].
 
         Args:
             columns (`Mapping[str, Sequence[float]]`, `pandas.DataFrame` or `datasets.Dataset`): the indicator
@@ -200,6 +236,47 @@ class QualityRule:
         [0.46036]
         ```
         """
+        used, _, _ = self.used_values(columns, allow_nan=allow_nan)
+        prediction = np.full(len(next(iter(used.values()))), self.intercept, dtype=float)
+        for column, coefficient in self.coefficients.items():
+            prediction += coefficient * used[column]  # NaN stays NaN
+        return prediction
+
+    def used_values(
+        self, columns: Any, *, allow_nan: bool = True
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The values each coefficient multiplies, and which of them were clipped: the one place that reads a row's
+        indicators as the rule does, for [`QualityRule.predict`] and for counting clipped values (cards, summaries).
+
+        Each column is read on the rule's scale (`transforms`), then placed by the `out_of_range` policy: `"clip"`
+        clips every value outside the `domain` to its edge, `"clip_helpful"` and `"clip_helpful_saturate"` clip
+        only those on the side where they would make the row look better (the others are extrapolated), `"none"`
+        clips nothing.
+
+        Args:
+            columns (`Mapping[str, Sequence[float]]`, `pandas.DataFrame` or `datasets.Dataset`): the indicator
+                values, as for [`QualityRule.predict`].
+            allow_nan (`bool`, *optional*, defaults to `True`): whether NaN values (invalid rows) are allowed; they
+                stay NaN and count as neither clipped side.
+
+        Returns:
+            `tuple[dict, dict, dict]`: column -> the used values (`np.ndarray`, on the rule's scale), column -> a
+            boolean mask of the rows clipped up to the domain's low edge, column -> the rows clipped down to its
+            high edge.
+
+        Raises:
+            `KeyError`, `ValueError`: as [`QualityRule.predict`]; also a value where its transform is undefined.
+
+        Example:
+
+        ```py
+        >>> from hf_instructmining import QualityRule
+        >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)})
+        >>> used, below, above = rule.used_values({"mtld": [10.0, 50.0, 470.0]})
+        >>> used["mtld"].tolist(), below["mtld"].tolist(), above["mtld"].tolist()
+        ([20.0, 50.0, 60.0], [True, False, False], [False, False, True])
+        ```
+        """
         present = column_names(columns)
         missing = [c for c in self.coefficients if c not in present]
         if missing:
@@ -214,12 +291,15 @@ class QualityRule:
             raise ValueError(f"The indicator columns have different numbers of rows: {lengths}.")
         for column, array in values.items():
             check_finite(array, column, allow_nan=allow_nan)
-        prediction = np.full(next(iter(lengths.values())), self.intercept, dtype=float)
         domain = self.domain or {}
+        used, below, above = {}, {}, {}
         for column, coefficient in self.coefficients.items():
             low, high = domain.get(column, (-np.inf, np.inf))
-            prediction += coefficient * np.clip(values[column], low, high)  # NaN stays NaN
-        return prediction
+            scaled = transform(values[column], self.transforms.get(column), column)
+            used[column], below[column], above[column] = apply_policy(
+                scaled, low, high, coefficient, self.out_of_range
+            )
+        return used, below, above
 
     def outside_domain(self, columns: Any) -> dict[str, float]:
         """The indicator columns whose mean over these rows lies outside the rule's `domain`, with that mean.
@@ -242,7 +322,8 @@ class QualityRule:
         outside = {}
         for column, (low, high) in (self.domain or {}).items():
             if column in present:
-                values = as_floats(columns[column], column)
+                # The domain holds means on the rule's scale: the mean of the transformed values.
+                values = transform(as_floats(columns[column], column), self.transforms.get(column), column)
                 mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
                 if mean < low or mean > high:
                     outside[column] = mean
@@ -256,10 +337,14 @@ class QualityRule:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: `schema_version`, `name`, `target`, `intercept`, `coefficients`, `indicators`,
-        `provenance` (non-finite statistics in the provenance become `null`, since JSON has no NaN), and `domain` when
-        the rule has one (as `[low, high]` lists; version 1 files have none)."""
+        `provenance` (non-finite statistics in the provenance become `null`, since JSON has no NaN), `domain` when
+        the rule has one (as `[low, high]` lists; version 1 files have none), and `out_of_range` and `transforms` when
+        they differ from the defaults (`"clip"`, none; version 3), so that a rule without them is written as before."""
+        version = (
+            3 if self.transforms or self.out_of_range != DEFAULT_OUT_OF_RANGE else 1 if self.domain is None else 2
+        )
         data = {
-            "schema_version": 1 if self.domain is None else SCHEMA_VERSION,
+            "schema_version": version,
             "name": self.name,
             "target": TARGET,
             "intercept": self.intercept,
@@ -269,6 +354,10 @@ class QualityRule:
         }
         if self.domain is not None:
             data["domain"] = {c: list(bounds) for c, bounds in self.domain.items()}
+        if self.out_of_range != DEFAULT_OUT_OF_RANGE:
+            data["out_of_range"] = self.out_of_range
+        if self.transforms:
+            data["transforms"] = dict(self.transforms)
         return data
 
     @classmethod
