@@ -53,4 +53,4 @@ def test_a_model_indicator_inside_map_shows_its_model_pass(progress_bars, capsys
     spec = {"model": tiny_llama_dir, "max_tokens": 32}
     compute_indicators(ds, rule=QualityRule(0.0, {"perplexity": 0.01}, {"perplexity": spec}), device="cpu")
     err = capsys.readouterr().err
-    assert "Computing perplexity" in err and "Model pass" in err
+    assert "Computing perplexity" in err and "perplexity: model pass" in err  # the pass under the `map` batch

@@ -76,6 +76,12 @@ def run_in_batches(
     return values
 
 
+def model_pass(columns: Sequence[str]) -> str:
+    """The name of a model pass on its progress bar: the columns it computes, below `map`'s "Computing ..." bar,
+    which moves only when a whole `map` batch is done."""
+    return f"{', '.join(columns)}: model pass"
+
+
 def pad(sequences: Sequence[Sequence[int]], pad_id: int, device: str):
     """Right-pad token id lists into `(input_ids, attention_mask)` tensors on `device`."""
     import torch

@@ -48,8 +48,11 @@ class RowNLL:
     end_token: list[float]
 
 
-def score_rows(model, rows: list[ScoredRow], pad_id: int, device: str, max_tokens: int) -> RowNLL:
-    """Mean NLL over each row's span and the NLL of its end token, in the rows' order (see the module docstring)."""
+def score_rows(
+    model, rows: list[ScoredRow], pad_id: int, device: str, max_tokens: int, desc: str = "Model pass"
+) -> RowNLL:
+    """Mean NLL over each row's span and the NLL of its end token, in the rows' order (see the module docstring);
+    `desc` names the pass on its progress bar."""
     import torch
 
     fast = not any(getattr(model.config, name, None) for name in _LOGIT_TRANSFORMS)
@@ -95,7 +98,7 @@ def score_rows(model, rows: list[ScoredRow], pad_id: int, device: str, max_token
 
     # The budget counts the shared prefix too: every row of a batch holds its own copy of the prefix's keys and
     # values and attends over them, so a budget on the suffixes alone would grow batches past the memory it sets.
-    run_in_batches([len(r.ids) for r in rows], max_tokens, score)
+    run_in_batches([len(r.ids) for r in rows], max_tokens, score, desc=desc)
     return result
 
 

@@ -28,7 +28,7 @@ import math
 from typing import Any
 
 from ..formats import InstructionPairs
-from ._batching import truncate_pair, warn_truncated
+from ._batching import model_pass, truncate_pair, warn_truncated
 from ._lm_nll import ScoredRow, score_rows
 from ._model_base import ModelIndicator, render_chat
 
@@ -178,7 +178,7 @@ class Perplexity(ModelIndicator):
         how = "instruction start, then response end" + ("; no end_of_turn_logprob without an end" if want_end else "")
         warn_truncated(truncated, len(pairs), "examples", limit, how)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        nll = score_rows(model, rows, pad_id, device, self.token_budget(device))
+        nll = score_rows(model, rows, pad_id, device, self.token_budget(device), desc=model_pass(self.columns))
         n = len(pairs)
         conditional, unconditional = nll.mean[:n], nll.mean[n:]
         values = {

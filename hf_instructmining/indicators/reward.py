@@ -21,7 +21,7 @@ from typing import Any
 
 from ..formats import InstructionPairs
 from ..loading import register_checkpoint_loader
-from ._batching import inference, pad, run_in_batches, truncate_pair, warn_truncated
+from ._batching import inference, model_pass, pad, run_in_batches, truncate_pair, warn_truncated
 from ._model_base import ModelIndicator, render_chat
 
 
@@ -143,4 +143,7 @@ class RewardScore(ModelIndicator):
                 )
             return logits.reshape(len(batch)).float().tolist()
 
-        return {self.name: run_in_batches([len(r) for r in rows], self.token_budget(device), score)}
+        values = run_in_batches(
+            [len(r) for r in rows], self.token_budget(device), score, desc=model_pass(self.columns)
+        )
+        return {self.name: values}

@@ -17,7 +17,7 @@ One model load serves all three columns; `aspects=` chooses which to compute.
 from typing import Any
 
 from ..formats import InstructionPairs
-from ._batching import encode_truncated, inference, pad, run_in_batches
+from ._batching import encode_truncated, inference, model_pass, pad, run_in_batches
 from ._model_base import ModelIndicator
 
 
@@ -113,6 +113,8 @@ class UniEval(ModelIndicator):
             # Upcast before subtracting: two close bf16 logits would lose their difference.
             return torch.sigmoid(logits[:, yes].float() - logits[:, no].float()).tolist()
 
-        values = run_in_batches([len(r) for r in rows], self.token_budget(device), score)
+        values = run_in_batches(
+            [len(r) for r in rows], self.token_budget(device), score, desc=model_pass(self.columns)
+        )
         n = len(pairs)
         return {column: values[k * n : (k + 1) * n] for k, column in enumerate(self.columns)}
