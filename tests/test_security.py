@@ -279,6 +279,9 @@ def test_a_1mb_indicator_name_gives_a_short_error():
         {**_rule_dict({}, "mtld"), HUGE: 1},
         {**_rule_dict({}, "mtld"), "indicators": {"mtld": {}, HUGE: {}}},
         {**_rule_dict({}, "mtld"), "domain": {HUGE: [0, 1]}},
+        {**_rule_dict({}, "mtld"), "schema_version": 3, "transforms": {HUGE: "log"}},
+        {**_rule_dict({}, "mtld"), "schema_version": 3, "transforms": {"mtld": HUGE}},
+        {**_rule_dict({}, "mtld"), "schema_version": 3, "out_of_range": HUGE},
     ):
         with pytest.raises(RuleFormatError) as err:
             QualityRule.from_dict(data, source="rule.json")

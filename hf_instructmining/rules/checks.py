@@ -218,7 +218,7 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
         raise fail(f"`provenance` must be an object, got `{type(provenance).__name__}`")
     name = data.get("name")
     if name is not None and not isinstance(name, str):
-        raise fail(f"`name` must be a string or null, got `{shorten(name)}`")
+        raise fail(f"`name` must be a string or null, got `{shorten(repr(name))}`")
     return {
         "intercept": intercept,
         "coefficients": coefficients,
@@ -234,7 +234,7 @@ def validate_fields(data: Mapping[str, Any], source: str | None = None) -> dict[
 def _out_of_range(policy: Any, fail) -> str:
     """One of the policies of `scales.OUT_OF_RANGE`; a file without the field reads as `"clip"` (as before it)."""
     if policy not in OUT_OF_RANGE:
-        raise fail(f"`out_of_range` must be one of {list(OUT_OF_RANGE)}, got `{policy!r}`")
+        raise fail(f"`out_of_range` must be one of {list(OUT_OF_RANGE)}, got `{shorten(repr(policy))}`")
     return policy
 
 
@@ -246,9 +246,9 @@ def _transforms(transforms: Any, coefficients: Mapping[str, float], fail) -> dic
         raise fail(f"`transforms` must be an object of column -> transform, got `{type(transforms).__name__}`")
     for column, name in transforms.items():
         if column not in coefficients:
-            raise fail(f"`transforms` names `{column}`, which has no coefficient")
+            raise fail(f"`transforms` names `{shorten(column)}`, which has no coefficient")
         if not isinstance(name, str) or name not in TRANSFORMS:
-            raise fail(f"`transforms.{column}` must be one of {sorted(TRANSFORMS)}, got `{name!r}`")
+            raise fail(f"`transforms.{column}` must be one of {sorted(TRANSFORMS)}, got `{shorten(repr(name))}`")
     return dict(transforms)
 
 
