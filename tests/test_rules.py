@@ -498,6 +498,7 @@ def test_clip_helpful_keeps_counting_a_value_worse_than_the_domain():
 def test_transforms_read_values_on_the_rules_scale(name, values, expected):
     rule = QualityRule(0.0, {"perplexity": 1.0}, {"perplexity": {}}, transforms={"perplexity": name})
     np.testing.assert_allclose(rule.predict({"perplexity": values}, allow_nan=True), expected)
+    assert rule.formula() == f"log L_eval = 0 + 1·{name}(perplexity)"
 
 
 def test_transform_comes_before_the_domain_and_outside_domain_compares_transformed_means():

@@ -201,10 +201,12 @@ class QualityRule:
 
     def formula(self) -> str:
         """The rule as a readable formula, e.g. `log L_eval = 0.0274 - 0.0078·reward + ...` (the left side is
-        [`QualityRule.response`])."""
+        [`QualityRule.response`]); a column read on another scale shows it, e.g. `log(perplexity)`."""
         terms = [f"{self.response} = {self.intercept:g}"]
         for column, coefficient in self.coefficients.items():
-            terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{column}")
+            scale = self.transforms.get(column)
+            term = f"{scale}({column})" if scale else column
+            terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{term}")
         return " ".join(terms)
 
     def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
