@@ -308,6 +308,26 @@ def test_score_help_says_how_to_score_offline():
     assert code == 0 and "HF_HUB_OFFLINE=1 instructmining score" in out and "instructmining-smollm2-135m" in out
 
 
+def test_csv_answers_that_are_numbers_score_as_text(tmp_path, monkeypatch):
+    # pandas reads a column of numbers as numbers: the layout's columns, and the ones --column_mapping names, are text
+    (tmp_path / "sums.csv").write_text("question,answer\nWhat is 2+2?,4\nHalf of 7?,3.5\n")
+    monkeypatch.chdir(tmp_path)
+    mapping = '{"instruction": "question", "output": "answer"}'
+    code, out = in_process(
+        "score",
+        "--dataset",
+        "sums.csv",
+        "--column_mapping",
+        mapping,
+        "--indicators",
+        "output_length",
+        "--output",
+        "o.jsonl",
+    )
+    assert code == 0 and "rows scored" in out
+    assert [json.loads(line)["answer"] for line in (tmp_path / "o.jsonl").read_text().splitlines()] == ["4", "3.5"]
+
+
 def test_help_says_what_the_flags_do():
     code, out = in_process("search", "--help")
     text = " ".join(out.split())

@@ -205,12 +205,18 @@ def json_object(value: str | dict | None, flag: str) -> dict | None:
     return parsed
 
 
-def load_input(args: InputArguments, flag: str = "--dataset"):
-    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors (see
-    [`~hf_instructmining.loading.load_rows`])."""
+def load_input(args: InputArguments, flag: str = "--dataset", column_mapping: dict | None = None):
+    """Load the rows that `args` names, as a `datasets.Dataset`; `flag` is named in errors, and the columns that
+    `column_mapping` names are read as text from a CSV file (see [`~hf_instructmining.loading.load_rows`])."""
     from ..loading import load_rows
 
-    ds = load_rows(args.dataset, split=args.split, config_name=args.dataset_config, argument=flag)
+    ds = load_rows(
+        args.dataset,
+        split=args.split,
+        config_name=args.dataset_config,
+        argument=flag,
+        text_columns=(column_mapping or {}).values(),
+    )
     if args.max_rows is not None:
         ds = ds.select(range(min(args.max_rows, len(ds))))
     logger.info("Loaded %d rows from %s", len(ds), args.dataset)

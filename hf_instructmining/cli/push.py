@@ -120,7 +120,7 @@ def main(inputs: InputArguments, args: PushArguments, config: PushConfig, scorin
             score_column=config.score_column,
         )
     search = _read_search(args.search) if args.search else None
-    scored = load_input(inputs)
+    scored = load_input(inputs, column_mapping=scoring.column_mapping)
     if args.rescore:
         scored = compute_with(scored, None, rule, scoring)
     require_score_column(scored, config.score_column, inputs.dataset)

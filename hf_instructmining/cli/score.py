@@ -111,7 +111,8 @@ def main(inputs: InputArguments, args: ScoreArguments, config: ScoreConfig) -> d
     names = args.names or None
     rule = resolve_rule(config.rule or DEFAULT_RULE) if config.rule or not names else None
     checkpoint = {"checkpoint_dir": args.checkpoint_dir, "shard_size": args.shard_size} if args.checkpoint_dir else {}
-    scored = compute_with(load_input(inputs), names, rule, config, num_proc=args.num_proc, **checkpoint)
+    data = load_input(inputs, column_mapping=config.column_mapping)
+    scored = compute_with(data, names, rule, config, num_proc=args.num_proc, **checkpoint)
     columns = list(dict.fromkeys([*(rule.columns if rule else []), *(names or [])]))
     summary = summarize_dataset(scored, rule, columns=columns)
     rows = {"rule": rule.name or rule.formula() if rule else "- (indicators only)"}
