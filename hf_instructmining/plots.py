@@ -93,7 +93,8 @@ def score_histogram(
 def indicator_correlations(columns: Mapping[str, Sequence[float]], path: str | os.PathLike) -> str:
     """Draw the Pearson correlation matrix of indicator columns as an annotated heatmap.
 
-    Rows with a NaN in any column are left out. A constant column has no defined correlation and shows as blank.
+    Rows with a NaN in any column are left out. A constant column has no defined correlation: its cells are blank and
+    its label says `(constant)` (e.g. an indicator that a rule clipped to the same value on every row).
 
     Args:
         columns (`Mapping[str, Sequence[float]]`): indicator column -> values (a `pandas.DataFrame` works too).
@@ -124,8 +125,10 @@ def indicator_correlations(columns: Mapping[str, Sequence[float]], path: str | o
     figure = _figure(side + 1.4, side)
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(corr), cmap="coolwarm", vmin=-1, vmax=1)
-    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    axes.set_yticks(range(len(names)), names)
+    constant = np.ptp(matrix, axis=0) == 0 if len(matrix) > 1 else np.zeros(len(names), dtype=bool)
+    labels = [f"{name} (constant)" if constant[i] else name for i, name in enumerate(names)]
+    axes.set_xticks(range(len(names)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(names)), labels)
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(corr[i, j]):
@@ -184,7 +187,10 @@ def indicators_against_score(
         shown = rng.choice(x.size, max_points, replace=False) if x.size > max_points else slice(None)
         axes.scatter(x[shown], y[shown], s=8, alpha=0.5, color="#2f6fde", linewidths=0)
         axes.set_xlabel(name)
-        axes.set_title(f"r = {r:.2f}" if np.isfinite(r) else "r undefined", fontsize=10)
+        constant = x.size > 1 and np.ptp(x) == 0
+        axes.set_title(
+            f"r = {r:.2f}" if np.isfinite(r) else f"r undefined{' (constant)' if constant else ''}", fontsize=10
+        )
         if i == 0:
             axes.set_ylabel(score_label)
         else:

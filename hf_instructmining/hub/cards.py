@@ -15,6 +15,7 @@ import numpy as np
 
 from .._json import to_jsonable
 from ..rules import EVAL_LOSS_RESPONSE
+from ..rules.clipping import clip_counts
 from ..rules.rule import describe_outside_domain
 from .recipe import reproduce
 
@@ -94,6 +95,7 @@ def build_dataset_card(
         "score_statistics": statistics,
         "selection": _selection_block(scored, selection, column),
         "search": _search_block(search),
+        "clipped": _clipped_block(scored, rule),
     }
     configs = [{"config_name": "scored", "data_files": [{"split": "train", "path": "scored/train-*"}]}]
     if selection is not None:
@@ -209,6 +211,26 @@ def indicator_columns(scored: "Dataset", rule: "QualityRule | None") -> list[str
     return ordered + [c for c in known if c not in ordered]
 
 
+def picture_columns(scored: "Dataset", rule: "QualityRule | None", columns: list[str]) -> dict[str, np.ndarray]:
+    """The values to draw for `columns`: each column the rule reads as the score used it (clipped into the rule's
+    range, on its scale; labelled so where that changed a value), so that a term the clipping made constant shows no
+    correlation with the score; other columns as they are."""
+    table = scored.select_columns(columns).with_format("arrow")[:]
+    values = {c: table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in columns}
+    used, below, above = (
+        rule.used_values(values) if rule is not None and set(rule.columns) <= set(values) else ({},) * 3
+    )
+    drawn = {}
+    for column in columns:
+        if column not in used:
+            drawn[column] = values[column]
+            continue
+        transform = rule.transforms.get(column)
+        label = f"{transform}({column})" if transform else column
+        drawn[f"{label} (clipped)" if (below[column] | above[column]).any() else label] = used[column]
+    return drawn
+
+
 def indicator_provenance(scored: "Dataset", rule: "QualityRule | None") -> dict[str, dict[str, Any]]:
     """How each indicator column of the data was made, for the card's `instructmining.indicators` block.
 
@@ -286,9 +308,31 @@ def coefficient_table(rule: "QualityRule") -> str:
 
 
 def domain_note(scored, rule: "QualityRule | None") -> str | None:
-    """A paragraph naming the indicators whose mean over `scored` lies outside the range the rule was fitted on."""
+    """A paragraph naming the indicators whose mean over `scored` lies outside the range the rule was fitted on (and
+    the terms that rank nothing), then a table of how many rows of each indicator the rule clipped into that range."""
     outside = describe_outside_domain(rule, scored) if rule is not None else None
-    return f"**Outside the rule's range.** {outside}" if outside else None
+    parts = [f"**Outside the rule's range.** {outside}"] if outside else []
+    counts = clip_counts(rule, scored) if rule is not None and rule.domain else {}
+    if counts:
+        rows = [
+            [
+                f"`{column}`",
+                f"{fmt(rule.domain[column][0])} to {fmt(rule.domain[column][1])}" if column in rule.domain else "–",
+                f"{count.below} of {count.n}",
+                f"{count.above} of {count.n}",
+                "the same value on every row: ranks nothing" if count.ranks_nothing else "ranks rows",
+            ]
+            for column, count in counts.items()
+        ]
+        header = [
+            "indicator",
+            "range fitted on",
+            "rows below, raised to it",
+            "rows above, lowered to it",
+            "in the score",
+        ]
+        parts.append("Rows whose indicator value the rule clipped into its range:\n\n" + _table(header, rows))
+    return "\n\n".join(parts) or None
 
 
 def response_kwargs(rule: "QualityRule | None") -> dict[str, str | None]:
@@ -397,6 +441,12 @@ def rule_block(rule) -> dict | None:
         "domain": {c: list(bounds) for c, bounds in rule.domain.items()} if rule.domain else None,
     }
     return {k: v for k, v in block.items() if v is not None}
+
+
+def _clipped_block(scored, rule) -> dict | None:
+    """Per column of a rule with a range: the rows it clipped below and above, and whether the term ranks nothing."""
+    counts = clip_counts(rule, scored) if rule is not None and rule.domain else {}
+    return {column: count.to_dict() for column, count in counts.items()} or None
 
 
 def _selection_block(scored, selection, column: str) -> dict | None:

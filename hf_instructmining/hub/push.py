@@ -561,10 +561,10 @@ def _draw_pictures(folder, scored, rule, selection, search, score_column) -> Non
             plots.score_histogram(scored[score_column], target, selected=selected)
         elif name == "indicator_correlations":
             columns = [*cards.indicator_columns(scored, rule), score_column]
-            plots.indicator_correlations({c: scored[c] for c in columns}, target)
+            plots.indicator_correlations(cards.picture_columns(scored, rule, columns), target)
         elif name == "indicators_against_score":
             columns = cards.indicator_columns(scored, rule)
-            plots.indicators_against_score({c: scored[c] for c in columns}, scored[score_column], target)
+            plots.indicators_against_score(cards.picture_columns(scored, rule, columns), scored[score_column], target)
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             search.plot(target)

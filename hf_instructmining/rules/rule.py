@@ -30,6 +30,7 @@ import numpy as np
 from .._json import to_jsonable
 from ..errors import RuleFormatError, remove_token, shorten
 from .checks import as_floats, check_finite, column_names, local_models_checked, read_rule_json, validate_fields
+from .clipping import clip_counts, describe_clipping
 from .scales import DEFAULT_OUT_OF_RANGE, apply_policy, transform
 
 
@@ -73,7 +74,9 @@ def builtin_rules() -> list[str]:
 
 def describe_outside_domain(rule: "QualityRule", columns: Any) -> str | None:
     """A sentence for a warning or a dataset card naming the indicators whose mean over `columns` lies outside the
-    range `rule` was fitted on (see [`QualityRule.outside_domain`]); `None` when there are none."""
+    range `rule` was fitted on (see [`QualityRule.outside_domain`]), with how many rows of each indicator the rule
+    clipped and which terms that left the same on every row, ranking nothing (see
+    [`~hf_instructmining.rules.clipping.clip_counts`]); `None` when no mean lies outside."""
     outside = rule.outside_domain(columns)
     if not outside:
         return None
@@ -81,11 +84,11 @@ def describe_outside_domain(rule: "QualityRule", columns: Any) -> str | None:
         f"`{c}` {mean:.4g} (fitted {rule.domain[c][0]:.4g} to {rule.domain[c][1]:.4g})" for c, mean in outside.items()
     )
     many = len(outside) > 1
+    clipped = describe_clipping(clip_counts(rule, columns))
     return (
         f"This dataset's {'means' if many else 'mean'} of {listed} {'lie' if many else 'lies'} outside the range the "
-        f"rule{f' `{rule.name}`' if rule.name else ''} was fitted on: the rule extrapolates here, and with values "
-        f"clipped to that range {'those indicators barely rank' if many else 'that indicator barely ranks'} these "
-        "rows. A rule fitted on data like this one (`fit_rule`) is what can rank it."
+        f"rule{f' `{rule.name}`' if rule.name else ''} was fitted on: the rule extrapolates here. "
+        f"{f'{clipped} ' if clipped else ''}A rule fitted on data like this one (`fit_rule`) is what can rank it."
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..indicators.registry import is_indicator_column
 from ..rules import QualityRule
+from ..rules.clipping import ClipCount, clip_counts
 from .config import SCORE_COLUMN
 
 
@@ -93,6 +94,11 @@ class DatasetSummary:
             through); they count in no mean.
         stats (`dict[str, IndicatorStats]`): per indicator column (and `instruct_score` when present).
         rule ([`QualityRule`], *optional*): the rule whose estimate is reported.
+        clipped (`dict[str, ClipCount]`): per column the rule reads, how many values it clipped into the range it
+            was fitted on, below and above, and whether the term ranks nothing (the same value on every row); see
+            [`~hf_instructmining.rules.clipping.clip_counts`]. Empty without a rule.
+        groups (`dict[str, DatasetSummary]`): with `group_by`, the summary of each group's rows, by the group's
+            value (as text).
 
     Example:
 
@@ -111,6 +117,8 @@ class DatasetSummary:
     num_invalid: int
     stats: dict[str, IndicatorStats] = field(default_factory=dict)
     rule: QualityRule | None = None
+    clipped: dict[str, ClipCount] = field(default_factory=dict)
+    groups: dict[str, "DatasetSummary"] = field(default_factory=dict)
 
     @property
     def means(self) -> dict[str, float]:
@@ -142,16 +150,21 @@ class DatasetSummary:
             raise ValueError("Cannot merge summaries made with different rules.")
         columns = list(dict.fromkeys([*self.stats, *other.stats]))
         empty = IndicatorStats()
+        clipped = list(dict.fromkeys([*self.clipped, *other.clipped]))
+        groups = {g: self.groups[g].merge(other.groups[g]) for g in self.groups if g in other.groups}
         return DatasetSummary(
             self.num_rows + other.num_rows,
             self.num_invalid + other.num_invalid,
             {c: self.stats.get(c, empty).merge(other.stats.get(c, empty)) for c in columns},
             self.rule,
+            {c: self.clipped.get(c, ClipCount()).merge(other.clipped.get(c, ClipCount())) for c in clipped},
+            {**self.groups, **other.groups, **groups},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: rows, invalid rows, the rule's name and estimate, and each column's statistics."""
-        return {
+        """JSON-ready: rows, invalid rows, the rule's name and estimate, each column's statistics, the rule's clip
+        counts (`clipped`, with a rule) and each group's summary (`groups`, with `group_by`)."""
+        data = {
             "num_rows": self.num_rows,
             "num_invalid": self.num_invalid,
             "rule": None if self.rule is None else self.rule.name,
@@ -159,29 +172,50 @@ class DatasetSummary:
             "predicted_eval_loss": self.predicted_eval_loss,
             "indicators": {c: s.to_dict() for c, s in self.stats.items()},
         }
+        if self.clipped:
+            data["clipped"] = {c: count.to_dict() for c, count in self.clipped.items()}
+        if self.groups:
+            data["groups"] = {g: summary.to_dict() for g, summary in self.groups.items()}
+        return data
 
 
 def summarize_dataset(
-    ds: Any, rule: QualityRule | str | None = None, columns: Sequence[str] | None = None
+    ds: Any,
+    rule: QualityRule | str | None = None,
+    columns: Sequence[str] | None = None,
+    *,
+    group_by: str | None = None,
 ) -> DatasetSummary:
-    """Summarise the indicator columns of a scored dataset, with the rule's predicted log eval loss for it.
+    """Summarise the indicator columns of a scored dataset, with the rule's predicted log eval loss for it, how many
+    values the rule clipped into the range it was fitted on, and, with `group_by`, the same for each group of rows.
 
     Args:
         ds (`datasets.Dataset` or `Mapping[str, Sequence[float]]`): scored rows.
         rule ([`QualityRule`] or `str`, *optional*): a rule, or a built-in rule name; its columns are summarised
-            and its estimate reported.
+            and its estimate and clip counts reported.
         columns (`Sequence[str]`, *optional*): the columns to summarise; by default the rule's columns, else every
             known indicator column of `ds`, plus `instruct_score` when present.
+        group_by (`str`, *optional*): a column of `ds` (e.g. the model that wrote each answer); each of its values
+            gets its own summary in `groups` (row count, means, mean score, clip counts).
 
     Returns:
         [`DatasetSummary`]
 
+    Raises:
+        `ValueError`: a column is missing, or `group_by` holds values that are not text or numbers.
+
     Example:
 
     ```py
+    >>> from hf_instructmining import QualityRule
     >>> from hf_instructmining.scoring import summarize_dataset
     >>> summarize_dataset({"mtld": [1.0, 3.0], "instruct_score": [0.5, 0.7]}).to_dict()["indicators"]["mtld"]
     {'n': 2, 'mean': 2.0, 'std': 1.0, 'min': 1.0, 'max': 3.0}
+    >>> rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, domain={"mtld": (20.0, 60.0)})
+    >>> rows = {"mtld": [10.0, 30.0, 70.0, 90.0], "generator": ["a", "a", "b", "b"]}
+    >>> summary = summarize_dataset(rows, rule, group_by="generator")
+    >>> summary.clipped["mtld"].describe(), summary.groups["b"].clipped["mtld"].describe()
+    ('3 of 4 rows (1 below, 2 above the range)', 'all 2 rows above the range: a constant, it ranks nothing')
     ```
     """
     if isinstance(rule, str):
@@ -195,16 +229,54 @@ def summarize_dataset(
     columns = list(columns)
     if not columns:
         raise ValueError(f"No indicator columns to summarise; the dataset's columns are {present}.")
+    if group_by is not None and group_by not in present:
+        raise ValueError(
+            f"The dataset has no column `{group_by}` to group by (`group_by=`); its columns are {present}."
+        )
     summarised = [c for c in [*columns, SCORE_COLUMN] if c in present]
-    stats = {c: IndicatorStats() for c in summarised}
-    num_rows = num_invalid = 0
-    for values in _chunks(ds, summarised):
-        invalid = np.zeros(len(values[summarised[0]]), dtype=bool)
-        for column in columns:
-            invalid |= np.isnan(values[column])
-        num_rows, num_invalid = num_rows + len(invalid), num_invalid + int(invalid.sum())
-        stats = {c: stats[c].merge(IndicatorStats.from_values(values[c])) for c in summarised}
-    return DatasetSummary(num_rows, num_invalid, stats, rule)
+    # The rule's columns are read too, for its clip counts, when `columns` leaves some out.
+    scored = rule is not None and all(c in present for c in rule.columns)
+    read = list(dict.fromkeys([*summarised, *(rule.columns if scored else [])]))
+    summary = DatasetSummary(0, 0, {c: IndicatorStats() for c in summarised}, rule)
+    keys = _group_chunks(ds, group_by) if group_by is not None else None
+    for values in _chunks(ds, read):
+        summary = summary.merge(_summarize(values, columns, summarised, rule))
+        if keys is None:
+            continue
+        chunk = np.asarray(next(keys), dtype=object)  # the same rows as `values`: both read `_CHUNK` at a time
+        for key in dict.fromkeys(chunk):
+            part = _summarize({c: v[chunk == key] for c, v in values.items()}, columns, summarised, rule)
+            summary.groups[key] = summary.groups[key].merge(part) if key in summary.groups else part
+    summary.groups = dict(sorted(summary.groups.items()))
+    return summary
+
+
+def _summarize(
+    values: dict[str, np.ndarray], columns: list[str], summarised: list[str], rule: QualityRule | None
+) -> DatasetSummary:
+    """The summary of one chunk (or group) of rows."""
+    invalid = np.zeros(len(values[summarised[0]]), dtype=bool)
+    for column in columns:
+        invalid |= np.isnan(values[column])
+    stats = {c: IndicatorStats.from_values(values[c]) for c in summarised}
+    clipped = clip_counts(rule, values) if rule is not None else {}
+    return DatasetSummary(len(invalid), int(invalid.sum()), stats, rule, clipped)
+
+
+def _group_chunks(ds: Any, column: str) -> Iterator[list[str]]:
+    """Each row's group as text (`None` as `"None"`), in the chunks of [`_chunks`]."""
+    if not hasattr(ds, "iter"):
+        batches: Any = [{column: list(ds[column])}]
+    else:
+        batches = ds.select_columns([column]).iter(batch_size=_CHUNK)
+    for batch in batches:
+        wrong = next((v for v in batch[column] if v is not None and not isinstance(v, str | int | float | bool)), None)
+        if wrong is not None:
+            raise ValueError(
+                f"`group_by` column `{column}` holds {type(wrong).__name__} values; group by a column of text or "
+                "numbers."
+            )
+        yield [str(v) for v in batch[column]]
 
 
 def _chunks(ds: Any, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
