@@ -166,11 +166,12 @@ def _model_in_folder(value: str, folder: str, column: Any, option: str, path: st
     resolved = os.path.realpath(os.path.join(folder, value))  # an absolute `value` stays itself; links are followed
     if os.path.commonpath([resolved, folder]) == folder and os.path.isdir(resolved):
         return resolved
+    column = shorten(column)
     raise RuleFormatError(
-        f"`indicators.{shorten(column)}.{option}` names `{shorten(value)}`, a local path outside the rule's folder "
-        "(or missing from it): a rule file names its models by Hub id, or by a folder inside its own. Pass a local "
-        f"folder in your own call instead (`models={{'{shorten(column)}': folder}}`), or load a rule you made "
-        "yourself with `allow_local_paths=True`",
+        f"`indicators.{column}.{option}` names `{shorten(value)}`, a local path outside the rule's folder (or missing "
+        "from it): a rule file names its models by Hub id, or by a folder inside its own. Write the Hub id there and "
+        f"pass your folder in your own call (`models={{'{column}': folder}}`, or `--models '{{\"{column}\": "
+        '"folder"}\'` on the command line), or load a rule you made yourself with `allow_local_paths=True`',
         path=path,
     )
 
