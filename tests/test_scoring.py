@@ -160,6 +160,15 @@ def test_compute_indicators_any_set_and_with_rule():
         compute_indicators(ds)
 
 
+def test_compute_indicators_takes_indicator_objects_and_checks_their_row_count_first():
+    from hf_instructmining.indicators import MTLD, KNNDistance
+
+    ds = Dataset.from_dict(ALPACA)
+    assert compute_indicators(ds, [MTLD()])["mtld"][:] == compute_indicators(ds, ["mtld"])["mtld"][:]
+    with pytest.raises(ValueError, match=f"`knn_{len(ds)}` needs at least {len(ds) + 1} rows"):
+        compute_indicators(ds, [KNNDistance(k=len(ds))])
+
+
 def test_compute_indicators_names_the_dataset_row_on_errors():
     ds = Dataset.from_dict({"instruction": ["a"] * 5, "output": ["x", "y", "z", "", "w"]})
     with pytest.raises(ValueError, match="row 3"):

@@ -116,7 +116,9 @@ def split_target(target: Any) -> tuple[list[str | Indicator], QualityRule | None
     return list(target), None
 
 
-def rows_needed(indicators: Sequence[str], rule: QualityRule | None, reference: Any = None) -> tuple[str | None, int]:
+def rows_needed(
+    indicators: Sequence[str | Indicator], rule: QualityRule | None, reference: Any = None
+) -> tuple[str | None, int]:
     """The fewest rows that define every indicator of `indicators` and `rule`, and the column that needs them.
 
     A KNN indicator that searches the scored rows themselves needs more than `k` rows (a row is not its own
@@ -136,11 +138,18 @@ def rows_needed(indicators: Sequence[str], rule: QualityRule | None, reference: 
     """
     if reference is not None:  # the neighbours come from the reference set, whose size the search checks
         return None, 1
-    specs = {**dict.fromkeys(indicators, {}), **({c: rule.indicators[c] for c in rule.columns} if rule else {})}
+    names = [x for x in indicators if isinstance(x, str)]
+    specs = {**dict.fromkeys(names, {}), **({c: rule.indicators[c] for c in rule.columns} if rule else {})}
     needs = [
         (get_indicator(column, **spec).k + 1, column)
         for column, spec in specs.items()
         if indicator_family(column) == "knn"
+    ]
+    # `Indicator` objects are used as given: a KNN object with its own reference set needs no rows of the dataset.
+    needs += [
+        (x.k + 1, x.columns[0])
+        for x in indicators
+        if isinstance(x, Indicator) and indicator_family(x.columns[0]) == "knn" and x.reference is None
     ]
     rows, column = max(needs, default=(1, None))
     return column, rows
