@@ -64,6 +64,7 @@ def test_a_checkpointed_run_equals_one_without(tmp_path, caplog):
     # Each column records how it was made, as in a run without checkpoints (for dataset cards).
     assert provenance.read(sharded).rule == RULE
     assert provenance.read(sharded).indicators == provenance.read(plain).indicators
+    assert sharded.features == plain.features  # every record, the score's (rule, call, texts digest) included
 
 
 def test_a_rerun_computes_only_the_missing_shards(tmp_path, caplog):

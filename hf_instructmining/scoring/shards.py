@@ -54,9 +54,9 @@ def score_in_shards(ds, plan: ScoringPlan, checkpoint: Checkpoint, *, batch_size
     added = concatenate_datasets(parts, axis=1) if len(parts) > 1 else parts[0]
     if plan.rule is not None:
         added = concatenate_datasets([added, _predict(plan.rule, added, checkpoint)], axis=1)
-    added = plan.attach_provenance(added)
     kept = ds.remove_columns([c for c in added.column_names if c in ds.column_names])
-    return concatenate_datasets([kept, added], axis=1)
+    # Provenance is recorded on the whole dataset: the score column's record holds a digest of the scored texts.
+    return plan.attach_provenance(concatenate_datasets([kept, added], axis=1))
 
 
 def _score_shard(ds, plan: ScoringPlan, rows: range, batch_size: int, num_proc: int | None, progress):
