@@ -337,3 +337,73 @@ def test_help_says_what_the_flags_do():
     assert no_log_scale == "Turn `--log_scale` off."
     code, out = in_process("score", "--help")
     assert code == 0 and "--format {alpaca,prompt_completion,messages}" in out and "{None," not in out
+
+
+RANGED_RULE = {
+    **TOY_RULE,
+    "schema_version": 2,
+    "name": "ranged",
+    "domain": {"mtld": [20.0, 60.0], "output_length": [30.0, 60.0]},
+}
+
+
+@pytest.fixture
+def answers_file(tmp_path):
+    """Answers by two generators: `short` writes answers below the rule's `output_length` range, every one."""
+    rows = [{"instruction": f"Question {i}?", "output": " ".join(["word", "other"] * (i % 5 + 20)), "generator": "long"}
+            for i in range(6)]  # fmt: skip
+    rows += [{"instruction": f"Question {i}?", "output": f"Yes {i}.", "generator": "short"} for i in range(4)]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "ranged.json").write_text(json.dumps(RANGED_RULE))
+    return path
+
+
+def test_score_reports_clip_counts_and_a_summary_per_group(tmp_path, answers_file):
+    output = str(tmp_path / "scored.parquet")
+    rule = str(tmp_path / "ranged.json")
+    code, out = in_process(
+        "score", "--dataset", str(answers_file), "--rule", rule, "--group_by", "generator", "--output", output
+    )
+    assert code == 0
+    assert "clipped output_length    4 of 10 rows (4 below, 0 above the range)" in out
+    assert "clipped mtld" in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["generator", "rows"])
+    assert "mean instruct_score" in lines[header] and "output_length clipped" in lines[header]
+    groups = {line.split()[0]: line.split() for line in lines[header + 1 : header + 3]}
+    assert groups["short"][1] == "4" and groups["long"][1] == "6"
+    assert "4 / 0 constant" in " ".join(groups["short"])  # every short answer below the range: ranks nothing there
+
+    # `explain` reads the same data back, with the rule it records
+    code, out = in_process("explain", "--dataset", output, "--group_by", "generator")
+    assert code == 0
+    assert "log L_eval = 1 - 0.01·mtld + 0.001·output_length" in out and "30 to 60" in out
+    assert "clipped output_length    4 of 10 rows (4 below, 0 above the range)" in out
+    assert "4 / 0 constant" in out
+
+    # indicator values computed elsewhere (no `instruct_score`): the rule scores them from their columns
+    values = tmp_path / "indicators.jsonl"
+    table = Dataset.from_parquet(output)
+    values.write_text(
+        "\n".join(json.dumps({c: row[c] for c in ("mtld", "output_length", "generator")}) for row in table)
+    )
+    code, out = in_process("explain", "--rule", rule, "--dataset", str(values), "--group_by", "generator")
+    assert code == 0 and "computed here by the rule from the indicator columns" in out
+    assert "predicted log eval loss" in out and "4 / 0 constant" in out
+
+
+def test_explain_a_rule_says_its_range_provenance_and_whether_its_models_load_here(offline_tiny_rule):
+    code, out = in_process("explain", "--rule", "instructmining-smollm2-135m")
+    assert code == 0
+    assert "log L_eval = 0.697014 - 0.000104507·output_length" in out
+    assert "-4.418 to -0.688" in out  # end_of_turn_logprob's range, clipped on the side that would help a row
+    assert "fitted by this project" in out and "60 subsets" in out and "cross-validated R² 0.404" in out
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in out and "its offline copy loads offline" in out
+
+    code, out = in_process("explain", "--rule", offline_tiny_rule)
+    assert code == 0 and "tiny-org/tiny-llama" in out and "offline copy loads offline (pytest" in out
+
+    code, out = in_process("explain", "--rule", "instructmining-llama2-7b")
+    assert code == 0 and "MingZhong/unieval-dialog" in out
+    assert "not cached: downloads from the Hub (the Hub is offline or unreachable)" in out

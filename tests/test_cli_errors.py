@@ -276,6 +276,19 @@ CASES = [
     (["demo", "--device", "bogus"], 1, ["`--device bogus`"]),
     (["demo", "--max_rows", "0"], 1, ["`--max_rows`"]),
     (["demo", "--max_rows", "6"], 1, ["`knn_6`", "at least 7 rows", "`--max_rows 6` leaves 6 rows"]),
+    # score --group_by: checked before any model loads (the default rule's UniEval cannot load offline)
+    (["score", *S, "--group_by", "generator"], 1, ["`--group_by generator`", "no column", "'style'"]),
+    # explain
+    (["explain"], 1, ["`--rule`", "`--dataset`"]),
+    (["explain", "--rule", "instructmining-llama2-7"], 1, ["did you mean `instructmining-llama2-7b`"]),
+    (["explain", "--rule", "missing_rule.json"], 1, ["`missing_rule.json`", "built-in rules"]),
+    (["explain", "--rule", "toy_rule.json", "--group_by", "style"], 1, ["`--group_by style`", "`--dataset`"]),
+    (["explain", "--dataset", "good.jsonl"], 1, ["`--dataset good.jsonl`", "records no rule", "`--rule`"]),
+    (["explain", "--dataset", "scored.jsonl"], 1, ["`--dataset scored.jsonl`", "records no rule", "JSON Lines"]),
+    (["explain", "--dataset", "scored.parquet", "--group_by", "nope"], 1, ["`--group_by nope`", "no column"]),
+    (["explain", "--dataset", "scored.parquet", "--rule", "other_rule.json"], 1, ["`other`", "`toy`"]),
+    (["explain", "--dataset", "missing.jsonl"], 1, ["`missing.jsonl`", "--dataset"]),
+    (["explain", "--rules", "toy_rule.json"], 2, ["`--rules`", "did you mean `--rule`"]),
     # the command itself
     (["rank"], 2, ["unknown command `rank`", "score"]),
     (["scroe", "--dataset", "good.jsonl"], 2, ["unknown command `scroe`", "did you mean `score`"]),

@@ -25,6 +25,7 @@ COMMANDS = {
     "fit": "fit a quality rule (OLS) from labelled subsets",
     "search": "search how many top-ranked rows to keep (each trial finetunes)",
     "push": "save or push a scored dataset with its card to the Hub",
+    "explain": "read a rule (formula, range, provenance, models) and what it did to a scored dataset",
     "demo": "the offline end-to-end demo on the project's example data",
     "env": "print versions and devices, for bug reports",
 }

@@ -10,6 +10,7 @@ from ..rules import DEFAULT_RULE
 from ..scoring.checkpoint import DEFAULT_SHARD_SIZE
 from ..scoring.config import ScoreConfig
 from ._io import InputArguments, check_output, compute_with, load_input, make_command_parser, save_output
+from ._summary import check_group_by, print_groups, summary_rows
 
 
 EXAMPLES = """\
@@ -23,6 +24,9 @@ EXAMPLES = """\
       --output scored.parquet
   # indicators only, no rule (add --rule to get both):
   instructmining score --dataset data.jsonl --indicators mtld,output_length --output scored.parquet
+  # the mean score and the rows the rule clipped, per model that wrote the answers:
+  instructmining score --dataset answers.jsonl --rule instructmining-smollm2-135m --group_by generator \\
+      --output scored.parquet
   # a long job that resumes where it stopped when run again (finished rows are kept every 2,048 rows):
   instructmining score --dataset big.jsonl --rule instructmining-smollm2-135m --checkpoint_dir big.ckpt \\
       --output scored.parquet
@@ -50,6 +54,9 @@ class ScoreArguments:
             changed (the rule, the indicators or their options, the input rows).
         shard_size (`int`, *optional*, defaults to `2048`):
             Rows per checkpoint shard: what a killed job recomputes at most.
+        group_by (`str`, *optional*):
+            A column of the data (e.g. the model that wrote each answer): the summary adds, per value, the row count,
+            the mean score and the rows the rule clipped per indicator.
     """
 
     output: str = field(metadata={"help": "Output file (.parquet, .jsonl, .json, .csv) or folder."})
@@ -64,6 +71,10 @@ class ScoreArguments:
     )
     shard_size: int = field(
         default=DEFAULT_SHARD_SIZE, metadata={"help": "Rows per checkpoint shard (what a stop loses at most)."}
+    )
+    group_by: str | None = field(
+        default=None,
+        metadata={"help": "A column of the data: the summary adds its mean score and clip counts per value."},
     )
 
     def __post_init__(self):
@@ -112,14 +123,14 @@ def main(inputs: InputArguments, args: ScoreArguments, config: ScoreConfig) -> d
     rule = resolve_rule(config.rule or DEFAULT_RULE) if config.rule or not names else None
     checkpoint = {"checkpoint_dir": args.checkpoint_dir, "shard_size": args.shard_size} if args.checkpoint_dir else {}
     data = load_input(inputs, column_mapping=config.column_mapping)
+    check_group_by(data, args.group_by)
     scored = compute_with(data, names, rule, config, num_proc=args.num_proc, **checkpoint)
     columns = list(dict.fromkeys([*(rule.columns if rule else []), *(names or [])]))
-    summary = summarize_dataset(scored, rule, columns=columns)
+    summary = summarize_dataset(scored, rule, columns=columns, group_by=args.group_by)
+    if args.group_by is not None:
+        print_groups(summary, args.group_by)
     rows = {"rule": rule.name or rule.formula() if rule else "- (indicators only)"}
     rows.update({"rows scored": summary.num_rows, "invalid rows": summary.num_invalid})
-    for column, mean in summary.means.items():
-        rows[f"mean {column}"] = f"{mean:.4g}"
-    if summary.predicted_log_eval_loss is not None:
-        rows["predicted log eval loss"] = f"{summary.predicted_log_eval_loss:.4f}"
+    rows.update(summary_rows(summary))
     rows["output"] = save_output(scored, args.output)
     return rows
