@@ -497,6 +497,11 @@ def _unreadable(path: Path, argument: str, err: Exception) -> str:
             f"{type(err).__name__}: {err}"
         )
     cause = err.__cause__ or err
+    if path.suffix.lower() == ".csv":
+        return (
+            f"`{path}` (`{argument}`) is not CSV that pandas can read ({type(cause).__name__}: {cause}): fix the "
+            "quoting or the separators there, or give the rows as JSON Lines."
+        )
     return f"Cannot read `{path}` (`{argument}`): {type(cause).__name__}: {cause}"
 
 

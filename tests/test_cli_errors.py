@@ -57,6 +57,7 @@ def inputs(tmp_path_factory):
     (folder / "latin1.jsonl").write_bytes('{"instruction": "Caf\u00e9?", "output": "Cr\u00e8me."}\n'.encode("latin-1"))
     (folder / "latin1.csv").write_bytes("instruction,output\nCaf\u00e9?,Cr\u00e8me.\n".encode("latin-1"))
     (folder / "four.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    (folder / "openquote.csv").write_text('instruction,output\n"Say hi,Hello\n')
     (folder / "other_rule.json").write_text(json.dumps(OTHER_RULE.to_dict()))
     good = Dataset.from_json(str(folder / "good.jsonl"))
     scored = compute_indicators(good, rule=TOY_RULE)
@@ -158,6 +159,7 @@ CASES = [
     (["score", "--dataset", "latin1.jsonl", "--output", "o.jsonl"], 1, ["`latin1.jsonl`", "not UTF-8", "iconv"]),
     (["score", "--dataset", "latin1.csv", "--output", "o.jsonl"], 1, ["`latin1.csv`", "line 2", "not UTF-8"]),
     (["score", *S, "--split", "test"], 1, ["`good.jsonl`", "no `test` split", "leave out `--split`"]),
+    (["score", "--dataset", "openquote.csv", "--output", "o.jsonl"], 1, ["`openquote.csv`", "EOF inside string", "quoting"]),
     # score: preconditions checked before any model loads (a KNN over 4 rows cannot find a 6th neighbour)
     (["score", "--dataset", "four.jsonl", "--output", "o.jsonl", "--indicators", "knn_6"], 1,
      ["`knn_6`", "4 rows", "at least 7", "`--reference`"]),
