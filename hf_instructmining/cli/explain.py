@@ -86,7 +86,7 @@ def main(args: ExplainArguments) -> dict[str, object]:
             )
     _section("rule", rule_rows(rule))
     print()
-    _table(["term", "coefficient", "range fitted on (clipped to)", "model"], terms(rule))
+    _table(["term", "coefficient", "range fitted on", "model"], terms(rule))
     _section("models it loads", model_rows(rule) or {"none": "every indicator is computed from the text alone"})
     if data is None:
         return {}
