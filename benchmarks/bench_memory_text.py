@@ -87,10 +87,11 @@ def main():
                 done = subprocess.run(
                     [sys.executable, __file__, "--child", str(path), mode, str(folder)],
                     env=env,
-                    check=True,
                     capture_output=True,
                     text=True,
                 )
+                if done.returncode:
+                    sys.exit(f"{mode} at {n:,} rows failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
                 run = json.loads(done.stdout.strip().splitlines()[-1])
                 runs[(mode, n)] = run
                 print(
