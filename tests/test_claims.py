@@ -16,6 +16,7 @@ from hf_instructmining.labeling.claims import (
     claim_each,
     claim_next,
     free_subsets,
+    process_is_gone,
     release,
     renew,
 )
@@ -126,6 +127,108 @@ def test_concurrent_workers_split_the_subsets_exactly(tmp_path):
     assert sorted(done) == [f"s{i:02d}" for i in range(12)]  # every subset once, none twice
     takes = [r for r in records if r["kind"] == "claim" and r["action"] == "take"]
     assert len(takes) == 12 and len({r["pid"] for r in takes}) >= 2  # the work was shared
+
+
+# Polls subset "a" until it is finished, and takes it over if its holder's claim lapses meanwhile.
+COMPETITOR = """
+import sys, time
+from hf_instructmining.labeling.claims import claim_next
+from hf_instructmining.labeling.store import LabelStore
+store = LabelStore(sys.argv[1])
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    claim, busy = claim_next(store, ["a"], lease_s=60)
+    if claim is not None or not busy:
+        break
+    time.sleep(0.05)
+print("took" if claim is not None else "finished by its holder", flush=True)
+"""
+
+
+def _hold_gil(seconds: float) -> None:
+    """Hold the GIL for about `seconds` in one C call: `sum` over a `range` runs no bytecode, so no thread switches."""
+    n = 2_000_000
+    per_item = []
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(range(n))
+        per_item.append((time.perf_counter() - start) / n)
+    sum(range(int(seconds / min(per_item))))
+
+
+def test_a_step_that_holds_the_gil_past_the_lease_keeps_its_claim(tmp_path):
+    path = str(tmp_path / "labels.jsonl")
+    store = LabelStore(path)
+    claim, _ = claim_next(store, ["a"], lease_s=1.5)
+    ticks, stop = [time.monotonic()], threading.Event()
+
+    def tick():  # a thread of this process, like the lease's own renewal thread
+        while not stop.wait(0.05):
+            ticks.append(time.monotonic())
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    with Lease(store, claim) as lease:
+        competitor = subprocess.Popen(
+            [sys.executable, "-c", COMPETITOR, path], env=_env(), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert competitor.stdout.readline().strip() == "ready"
+            ticker.start()
+            _hold_gil(4.5)  # e.g. a long tokenizer or collator call in C that does not release the GIL
+            store.append({"kind": "subset_done", "subset_id": "a"})
+            assert competitor.stdout.readline().strip() == "finished by its holder"
+        finally:
+            stop.set()
+            competitor.kill()
+            competitor.wait()
+    ticker.join()
+    # The step did hold the GIL: no thread of this process ran for over twice the lease.
+    assert max(b - a for a, b in zip(ticks[:-1], ticks[1:], strict=True)) > 2 * claim.lease_s
+    assert not lease.lost
+
+
+# Claims subset "a" with a short lease, holds it in a `Lease`, says so, then waits to be stopped or killed.
+LEASED_HOLDER = """
+import sys, time
+from hf_instructmining.labeling.claims import Lease, claim_next
+from hf_instructmining.labeling.store import LabelStore
+store = LabelStore(sys.argv[1])
+claim, _ = claim_next(store, ["a"], lease_s=1.0)
+with Lease(store, claim):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads process states from /proc")
+def test_a_stopped_holder_loses_its_claim_and_a_killed_one_takes_its_renewal_process_along(tmp_path):
+    path = str(tmp_path / "labels.jsonl")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LEASED_HOLDER, path], env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        [renewer] = _children(holder.pid)
+        time.sleep(1.5)
+        assert claim_next(LabelStore(path), ["a"]) == (None, ["a"])  # renewed past its lease
+        os.kill(holder.pid, signal.SIGSTOP)  # frozen: its renewal process stops renewing too
+        time.sleep(2.0)
+        taken, _ = claim_next(LabelStore(path), ["a"], lease_s=60)
+        assert taken is not None and taken.subset_id == "a"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while not process_is_gone(renewer) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process_is_gone(renewer)  # it saw its worker's end at once (its stdin closed)
 
 
 def test_lease_is_checked():

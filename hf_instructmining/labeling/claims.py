@@ -2,8 +2,11 @@
 
 Before it trains a subset, a worker claims it: under the store's lock it checks that the subset is neither finished
 nor held by a live claim, and appends a `"claim"` record (`action: "take"`) with a fresh `claim_id`, its host,
-process id and lease. While it trains, a thread renews the claim (`action: "renew"`) every third of the lease. A
-worker whose training fails releases its claim (`action: "release"`), so that another can start on it at once.
+process id and lease. While it trains, a thread and a small renewal process renew the claim (`action: "renew"`)
+every third of the lease: the process goes on through a training step that holds the GIL for longer than the lease
+(a C call that never releases it stops every thread of the worker), for as long as the worker runs and is not
+stopped (SIGSTOP). A worker whose training fails releases its claim (`action: "release"`), so that another can
+start on it at once.
 
 A claim is dead, and the next worker takes the subset over, when
 - its process is gone: it ran on this host (in this PID namespace) and no longer exists or is a zombie, e.g. after a
@@ -17,7 +20,10 @@ Every runner (`run_labeling`, its one-process-per-device mode, and `run_labeling
 
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import store as _store
 from .store import RECORD_FIELDS, LabelStore
 
 
@@ -36,6 +43,9 @@ DEFAULT_LEASE_S = 300.0
 CLAIM_KIND = "claim"
 # The longest wait between two looks at the store while other workers hold the remaining subsets.
 _MAX_POLL_S = 10.0
+# The renewal process's exit code when another worker took the claim over.
+_LOST = 3
+_RENEWER = "from hf_instructmining.labeling.claims import _renewal_process; _renewal_process()"
 # A claim's liveness is read from its timestamp and lease: a claim record without them is skipped on read.
 RECORD_FIELDS[CLAIM_KIND] = {
     "action": "text",
@@ -152,7 +162,11 @@ def release(store: LabelStore, claim: Claim) -> None:
 
 
 class Lease:
-    """Hold a claim while a block runs: renew it in a thread, and release it if the block raises.
+    """Hold a claim while a block runs: renew it in a thread and a renewal process, and release it if the block raises.
+
+    The renewal process keeps the claim through steps that hold the GIL for longer than the lease, which stop the
+    thread; it renews only while this process runs and is not stopped, and ends with the block (or with this
+    process). Where the store has no file lock between processes (no `fcntl`), the thread renews alone.
 
     Args:
         store ([`LabelStore`]): the store the claim is in.
@@ -182,11 +196,15 @@ class Lease:
 
     def __enter__(self) -> "Lease":
         self._thread.start()
+        self._process = _start_renewal_process(self.store, self.claim)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         self._thread.join()
+        if self._process is not None and _stop_renewal_process(self._process) and not self.lost:
+            self.lost = True
+            _warn_lost(self.claim)
         if exc_type is not None:
             try:
                 release(self.store, self.claim)
@@ -202,14 +220,81 @@ class Lease:
                 continue
             if not renewed:
                 self.lost = True
-                logger.warning(
-                    "The claim on subset %s ran out (no renewal for %.0f s) and another worker took the subset "
-                    "over; both will label it, and the first label written counts. Raise the lease if this worker "
-                    "was only slow.",
-                    self.claim.subset_id,
-                    self.claim.lease_s,
-                )
+                _warn_lost(self.claim)
                 return
+
+
+def _warn_lost(claim: Claim) -> None:
+    logger.warning(
+        "The claim on subset %s ran out (no renewal for %.0f s) and another worker took the subset over; both will "
+        "label it, and the first label written counts. Raise the lease if this worker was only slow.",
+        claim.subset_id,
+        claim.lease_s,
+    )
+
+
+def _start_renewal_process(store: LabelStore, claim: Claim) -> subprocess.Popen | None:
+    """Start the process that renews `claim` while this one runs; `None` where it cannot share the store's lock."""
+    if _store.fcntl is None or not sys.executable:
+        return None
+    # The package this module came from, for a child whose `sys.path` would not find it (a script run from elsewhere).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    args = [os.path.abspath(store.path), claim.subset_id, claim.claim_id, repr(claim.lease_s), str(os.getpid())]
+    try:
+        # Its stdin is the signal to stop: it reads end-of-file when the block ends, or when this process dies.
+        return subprocess.Popen(
+            [sys.executable, "-c", _RENEWER, *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
+        )
+    except OSError as err:
+        logger.warning(
+            "Could not start the process that renews the claim on subset %s (%s); only a thread renews it, and a "
+            "step that holds the GIL for longer than the lease (%.0f s) would lose it.",
+            claim.subset_id,
+            err,
+            claim.lease_s,
+        )
+        return None
+
+
+def _stop_renewal_process(process: subprocess.Popen) -> bool:
+    """End the renewal process; whether it found the claim taken over."""
+    process.stdin.close()
+    try:
+        process.wait(timeout=60)  # at most one renewal in flight, waiting for the store's lock
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return process.returncode == _LOST
+
+
+def _renewal_process() -> None:
+    """The renewal process's main: renew a claim every third of its lease while the worker that holds it runs.
+
+    Arguments (`sys.argv`): the store's path, the subset id, the claim id, the lease and the worker's process id.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, whose block then ends this process
+    path, subset_id, claim_id, lease_s, pid = sys.argv[1:6]
+    claim, pid = Claim(subset_id, claim_id, float(lease_s)), int(pid)
+    tag = _process_tag(pid)
+    store = LabelStore(path)
+    ended = threading.Event()
+
+    def wait_for_end() -> None:
+        sys.stdin.buffer.read()  # returns at end-of-file: the block ended, or the worker is gone
+        ended.set()
+
+    threading.Thread(target=wait_for_end, daemon=True).start()
+    while not ended.wait(claim.lease_s / 3):
+        if (tag is not None and _process_tag(pid) != tag) or (tag is None and process_is_gone(pid)):
+            return  # the worker is gone (a process that kept its stdin open, e.g. a forked child, outlived it)
+        if _process_state(pid) in ("T", "t"):
+            continue  # a stopped worker holds no live claim: its lease runs out unless it is resumed
+        try:
+            if not renew(store, claim):
+                sys.exit(_LOST)
+        except OSError as err:
+            logger.warning("Could not renew the claim on subset %s: %s", claim.subset_id, err)
 
 
 def poll_interval(lease_s: float) -> float:
@@ -300,13 +385,26 @@ def process_is_gone(pid: int) -> bool:
 def _process_tag(pid: int) -> str | None:
     """`"<PID namespace> <start time>"` of a running process on Linux, `None` when it is gone or a zombie, or when
     the system has no `/proc`."""
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # Fields after the parenthesised command name: state is the 3rd field of the line, start time the 22nd.
-            fields = f.read().rsplit(b")", 1)[1].split()
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
-    if fields[0] in (b"Z", b"X"):  # exited, waiting to be reaped
+    if fields is None or fields[0] in (b"Z", b"X"):  # exited, waiting to be reaped
         return None
     return f"{namespace} {fields[19].decode()}"
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of a process on Linux (`"T"`: stopped), `None` when it cannot be read."""
+    fields = _stat(pid)
+    return None if fields is None else fields[0].decode()
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of `/proc/<pid>/stat` after the parenthesised command name (state first, start time 20th)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
