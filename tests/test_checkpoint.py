@@ -110,6 +110,16 @@ def test_another_job_never_reuses_a_shard_and_says_what_changed(tmp_path, caplog
     assert (tmp_path / "notes.txt").read_text() == "mine"  # only the checkpoint's own files go
 
 
+def test_shards_without_their_manifest_are_never_reused(tmp_path, caplog):
+    ds = _rows(100)
+    first = _score(ds, tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    caplog.clear()
+    _same(_score(ds, tmp_path), first)
+    assert _computed(caplog) == [0, 1, 2]
+    assert any("starting afresh" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
 def test_a_write_cut_short_is_never_read(tmp_path, caplog):
     ds = _rows(100)
     first = _score(ds, tmp_path)

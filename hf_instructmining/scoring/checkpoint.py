@@ -167,10 +167,11 @@ class Checkpoint:
                 os.close(fd)
 
     def _changed(self) -> list[str] | None:
-        """`None` for a folder without a manifest, else the parts of the manifest that differ (empty: resume)."""
+        """`None` for a folder without checkpoint files, else the parts of the manifest that differ (empty: resume;
+        all of them when the manifest is missing or unreadable: shards of unknown origin are never reused)."""
         path = self.folder / MANIFEST
         if not path.exists():
-            return None
+            return list(_PARTS) if self._own_files() else None
         try:
             with open(path, encoding="utf-8") as f:
                 old = json.load(f)
