@@ -163,6 +163,8 @@ CASES = [
     # score: preconditions checked before any model loads (a KNN over 4 rows cannot find a 6th neighbour)
     (["score", "--dataset", "four.jsonl", "--output", "o.jsonl", "--indicators", "knn_6"], 1,
      ["`knn_6`", "4 rows", "at least 7", "`--reference`"]),
+    (["score", *S, "--indicators", "knn_6", "--reference", "four.jsonl"], 1,
+     ["`knn_6`", "`--reference`, which has 4 rows", "at least 6"]),
     # score: flags and output
     (["score", *S, "--format", "bogus"], 2, ["--format", "invalid choice", "--help"]),
     (["score", *S, "--on_invalid", "skip"], 2, ["--on_invalid", "invalid choice"]),

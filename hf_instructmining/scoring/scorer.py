@@ -245,12 +245,19 @@ def compute_indicators(
     if rule is None and not names:
         raise ValueError("Name the indicators to compute (`names=`), or give a `rule=` whose indicators to compute.")
     rule = None if rule is None else resolve_rule(rule)
-    column, needed = rows_needed(names, rule, reference)
-    if len(ds) < needed:
+    column, needed = rows_needed(names, rule)
+    if reference is None and len(ds) < needed:
         raise ValueError(
             f"`{column}` needs at least {needed} rows (each row's {needed - 1} nearest neighbours are other rows); "
             f"the dataset has {len(ds)} rows: score at least {needed}, or pass `reference=` (a dataset of at least "
             f"{needed - 1} rows) to take the neighbours from."
+        )
+    # A path is read when the plan is made; a dataset or an array is here already, and its size known.
+    given = reference is not None and not isinstance(reference, (str, os.PathLike))
+    if column is not None and given and len(reference) < needed - 1:
+        raise ValueError(
+            f"`{column}` takes each row's {needed - 1} nearest neighbours from `reference=`, which has "
+            f"{len(reference)} rows: give a reference set of at least {needed - 1} rows."
         )
     config = ScoreConfig(
         models=dict(models or {}),

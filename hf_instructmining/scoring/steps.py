@@ -116,14 +116,13 @@ def split_target(target: Any) -> tuple[list[str | Indicator], QualityRule | None
     return list(target), None
 
 
-def rows_needed(
-    indicators: Sequence[str | Indicator], rule: QualityRule | None, reference: Any = None
-) -> tuple[str | None, int]:
+def rows_needed(indicators: Sequence[str | Indicator], rule: QualityRule | None) -> tuple[str | None, int]:
     """The fewest rows that define every indicator of `indicators` and `rule`, and the column that needs them.
 
     A KNN indicator that searches the scored rows themselves needs more than `k` rows (a row is not its own
-    neighbour); every other indicator is defined on one row. Callers check this before planning, which prepares the
-    models: the same failure came after minutes of model work otherwise.
+    neighbour), and one given a `reference` set needs `k` rows there; every other indicator is defined on one row.
+    Callers check this before planning, which prepares the models: the same failure came after minutes of model
+    work otherwise.
 
     Returns:
         `tuple[str | None, int]`: the column (`None` when any row will do) and the number of rows.
@@ -136,8 +135,6 @@ def rows_needed(
     ('knn_6', 7)
     ```
     """
-    if reference is not None:  # the neighbours come from the reference set, whose size the search checks
-        return None, 1
     names = [x for x in indicators if isinstance(x, str)]
     specs = {**dict.fromkeys(names, {}), **({c: rule.indicators[c] for c in rule.columns} if rule else {})}
     needs = [
