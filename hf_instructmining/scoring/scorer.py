@@ -226,8 +226,9 @@ def compute_indicators(
         column records how it was made (see [`~hf_instructmining.scoring.provenance`]), for the dataset card.
 
     Raises:
-        `ValueError`: a model cannot be loaded (offline, not in the Hugging Face cache, no offline copy), before any
-            work is done.
+        `ValueError`: a model cannot be loaded (offline, not in the Hugging Face cache, no offline copy), or a KNN
+            indicator has fewer rows than it needs (more than `k` in `ds`, or `k` in `reference`), before any work
+            is done.
 
     Example:
 
