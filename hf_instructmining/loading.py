@@ -390,8 +390,9 @@ def _check_file(path: Path, argument: str) -> None:
 def _check_json_rows(path: Path, argument: str) -> None:
     """Refuse JSON whose rows are not objects before `datasets` reads it: pyarrow crashes the interpreter (a segfault,
     no message) on a batch of JSON Lines that starts with `null`, and reads other values into errors that do not say
-    so. A `.json` file must start with a list or an object; a `.jsonl` file is read one line at a time (never whole),
-    each line an object in UTF-8 (pyarrow reads other bytes in, and fails on them only when the text is used)."""
+    so. A `.json` file must start with a list or an object; JSON Lines (a `.jsonl` file, or a `.json` file whose first
+    line is a whole object) are read one line at a time (never whole), each line an object in UTF-8 (pyarrow reads
+    other bytes in, and fails on them only when the text is used)."""
     with path.open("rb") as f:
         if path.suffix.lower() == ".json":
             head = f.read(64).removeprefix(codecs.BOM_UTF8).lstrip()
@@ -400,7 +401,10 @@ def _check_json_rows(path: Path, argument: str) -> None:
                     f"`{path}` (`{argument}`) holds the JSON value `{_shown(head)}`, not rows: give a list of "
                     "objects (`[{...}, ...]`) or one object per line (JSON Lines)."
                 )
-            return
+            f.seek(0)
+            if not head.startswith(b"{") or not _is_object(f.readline(1 << 20).removeprefix(codecs.BOM_UTF8)):
+                return  # one JSON document: `datasets` parses it whole, and says where it breaks
+            f.seek(0)
         for number, line in enumerate(f, 1):
             text = (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).strip()
             if text and not text.startswith(b"{"):
@@ -412,6 +416,13 @@ def _check_json_rows(path: Path, argument: str) -> None:
                 text.decode("utf-8")
             except UnicodeDecodeError as bad:
                 raise ValueError(_not_utf8(path, argument, number, bad)) from None
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # not a whole JSON value (a pretty-printed object's first line), or not UTF-8
+        return False
 
 
 def _shown(text: bytes) -> str:

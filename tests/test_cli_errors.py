@@ -53,6 +53,7 @@ def inputs(tmp_path_factory):
     # JSON that is not rows: a top-level `null` crashed the interpreter inside `datasets`' JSON reader
     (folder / "null.json").write_text("null\n")
     (folder / "latenull.jsonl").write_text("\n".join([*lines[:2], "null", *lines[2:4]]) + "\n")
+    (folder / "latenull.json").write_text("\n".join([*lines[:2], "null", *lines[2:4]]) + "\n")  # JSON Lines too
     (folder / "truncated.jsonl").write_text("\n".join([*lines[:3], '{"instruction": "x", "output": ']) + "\n")
     (folder / "latin1.jsonl").write_bytes('{"instruction": "Caf\u00e9?", "output": "Cr\u00e8me."}\n'.encode("latin-1"))
     (folder / "latin1.csv").write_bytes("instruction,output\nCaf\u00e9?,Cr\u00e8me.\n".encode("latin-1"))
@@ -155,6 +156,7 @@ CASES = [
     # score: files that are not rows, not UTF-8, or cut short (`datasets`' own log lines must not show)
     (["score", "--dataset", "null.json", "--output", "o.jsonl"], 1, ["`null.json`", "`null`", "list of objects"]),
     (["score", "--dataset", "latenull.jsonl", "--output", "o.jsonl"], 1, ["`latenull.jsonl`", "line 3", "`null`"]),
+    (["score", "--dataset", "latenull.json", "--output", "o.jsonl"], 1, ["`latenull.json`", "line 3", "`null`"]),
     (["score", "--dataset", "truncated.jsonl", "--output", "o.jsonl"], 1, ["`truncated.jsonl`", "line 4"]),
     (["score", "--dataset", "latin1.jsonl", "--output", "o.jsonl"], 1, ["`latin1.jsonl`", "not UTF-8", "iconv"]),
     (["score", "--dataset", "latin1.csv", "--output", "o.jsonl"], 1, ["`latin1.csv`", "line 2", "not UTF-8"]),

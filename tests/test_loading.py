@@ -1,5 +1,6 @@
 """Shared machinery of the model-based indicators: loading once, devices, dtypes, fingerprints, map caching."""
 
+import json
 import logging
 import math
 
@@ -169,3 +170,14 @@ def test_a_split_that_a_file_or_a_saved_dataset_does_not_have_is_refused(tmp_pat
     with pytest.raises(ValueError, match="holds one dataset, not a `test` split"):
         load_rows(tmp_path / "saved", split="test")
     assert len(load_rows(tmp_path / "saved")) == 1
+
+
+def test_json_files_load_whatever_their_layout(tmp_path):
+    from hf_instructmining.loading import load_rows
+
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
+    (tmp_path / "list.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in rows).encode())
+    for name in ("list.json", "lines.json", "bom.jsonl"):
+        assert load_rows(tmp_path / name)["output"] == ["b", "d"], name
