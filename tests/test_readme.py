@@ -98,6 +98,30 @@ def test_readme_python_blocks_run_as_written(
     assert len(ran) == sum(why is None for _, _, why in readme_blocks(README.read_text(encoding="utf-8"))), ran
 
 
+def test_the_range_warning_reads_in_the_readme_as_the_command_prints_it(tmp_path, monkeypatch, capfd):
+    # The README quotes the demo's warning that the data lies outside the rule's range: it must look as printed.
+    import dataclasses
+    import json
+
+    from hf_instructmining import QualityRule
+    from hf_instructmining.cli import main
+
+    rule = QualityRule(1.0, {"mtld": -0.01}, {"mtld": {}}, name="ranged")
+    (tmp_path / "rule.json").write_text(
+        json.dumps(dataclasses.replace(rule, domain={"mtld": (500.0, 600.0)}).to_dict())
+    )
+    Dataset.from_json(example_data_path()).select(range(8)).to_json(str(tmp_path / "rows.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert main(["score", "--dataset", "rows.jsonl", "--rule", "rule.json", "--output", "o.jsonl"]) == 0
+    printed = [line for line in capfd.readouterr().err.splitlines() if "This dataset's mean" in line]
+    quoted = [line for line in README.read_text(encoding="utf-8").splitlines() if "This dataset's mean" in line]
+    assert len(printed) == 1 and quoted
+    prefix = printed[0].split("This dataset's mean")[0]
+    assert prefix == "WARNING py.warnings: UserWarning: "
+    assert all(line.startswith(prefix) for line in quoted), quoted
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
