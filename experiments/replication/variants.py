@@ -1,4 +1,5 @@
-"""The check stage's comparison of rule variants, from stored values only (nothing here trains or runs a language model).
+"""The check stage's comparison of rule variants, from stored values (nothing here trains; it scores only what the
+stores lack).
 
 A variant is an out-of-range policy (`QualityRule.out_of_range`), a set of indicator scales (`QualityRule.transforms`)
 and a way of measuring KNN (none; among the scored rows, as the paper does; or against a fixed reference set, the
@@ -7,7 +8,7 @@ subset by BIC, as the fit stage does) and checked on data it was not fitted on:
 
 - **ten models**: Spearman of each model's mean score with its public win rate (goal: at most -0.7);
 - **GPT-4 over phi-2**: on the held-out instructions, the fraction where the rule scores GPT-4's answer better than
-  the base model phi-2's run-on continuation (goal: at least 90%);
+  the base model phi-2's (goal: at least 90%);
 - **demo**: the packaged example data's hand-labelled styles (goal: careful answers first, refusals, off-topic and
   repetitive answers among the last three);
 - **by source**: the GPT-4-over-phi-2 fraction on each AlpacaEval source (`dataset` field) of the held-out
@@ -56,13 +57,10 @@ def check_variants(state: dict, settings: dict, profile: str) -> dict:
 
     candidates = settings["candidates"]
     columns = [*candidates, REFERENCE_COLUMN]
-    demo = _demo_rows(profile, candidates)
-    _reference_knn(state, demo, profile)
-    frames = {
-        "pool": state["scores"].attach(state["pool"], columns).to_pandas(),
-        "held_out": state["scores"].attach(state["check"]["held_out"], columns).to_pandas(),
-        "demo": demo.to_pandas().assign(**{REFERENCE_COLUMN: _demo_reference(profile)}),
-    }
+    parts = {"held_out": (state["check"]["held_out"], state["scores"]), "demo": _demo_rows(profile, candidates)}
+    _reference_knn(state, parts)
+    frames = {"pool": state["scores"].attach(state["pool"], columns).to_pandas()}
+    frames.update({name: store.attach(ds, columns).to_pandas() for name, (ds, store) in parts.items()})
     sources = {
         r["instruction"]: r["dataset"] for r in json.loads((DATA / "alpaca_eval_outputs" / "gpt4.json").read_text())
     }
@@ -180,7 +178,8 @@ def _subset_rows(labels, pool, columns: list[str], transforms: dict) -> list[dic
 
 
 def _demo_rows(profile: str, candidates: list[str]):
-    """The packaged example data with its hand-labelled styles and stored indicator values (scored once)."""
+    """The packaged example data with its hand-labelled styles, and the store of its indicator values (scored
+    once)."""
     import datasets
 
     from hf_instructmining.offline import example_data_path
@@ -191,48 +190,42 @@ def _demo_rows(profile: str, candidates: list[str]):
     store = ScoreStore(HERE / f"demo-scores-{profile}")
     # KNN among the example rows themselves, as `instructmining demo` measures it.
     score(demo, candidates, store, chunk=len(demo))
-    return store.attach(demo, candidates)
+    return demo, store
 
 
-def _reference_knn(state: dict, demo, profile: str) -> None:
-    """Store `knn_6_reference` for the pool, the held-out answers and the example data where it is missing: the
-    distance to the 6th nearest pool answer (MiniLM embeddings of instruction and answer, the row itself excluded)."""
+def _reference_knn(state: dict, parts: dict) -> None:
+    """Store `knn_6_reference` where it is missing: each row's distance to its 6th nearest pool answer (MiniLM
+    embeddings of instruction and answer; a pool row excludes itself). `parts`: name -> (dataset, its store)."""
     from hf_instructmining.formats import extract_pairs
     from hf_instructmining.indicators import KNNDistance
     from hf_instructmining.offline import offline_models
 
-    parts = {"pool": state["pool"], "held_out": state["check"]["held_out"]}
-    stores = {"pool": state["scores"], "held_out": state["scores"]}
-    demo_store = ScoreStore(HERE / f"demo-scores-{profile}")
-    todo = any(REFERENCE_COLUMN not in v for p in parts.values() for v in _stored(stores["pool"], p))
-    todo = todo or any(REFERENCE_COLUMN not in v for v in demo_store.read("example-data").values())
-    if not todo:
+    parts = {"pool": (state["pool"], state["scores"]), **parts}
+    if all(REFERENCE_COLUMN in v for ds, store in parts.values() for v in _stored(store, ds)):
         return
     knn = KNNDistance(k=6, model=offline_models()["knn"])
-    embed = {name: knn.embed(extract_pairs(ds[:])) for name, ds in {**parts, "demo": demo}.items()}
-    reference = embed["pool"]
-    values = {"pool": knn.kth_distances(reference)}  # itself excluded: the pool searches the pool
-    for name in ("held_out", "demo"):
-        values[name] = knn.kth_distances(embed[name], reference)
-    for name, ds in parts.items():
-        for model in sorted(set(ds["generator"])):
-            rows = [
-                {"index": i, REFERENCE_COLUMN: float(v)}
-                for g, i, v in zip(ds["generator"], ds["index"], values[name], strict=True)
-                if g == model
-            ]
-            stores[name].add(model, rows)
-    demo_store.add("example-data", [{"index": i, REFERENCE_COLUMN: float(v)} for i, v in enumerate(values["demo"])])
+    reference = knn.embed(extract_pairs(state["pool"][:]))
+    for name, (dataset, store) in parts.items():
+        if all(REFERENCE_COLUMN in v for v in _stored(store, dataset)):
+            continue
+        if name == "pool":
+            values = knn.kth_distances(reference)  # the pool searches itself, each row excluded
+        else:
+            values = knn.kth_distances(knn.embed(extract_pairs(dataset[:])), reference)
+        for model in sorted(set(dataset["generator"])):
+            store.add(
+                model,
+                [
+                    {"index": i, REFERENCE_COLUMN: float(v)}
+                    for g, i, v in zip(dataset["generator"], dataset["index"], values, strict=True)
+                    if g == model
+                ],
+            )
 
 
 def _stored(store: ScoreStore, dataset) -> list[dict]:
     stored = {m: store.read(m) for m in set(dataset["generator"])}
     return [stored[m].get(i, {}) for m, i in zip(dataset["generator"], dataset["index"], strict=True)]
-
-
-def _demo_reference(profile: str) -> list[float]:
-    stored = ScoreStore(HERE / f"demo-scores-{profile}").read("example-data")
-    return [stored[i][REFERENCE_COLUMN] for i in sorted(stored)]
 
 
 def _describe(values) -> str:
