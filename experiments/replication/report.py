@@ -75,7 +75,9 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
         )
     if state.get("variants"):
         sections.append(variants_section(state["variants"]))
-    sections.append("## What the evidence says\n\n" + verdict(best, snr, comparison + longest, check))
+    sections.append(
+        "## What the evidence says\n\n" + verdict(best, snr, comparison + longest, check, state.get("variants"))
+    )
     sections.append(UNCLIPPED_RULE)
     sections.append(EARLIER_PROTOCOL)
     sections.append(f"## The rule\n\n```json\n{json.dumps(best.rule.to_dict(), indent=2)}\n```")
@@ -310,7 +312,7 @@ def check_section(check: dict, rule, profile: str) -> str:
     )
 
 
-def verdict(best, snr, comparison: list[dict], check: dict | None) -> str:
+def verdict(best, snr, comparison: list[dict], check: dict | None, variants: dict | None = None) -> str:
     cv = best.cv_r_squared
     lines = [
         f"- **Labels**: signal to noise {_fmt(snr, '.1f')} (goal: at least 3).",
@@ -334,6 +336,16 @@ def verdict(best, snr, comparison: list[dict], check: dict | None) -> str:
             f"- **Ten models**: Spearman {check['spearman']:+.2f} against the win rates "
             + ("(passes the check, at most −0.7)" if passed else "(**fails** the check, which asks for at most −0.7)")
             + f'; "longer is better" reaches {check["spearman_longer_is_better"]:+.2f}.'
+        )
+    if variants:
+        row = variants["variants"][0]
+        styles = list(row["styles"])
+        lines.append(
+            f"- **The shipped rule on the checks** (`--stages check`): GPT-4 over phi-2 on "
+            f"{100 * row['gpt4_over_phi2']:.0f}% of {row['pairs']} held-out instructions (goal at least 90%); "
+            f"careful answers {row['careful_rank']} of {len(styles)} styles in the example data (goal: first); last "
+            f"three {', '.join(styles[-3:])} (goal: refusal, off_topic and repetitive among them); ten models "
+            f"{row['ten_models']:+.2f} (goal at most -0.7)."
         )
     return "\n".join(lines)
 
