@@ -260,6 +260,24 @@ def test_summary_means_rows_invalid_and_prediction():
     assert as_dict["rule"] == "text-rule" and as_dict["indicators"]["instruct_score"]["n"] == 3
 
 
+def test_the_dataset_estimate_of_a_rule_with_a_log_scale_is_at_the_mean_of_the_logs():
+    # The rule was fitted on subset means of log(perplexity): a dataset's estimate reads the mean of the logs (here
+    # log 10 = 2.30), not the log of the mean (log 50.5 = 3.92), and without clipping it is the mean row score.
+    rule = QualityRule(
+        0.5, {"perplexity": 0.1}, {"perplexity": {}}, out_of_range="none", transforms={"perplexity": "log"}
+    )
+    rows = {"perplexity": [1.0, 100.0]}
+    summary = summarize_dataset(rows, rule=rule)
+    assert summary.means["perplexity"] == pytest.approx(50.5)
+    assert summary.scaled["perplexity"].mean == pytest.approx(math.log(10.0))
+    assert summary.predicted_log_eval_loss == pytest.approx(0.5 + 0.1 * math.log(10.0))
+    assert summary.predicted_log_eval_loss == pytest.approx(rule.predict(rows).mean())
+    halves = summarize_dataset({"perplexity": [1.0]}, rule=rule).merge(
+        summarize_dataset({"perplexity": [100.0]}, rule=rule)
+    )
+    assert halves.predicted_log_eval_loss == pytest.approx(summary.predicted_log_eval_loss)
+
+
 def test_summaries_merge_like_the_whole():
     scored = compute_indicators(Dataset.from_dict({k: v * 3 for k, v in ALPACA.items()}), rule=TEXT_RULE)
     whole = summarize_dataset(scored, rule=TEXT_RULE)

@@ -212,7 +212,7 @@ class QualityRule:
             terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{term}")
         return " ".join(terms)
 
-    def predict(self, columns: Any, *, allow_nan: bool = False) -> np.ndarray:
+    def predict(self, columns: Any, *, allow_nan: bool = False, on_rule_scale: bool = False) -> np.ndarray:
         """Predict the log eval loss of each row from its indicator values ([`QualityRule.response`] for a rule
         fitted to another label). Each value is read on the rule's scale (`transforms`) and, outside the rule's
         `domain`, counts as its `out_of_range` policy says (by default: clipped into the domain); see
@@ -224,6 +224,9 @@ class QualityRule:
                 scalar values count as one row. Extra columns are ignored.
             allow_nan (`bool`, *optional*, defaults to `False`): rows with a NaN indicator (invalid rows scored
                 with `on_invalid="nan"`) get a NaN prediction instead of raising. Infinite values always raise.
+            on_rule_scale (`bool`, *optional*, defaults to `False`): the values are already on the rule's scale
+                (`transforms` applied), e.g. a dataset's mean of `log(perplexity)` for the dataset-level estimate,
+                which is the mean of the transformed values, not the transform of the mean.
 
         Returns:
             `np.ndarray`: one float per row (1-D), lower is better.
@@ -241,14 +244,14 @@ class QualityRule:
         [0.46036]
         ```
         """
-        used, _, _ = self.used_values(columns, allow_nan=allow_nan)
+        used, _, _ = self.used_values(columns, allow_nan=allow_nan, on_rule_scale=on_rule_scale)
         prediction = np.full(len(next(iter(used.values()))), self.intercept, dtype=float)
         for column, coefficient in self.coefficients.items():
             prediction += coefficient * used[column]  # NaN stays NaN
         return prediction
 
     def used_values(
-        self, columns: Any, *, allow_nan: bool = True
+        self, columns: Any, *, allow_nan: bool = True, on_rule_scale: bool = False
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The values each coefficient multiplies, and which of them were clipped: the one place that reads a row's
         indicators as the rule does, for [`QualityRule.predict`] and for counting clipped values (cards, summaries).
@@ -263,6 +266,8 @@ class QualityRule:
                 values, as for [`QualityRule.predict`].
             allow_nan (`bool`, *optional*, defaults to `True`): whether NaN values (invalid rows) are allowed; they
                 stay NaN and count as neither clipped side.
+            on_rule_scale (`bool`, *optional*, defaults to `False`): the values are already on the rule's scale, as
+                for [`QualityRule.predict`].
 
         Returns:
             `tuple[dict, dict, dict]`: column -> the used values (`np.ndarray`, on the rule's scale), column -> a
@@ -300,7 +305,9 @@ class QualityRule:
         used, below, above = {}, {}, {}
         for column, coefficient in self.coefficients.items():
             low, high = domain.get(column, (-np.inf, np.inf))
-            scaled = transform(values[column], self.transforms.get(column), column)
+            scaled = (
+                values[column] if on_rule_scale else transform(values[column], self.transforms.get(column), column)
+            )
             used[column], below[column], above[column] = apply_policy(
                 scaled, low, high, coefficient, self.out_of_range
             )

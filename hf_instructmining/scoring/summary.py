@@ -16,6 +16,7 @@ import numpy as np
 from ..indicators.registry import is_indicator_column
 from ..rules import QualityRule
 from ..rules.clipping import ClipCount, clip_counts
+from ..rules.scales import transform
 from .config import SCORE_COLUMN
 
 
@@ -99,6 +100,9 @@ class DatasetSummary:
             [`~hf_instructmining.rules.clipping.clip_counts`]. Empty without a rule.
         groups (`dict[str, DatasetSummary]`): with `group_by`, the summary of each group's rows, by the group's
             value (as text).
+        scaled (`dict[str, IndicatorStats]`): per column the rule reads on another scale (its `transforms`), the
+            statistics of the transformed values: the rule was fitted on their means, e.g. the mean of
+            `log(perplexity)`, which is not the log of the mean.
 
     Example:
 
@@ -119,6 +123,7 @@ class DatasetSummary:
     rule: QualityRule | None = None
     clipped: dict[str, ClipCount] = field(default_factory=dict)
     groups: dict[str, "DatasetSummary"] = field(default_factory=dict)
+    scaled: dict[str, IndicatorStats] = field(default_factory=dict)
 
     @property
     def means(self) -> dict[str, float]:
@@ -133,10 +138,11 @@ class DatasetSummary:
         """
         if self.rule is None:
             return None
-        means = self.means
-        if any(c not in means for c in self.rule.columns):
+        means = {**self.means, **{c: s.mean for c, s in self.scaled.items()}}
+        if any(c not in means for c in self.rule.columns) or any(c not in self.scaled for c in self.rule.transforms):
             return None
-        return float(self.rule.predict({c: [means[c]] for c in self.rule.columns}, allow_nan=True)[0])
+        on_scale = {c: [means[c]] for c in self.rule.columns}
+        return float(self.rule.predict(on_scale, allow_nan=True, on_rule_scale=True)[0])
 
     @property
     def predicted_eval_loss(self) -> float | None:
@@ -152,6 +158,7 @@ class DatasetSummary:
         empty = IndicatorStats()
         clipped = list(dict.fromkeys([*self.clipped, *other.clipped]))
         groups = {g: self.groups[g].merge(other.groups[g]) for g in self.groups if g in other.groups}
+        scaled = list(dict.fromkeys([*self.scaled, *other.scaled]))
         return DatasetSummary(
             self.num_rows + other.num_rows,
             self.num_invalid + other.num_invalid,
@@ -159,6 +166,7 @@ class DatasetSummary:
             self.rule,
             {c: self.clipped.get(c, ClipCount()).merge(other.clipped.get(c, ClipCount())) for c in clipped},
             {**self.groups, **other.groups, **groups},
+            {c: self.scaled.get(c, empty).merge(other.scaled.get(c, empty)) for c in scaled},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,7 +268,12 @@ def _summarize(
         invalid |= np.isnan(values[column])
     stats = {c: IndicatorStats.from_values(values[c]) for c in summarised}
     clipped = clip_counts(rule, values) if rule is not None else {}
-    return DatasetSummary(len(invalid), int(invalid.sum()), stats, rule, clipped)
+    scaled = {
+        c: IndicatorStats.from_values(transform(values[c], name, c))
+        for c, name in (rule.transforms if rule is not None else {}).items()
+        if c in values
+    }
+    return DatasetSummary(len(invalid), int(invalid.sum()), stats, rule, clipped, scaled=scaled)
 
 
 def _group_chunks(ds: Any, column: str) -> Iterator[list[str]]:
