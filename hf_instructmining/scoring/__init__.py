@@ -4,6 +4,8 @@
 - `plan.py`: which indicators a rule needs, rebuilt from its specs with the caller's models and options.
 - `steps.py`: the one plan -> compute -> predict path that every way of scoring runs.
 - `scorer.py`: [`InstructScorer`] (a `map` function) and [`compute_indicators`] (a whole dataset).
+- `checkpoint.py`, `shards.py`: resumable scoring (`checkpoint_dir=`): finished rows kept in atomic shards, a rerun
+  computes only the missing ones.
 - `summary.py`: [`summarize_dataset`], the rule applied to a dataset's mean indicators.
 - `provenance.py`: how each score column was made, recorded in its feature and checked before publishing.
 """
