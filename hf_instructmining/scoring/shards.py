@@ -37,6 +37,11 @@ def score_in_shards(ds, plan: ScoringPlan, checkpoint: Checkpoint, *, batch_size
 
     pending = list(checkpoint.pending())
     left = sum(len(checkpoint.rows(shard)) for shard in pending)
+    if pending and num_proc is None:
+        # Models load before the bar starts: counted in its first batch, loading made the first time left far too long.
+        for indicator in plan.indicators:
+            if hasattr(indicator, "load"):
+                indicator.load()
     columns = [c for i in plan.indicators for c in i.columns]
     with tqdm(
         total=len(ds), initial=len(ds) - left, unit="rows", desc=f"Computing {', '.join(columns)}", smoothing=0.1
