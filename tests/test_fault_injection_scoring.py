@@ -104,7 +104,7 @@ def test_kills_land_at_random_moments_and_inside_a_shard_write(report):
     # Random kills fell while shards were being computed (not only before the first or after the last).
     computing = _events(report)
     in_flight = [r for r in runs if r["killed"] and computing[r["pid"]] and computing[r["pid"]][-1][0] == "computing"]
-    assert len(in_flight) >= 5
+    assert len(in_flight) >= 3
 
 
 def test_no_finished_shard_is_lost_or_computed_again(report):
