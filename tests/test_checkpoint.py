@@ -195,3 +195,26 @@ def test_the_command_line_refuses_a_file_as_checkpoint_folder(tmp_path, capsys):
     assert "`--checkpoint_dir" in err and "is a file: name a folder" in err
     assert main([*args, "--checkpoint_dir", str(tmp_path / "ckpt"), "--shard_size", "0"]) == 1
     assert "`--shard_size` must be at least 1 row" in capsys.readouterr().err
+
+
+def test_the_command_line_resumes_with_its_bar_at_the_rows_done(tmp_path, capsys):
+    from hf_instructmining.cli import main
+
+    _rows(100).to_json(tmp_path / "rows.jsonl")
+    args = ["score", "--dataset", str(tmp_path / "rows.jsonl"), "--indicators", "mtld,output_length"]
+    args += ["--checkpoint_dir", str(tmp_path / "ckpt"), "--shard_size", "30"]
+    assert main([*args, "--output", str(tmp_path / "a.parquet")]) == 0
+    (tmp_path / "ckpt" / "shard-000003.arrow").unlink()
+    capsys.readouterr()
+    datasets.enable_progress_bars()
+    try:
+        assert main([*args, "--output", str(tmp_path / "b.parquet"), "--verbose"]) == 0
+    finally:
+        datasets.disable_progress_bars()
+    err = capsys.readouterr().err
+    assert "resuming, 3 of 4 shards done" in err
+    assert re.search(r"Computing mtld, output_length:\s+90%\S*\s*\S* 90/100", err), err
+    assert (
+        Dataset.from_parquet(str(tmp_path / "b.parquet")).to_dict()
+        == Dataset.from_parquet(str(tmp_path / "a.parquet")).to_dict()
+    )
