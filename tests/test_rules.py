@@ -514,6 +514,11 @@ def test_transform_comes_before_the_domain_and_outside_domain_compares_transform
     # The mean of the logs (1.61) lies inside the domain, though the mean of the values (5.5) is far above it.
     assert rule.outside_domain({"perplexity": [2.0, 9.0]}) == {}
     assert rule.outside_domain({"perplexity": [1.0, 1.0]}) == {"perplexity": 0.0}
+    # Said on the scale it was compared on: `log(perplexity)` 0, not `perplexity` 0 (a perplexity is at least 1).
+    from hf_instructmining.rules.rule import describe_outside_domain
+
+    assert "`log(perplexity)` 0 (fitted 1.4 to 1.9)" in describe_outside_domain(rule, {"perplexity": [1.0, 1.0]})
+    assert rule.term("perplexity") == "log(perplexity)" and rule.formula().endswith("1·log(perplexity)")
 
 
 def test_a_value_outside_its_transform_names_the_column_and_rows():

@@ -144,9 +144,7 @@ def terms(rule) -> list[tuple[str, str, str, str]]:
         low, high = (rule.domain or {}).get(column, (None, None))
         bounds = f"{low:.4g} to {high:.4g}" if low is not None else "–"
         models = ", ".join(name for name, _ in _models(column, rule.indicators[column]))
-        scale = rule.transforms.get(column)
-        term = f"{scale}({column})" if scale else column
-        rows.append((term, f"{coefficient:.4g}", bounds, models or "– (computed from the text)"))
+        rows.append((rule.term(column), f"{coefficient:.4g}", bounds, models or "– (computed from the text)"))
     return rows
 
 

@@ -296,7 +296,7 @@ def coefficient_table(rule: "QualityRule") -> str:
         spec = rule.indicators.get(column, {})
         model = spec.get("model") or spec.get("tokenizer")
         model = f"`{model}`" + (f" @ `{spec['revision']}`" if spec.get("revision") else "") if model else ""
-        row = [f"`{column}`", fmt(coef), model]
+        row = [f"`{rule.term(column) if column in rule.coefficients else column}`", fmt(coef), model]
         if table:
             stats = table.get(column, {})
             row[2:2] = [fmt(stats.get(k)) for k in ("std_err", "p_value", "vif")]
@@ -316,7 +316,7 @@ def domain_note(scored, rule: "QualityRule | None") -> str | None:
     if counts:
         rows = [
             [
-                f"`{column}`",
+                f"`{rule.term(column)}`",
                 f"{fmt(rule.domain[column][0])} to {fmt(rule.domain[column][1])}" if column in rule.domain else "–",
                 f"{count.below} of {count.n}",
                 f"{count.above} of {count.n}",

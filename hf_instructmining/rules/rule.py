@@ -81,7 +81,8 @@ def describe_outside_domain(rule: "QualityRule", columns: Any) -> str | None:
     if not outside:
         return None
     listed = ", ".join(
-        f"`{c}` {mean:.4g} (fitted {rule.domain[c][0]:.4g} to {rule.domain[c][1]:.4g})" for c, mean in outside.items()
+        f"`{rule.term(c)}` {mean:.4g} (fitted {rule.domain[c][0]:.4g} to {rule.domain[c][1]:.4g})"
+        for c, mean in outside.items()
     )
     many = len(outside) > 1
     clipped = describe_clipping(clip_counts(rule, columns))
@@ -207,10 +208,14 @@ class QualityRule:
         [`QualityRule.response`]); a column read on another scale shows it, e.g. `log(perplexity)`."""
         terms = [f"{self.response} = {self.intercept:g}"]
         for column, coefficient in self.coefficients.items():
-            scale = self.transforms.get(column)
-            term = f"{scale}({column})" if scale else column
-            terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{term}")
+            terms.append(f"{'-' if coefficient < 0 else '+'} {abs(coefficient):g}·{self.term(column)}")
         return " ".join(terms)
+
+    def term(self, column: str) -> str:
+        """The indicator column as the rule reads it: `column`, or e.g. `log(perplexity)` where a transform puts it
+        on another scale (its coefficient and `domain` are on that scale)."""
+        scale = self.transforms.get(column)
+        return f"{scale}({column})" if scale else column
 
     def predict(self, columns: Any, *, allow_nan: bool = False, on_rule_scale: bool = False) -> np.ndarray:
         """Predict the log eval loss of each row from its indicator values ([`QualityRule.response`] for a rule
