@@ -147,14 +147,20 @@ print("took" if claim is not None else "finished by its holder", flush=True)
 
 
 def _hold_gil(seconds: float) -> None:
-    """Hold the GIL for about `seconds` in one C call: `sum` over a `range` runs no bytecode, so no thread switches."""
-    n = 2_000_000
-    per_item = []
-    for _ in range(3):
-        start = time.perf_counter()
-        sum(range(n))
-        per_item.append((time.perf_counter() - start) / n)
-    sum(range(int(seconds / min(per_item))))
+    """Hold the GIL for `seconds`, as a long C call that does not release it would (a tokenizer or collator call).
+
+    A thread that waits for the GIL asks its holder to drop it only after the switch interval; with the interval
+    longer than the hold, this loop, which does no I/O, keeps it throughout. (One `sum` over a calibrated `range`
+    held it for as long as the calibration guessed: 2.7 s instead of 4.5 on a machine whose load fell meanwhile.)
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds + 10)
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sum(range(10_000))
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def test_a_step_that_holds_the_gil_past_the_lease_keeps_its_claim(tmp_path):
