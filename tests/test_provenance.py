@@ -241,3 +241,17 @@ def test_the_digest_covers_texts_in_mapped_columns():
     replaced = scored.map(lambda row: {"answer": row["answer"][::-1]})
     with pytest.raises(ScoreProvenanceError, match="texts in `question`, `answer` are not the ones that were scored"):
         check_scores(replaced, RULE)
+
+
+def test_a_rule_localised_to_the_offline_copies_is_the_rule_it_stands_in_for():
+    # Offline, scoring runs `localize_rule(rule)`; its columns are recorded under the Hub ids, and pushing with the
+    # rule itself must pass (examples/search_and_push.py does exactly this).
+    from hf_instructmining.offline import localize_rule
+    from hf_instructmining.scoring.provenance import _differences
+
+    rule = QualityRule.from_builtin("instructmining-smollm2-135m")
+    local = localize_rule(rule)
+    assert local.indicators != rule.indicators
+    assert _differences(rule, local) == []
+    other = dataclasses.replace(local, indicators={**local.indicators, "output_length": {}})
+    assert [d for d in _differences(rule, other) if "output_length" in d]

@@ -308,13 +308,20 @@ def _unlike_records(rule: QualityRule, records: dict[str, dict[str, Any]]) -> li
 
 
 def _full_spec(column: str, spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`spec` with the indicator's defaults filled in, so that `{}` and the defaults written out compare equal."""
+    """`spec` with the indicator's defaults filled in, so that `{}` and the defaults written out compare equal, and
+    an offline copy's folder named as the Hub id it stands in for (as the columns record it, see `indicator_record`):
+    a rule localised to the offline copies (`offline.localize_rule`) makes the same columns as the rule itself."""
     if spec is None:
         return None
     try:
-        return to_jsonable(get_indicator(column, **spec).spec())
+        full = to_jsonable(get_indicator(column, **spec).spec())
     except (TypeError, ValueError, ImportError):  # not buildable here: compare the options as written
-        return to_jsonable(dict(spec))
+        full = to_jsonable(dict(spec))
+    for key in ("model", "tokenizer"):
+        copy = offline.copy_of(full[key]) if isinstance(full.get(key), str) else None
+        if copy is not None:
+            full[key] = copy.model_id
+    return full
 
 
 def _short(value: Any, limit: int = 80) -> str:
