@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._json import to_jsonable
+from ..errors import shorten
 
 
 try:
@@ -243,7 +244,7 @@ class LabelStore:
         written = to_jsonable({"timestamp": time.time(), **record})
         problem = record_problem(written)
         if problem is not None:  # refused here, since every reader would skip it
-            raise ValueError(f"Not a valid `{_short(written['kind'])}` record: {problem}.")
+            raise ValueError(f"Not a valid `{shorten(repr(written['kind']))}` record: {problem}.")
         line = (json.dumps(written, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
         end = os.fstat(fd).st_size
         try:
@@ -381,14 +382,8 @@ def record_problem(record: Any) -> str | None:
             return f"`{name}` is {'null' if name in record else 'missing'}"
         check, expected = _TYPES[spec.rstrip("?")]
         if not check(value):
-            return f"`{name}` is `{_short(value)}`, not {expected}"
+            return f"`{name}` is `{shorten(repr(value))}`, not {expected}"
     return None
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    """`repr(value)`, cut to `limit` characters: an error message never echoes a huge value whole."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _whole_record(line: bytes) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import offline
 from .._json import to_jsonable
-from ..errors import ScoreProvenanceError
+from ..errors import ScoreProvenanceError, shorten
 from ..indicators import get_indicator
 from ..rules import QualityRule
 from . import texts
@@ -275,7 +275,7 @@ _LOCATION_OPTIONS = ("model", "tokenizer", "revision")
 def _differences(given: QualityRule, recorded: QualityRule) -> list[str]:
     """Each field in which `given` makes or describes the score column otherwise than `recorded`, named."""
     found = [
-        f"`{name}` (`{_short(getattr(given, name))}` given, `{_short(getattr(recorded, name))}` recorded)"
+        f"`{name}` (`{shorten(getattr(given, name))}` given, `{shorten(getattr(recorded, name))}` recorded)"
         for name in _RULE_FIELDS
         if getattr(given, name) != getattr(recorded, name)
     ]
@@ -283,7 +283,7 @@ def _differences(given: QualityRule, recorded: QualityRule) -> list[str]:
         a, b = _full_spec(column, given.indicators.get(column)), _full_spec(column, recorded.indicators.get(column))
         if a != b:
             keys = [k for k in {**(a or {}), **(b or {})} if (a or {}).get(k, ...) != (b or {}).get(k, ...)]
-            options = [", ".join(f"{k}={_short((s or {}).get(k, '(none)'))}" for k in keys) for s in (a, b)]
+            options = [", ".join(f"{k}={shorten((s or {}).get(k, '(none)'))}" for k in keys) for s in (a, b)]
             found.append(f"`indicators.{column}` (`{options[0]}` given, `{options[1]}` recorded)")
     return found
 
@@ -302,7 +302,7 @@ def _unlike_records(rule: QualityRule, records: dict[str, dict[str, Any]]) -> li
                 continue
             if to_jsonable(value) != ran[key]:
                 found.append(
-                    f"`{column}` was computed with `{key}={_short(ran[key])}`, the rule says `{_short(value)}`"
+                    f"`{column}` was computed with `{key}={shorten(ran[key])}`, the rule says `{shorten(value)}`"
                 )
     return found
 
@@ -322,11 +322,6 @@ def _full_spec(column: str, spec: dict[str, Any] | None) -> dict[str, Any] | Non
         if copy is not None:
             full[key] = copy.model_id
     return full
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _name(rule: QualityRule) -> str:
