@@ -198,10 +198,11 @@ def test_bf16_keeps_the_order_of_real_perplexities_and_neighbours():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("finetuning", ["lora", "full"])
-def test_bf16_training_is_evaluated_in_float32(tiny_llama_dir, tmp_path, finetuning):
-    """The label is the eval loss: after bf16 training the model is evaluated without autocast (and, in full
-    finetuning, still through TRL's fused LM head). With a learning rate of 0 the weights never change (LoRA's
-    adapters start at zero), so a bf16 run's eval loss is the float32 one."""
+@pytest.mark.parametrize("fused_lm_head", [None, True])
+def test_bf16_training_is_evaluated_in_float32(tiny_llama_dir, tmp_path, finetuning, fused_lm_head):
+    """The label is the eval loss: after bf16 training the model is evaluated without autocast, whether the loss is
+    the model's own or TRL's fused LM head's. With a learning rate of 0 the weights never change (LoRA's adapters
+    start at zero), so a bf16 run's eval loss is the float32 one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Logits large enough for bf16 rounding to show in the loss (the random tiny model's are ~1e-2, where it does
@@ -221,6 +222,7 @@ def test_bf16_training_is_evaluated_in_float32(tiny_llama_dir, tmp_path, finetun
             learning_rate=0.0,
             device="cpu",
             dtype=dtype,
+            fused_lm_head=fused_lm_head,
         )
         result = finetune_and_evaluate(rows, rows, config)
         assert result["sft_config"]["bf16"] is (dtype == "bfloat16") and result["eval_dtype"] == "float32"

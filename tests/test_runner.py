@@ -38,6 +38,24 @@ def test_finetune_and_evaluate_with_lora_records_through_the_callback(tiny_llama
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("finetuning", ["lora", "full"])
+def test_the_models_own_loss_trains_and_evaluates_like_trls_fused_lm_head(tiny_llama_dir, finetuning):
+    """On the CPU the loss is the model's own cross-entropy (TRL's fused LM head costs half a training step there):
+    the same training and eval losses as the fused head, for a run that actually moves the weights."""
+    results = {
+        fused: finetune_and_evaluate(
+            _alpaca(8), _alpaca(4, 50), _config(tiny_llama_dir, finetuning=finetuning, fused_lm_head=fused)
+        )
+        for fused in (None, True)
+    }
+    assert results[None]["fused_lm_head"] is False and results[True]["fused_lm_head"] is True
+    for key in ("train_loss", "eval_loss"):
+        assert results[None][key] == pytest.approx(results[True][key], rel=1e-5), key
+    untrained = finetune_and_evaluate(_alpaca(8), _alpaca(4, 50), _config(tiny_llama_dir, learning_rate=0.0))
+    assert abs(untrained["eval_loss"] - results[None]["eval_loss"]) > 1e-4  # the runs did train
+
+
+@pytest.mark.slow
 def test_full_finetuning_chat_format_and_named_eval_sets(tiny_chat_llama_dir):
     config = _config(tiny_chat_llama_dir, finetuning="full", max_steps=1)
     evals = {"a": _alpaca(3, 50), "b": _alpaca(3, 80)}

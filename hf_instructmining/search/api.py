@@ -45,8 +45,9 @@ _PLACEMENT_FIELDS = ("device", "devices", "output_dir")
 # settings do not change a trial, and leaving them out keeps the ids of searches stored before they existed.
 _GENERATION_PREFIX = "generation_"
 # `dtype="auto"` is the device's own precision (bf16 where it computes bf16 natively, as on CUDA before the field
-# existed), so like the device it is placement; an explicit dtype is a choice that changes the losses.
-_PLACEMENT_DEFAULTS = {"dtype": "auto"}
+# existed), so like the device it is placement; an explicit dtype is a choice that changes the losses. Where the loss
+# is computed (`fused_lm_head`) leaves it the same to 1e-5; its default follows the device too.
+_PLACEMENT_DEFAULTS = {"dtype": "auto", "fused_lm_head": None}
 # The seed in every default search id: the default seed's, so that the ids of searches stored while the seed was
 # part of the id stay the same for it.
 _ID_SEED = 0
