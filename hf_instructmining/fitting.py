@@ -174,7 +174,9 @@ def fit_rule(
             records say.
         transforms (`dict[str, str]`, *optional*): indicator column -> the scale the records' means were taken on
             (e.g. `{"output_length": "log1p"}`: each subset's mean of `log1p(output_length)`). The rule records it,
-            so that `predict` reads single rows on the same scale (see [`~hf_instructmining.QualityRule`]).
+            so that `predict` reads single rows on the same scale (see [`~hf_instructmining.QualityRule`]). Label
+            records (a store's `indicator_means`) hold means of raw values, so they are refused for a transformed
+            column: compute its per-subset means from the rows' scores instead.
         out_of_range (`str`, *optional*, defaults to `"clip"`): the rule's policy for values outside its domain:
             `"clip"`, `"clip_helpful"`, `"clip_helpful_saturate"` or `"none"`.
 
@@ -211,6 +213,14 @@ def fit_rule(
     if unknown:
         raise ValueError(f"`transforms` {unknown}: each transform must be one of {sorted(TRANSFORMS)}.")
     rows, meta = _rows(records)
+    raw = sorted({c for r in meta for c in r.get("indicator_means") or {}} & set(transforms or {}))
+    if raw:
+        # `run_labeling` stores each subset's mean of the raw values, and log(mean) is not mean(log): a rule fitted
+        # on those means but reading rows on another scale would rank by a formula that was never fitted.
+        raise ValueError(
+            f"`transforms` names {raw}, whose means the label records hold on the raw scale (as `run_labeling` "
+            "stores them): pass one row per subset with the mean of the transformed values instead, or no `transforms`."
+        )
     columns = list(dict.fromkeys(c for row in rows for c in row))
     if target not in columns:
         raise ValueError(f"The records have no `{target}` column; columns: {columns}. Pass `target=`.")

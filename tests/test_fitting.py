@@ -64,6 +64,20 @@ def test_bad_scales_or_policy_are_refused_before_fitting(kwargs, message):
         fit_rule(_rows(), indicators=["reward", "mtld"], **kwargs)
 
 
+def test_label_records_with_raw_means_are_refused_for_a_transformed_column():
+    # What `run_labeling` stores: each subset's mean of the raw values, which is not the mean of their logs.
+    records = [
+        {"kind": "subset_done", "subset_id": f"s{i}", "eval_loss": r["eval_loss"],
+         "indicator_means": {"reward": r["reward"], "mtld": r["mtld"]}}
+        for i, r in enumerate(_rows())
+    ]  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"`transforms` names \['mtld'\], whose means the label records hold on the raw"
+    ):
+        fit_rule(records, indicators=["reward", "mtld"], transforms={"mtld": "log"})
+    assert fit_rule(records, indicators=["reward", "mtld"]).rule.transforms == {}
+
+
 def test_the_rule_keeps_the_range_of_the_means_it_was_fitted_on():
     rows = _rows()
     rule = fit_rule(rows, indicators=["reward", "mtld"]).rule
