@@ -13,11 +13,14 @@ The recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on
 4. **label**: Dirichlet mixtures of the ten sources (`sample_subsets`), one full finetune of SmolLM2-135M-Instruct
    each (`run_labeling`, TRL `SFTTrainer`), eval loss recorded in `labels-<profile>.jsonl`.
 5. **fit**: `fit_rule` over the candidates (best subset by BIC), with R², cross-validated R² and VIF.
-6. **compare**: the rule's top k pool rows against k random ones, at several sizes and seeds, paired by seed.
+6. **compare**: the rule's top k rows against k random ones, the k longest answers and the top k by IFD (as
+   Superfiltering and Cherry LLM select), at several sizes and seeds, paired by seed; on the pool and on a held-out
+   pool of one answer per instruction (`held_out_pool`).
 7. **check**: the rule's mean score over each model's answers to all AlpacaEval instructions, against the models'
    public win rates (`alpaca_eval_win_rates.csv`), which nothing here fits on; then every variant of the rule
    (out-of-range policy x indicator scales x KNN, `variants.py`) on that check, GPT-4 over phi-2 per held-out
-   instruction and the example data's styles, each figure beside its goal.
+   instruction and the example data's styles, each figure beside its goal; and the paired runs of `compare` that
+   the label store holds, each table beside its goal.
 8. **report**: `RESULTS.md` and plots.
 
     python experiments/replication/replicate.py                       # the cpu profile, every stage
@@ -68,6 +71,7 @@ class Data:
         n_eval, n_pool = settings["eval_instructions"], settings["pool_instructions"]
         self.eval_instructions = set(order[:n_eval])
         self.pool_instructions = set(order[n_eval : n_eval + n_pool])
+        self.seed, self.after_pool = settings["seed"], order[n_eval + n_pool :]
 
     def rows(self, model: str, instructions: set | None = None) -> list[dict]:
         """`model`'s non-empty answers (to `instructions`, or to all), with their position in its file as `index`."""
@@ -83,6 +87,20 @@ class Data:
         return datasets.Dataset.from_list(
             [r for m in sorted(self.answers) for r in self.rows(m, self.pool_instructions)]
         )
+
+    def one_answer_pool(self, n_instructions: int):
+        """A pool of the other shape users have: one answer per instruction, each from a model drawn (seeded) for
+        that instruction, to the `n_instructions` instructions that follow the pool in the shuffle (outside the pool
+        and the evaluation set)."""
+        import datasets
+
+        draw = random.Random(self.seed)
+        rows = []
+        for instruction in self.after_pool[:n_instructions]:
+            answers = [r for model in sorted(self.answers) for r in self.rows(model, {instruction})]
+            if answers:
+                rows.append(draw.choice(answers))
+        return datasets.Dataset.from_list(rows)
 
     def eval_set(self):
         import datasets
@@ -270,14 +288,16 @@ def main():
 
         state["noise"] = noise
         state["fit"] = fit(state, settings, args.profile)
-        if "compare" in args.stages:
-            state["compare"] = compare(state, settings)
+        # Without the compare stage, the runs the store holds (nothing trains).
+        state["compare"] = compare(state, settings, train="compare" in args.stages)
         if "check" in args.stages:
+            from stages import print_comparison
             from variants import check_variants, print_variants, record_checks
 
             state["check"] = check_models(state, settings)
             state["variants"] = check_variants(state, settings, args.profile)
             print_variants(state["variants"])
+            print_comparison(state["compare"])
             record_checks(state["variants"], ROOT / settings["rule_file"])
         if "report" in args.stages:
             write_report(state, settings, args.profile)

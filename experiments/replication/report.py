@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from replicate import HERE
-from stages import paired
+from stages import ARM_NAMES, POOL_NAMES, head_to_head, paired
 
 
 def write_report(state: dict, settings: dict, profile: str) -> None:
@@ -15,7 +15,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
 
     fit = state["fit"]
     comparison = paired(state.get("compare") or [])
-    longest = paired(state.get("compare") or [], baseline="longest")
+    peers = head_to_head(state.get("compare") or [])
     check = state.get("check")
     plot_fit(fit, HERE / f"fit-{profile}.png")
     if comparison:
@@ -28,7 +28,9 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
     sections = [
         "# Does it pick better data? InstructMining on real data, with labels that carry signal",
         "Everything below is written by `experiments/replication/replicate.py` from its finished runs, on this "
-        "project's 2-core CPU (AMD EPYC, AVX2: no native bf16, so every run is float32).",
+        "project's 2-core CPU VM (an AMD EPYC or an Intel Xeon from one session to the next). Every finetuning run "
+        "is float32 (`dtype: float32`), whether or not the CPU had native bf16, so the label store holds one "
+        "precision.",
         "## Reproduce\n\n```bash\n"
         f"python experiments/replication/replicate.py --profile {profile}\n```\n\n"
         f"Settings: `config.yaml`, profile `{profile}`. Finetuning runs are kept in `labels-{profile}.jsonl` and "
@@ -62,12 +64,21 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
             + composition_table(fit["scored"], best.rule, settings["compare_sizes"])
             + f"\n\n![selected against random](selected-vs-random-{profile}.png)"
         )
-    if longest:
+    if peers:
         sections.append(
-            "## Rule-selected against the longest answers\n\n"
-            "The simplest heuristic as a second baseline: the k longest answers of the pool (`output_length`, "
-            '"longer is better"), trained with the same protocol and paired with the rule\'s runs by seed.\n\n'
-            + comparison_table(longest, baseline="longest")
+            "## Peers, head to head\n\n"
+            "The rule's top k rows against k random rows, the k longest answers (`output_length`, \"longer is "
+            'better"), and the top k rows by IFD as Superfiltering and Cherry LLM select them (the highest '
+            "instruction-following difficulty among rows with IFD < 1, computed with SmolLM2), all trained with the "
+            "same protocol and paired by seed; p is a one-sided paired t-test (rule < baseline). On the pool, and on "
+            "a held-out pool of the other shape users have: one answer per instruction (a model drawn per "
+            f"instruction) to {(settings.get('held_out_pool') or {}).get('instructions', 0)} AlpacaEval instructions "
+            "outside the pool and the evaluation set. Goal: the rule wins against every baseline with p < 0.05.\n\n"
+            + "\n\n".join(
+                f"Against {ARM_NAMES[baseline]} on {POOL_NAMES[pool]}:\n\n"
+                + comparison_table([r for r in peers if (r["pool"], r["baseline"]) == (pool, baseline)], baseline)
+                for pool, baseline in dict.fromkeys((r["pool"], r["baseline"]) for r in peers)
+            )
         )
     if check:
         sections.append(
@@ -75,9 +86,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
         )
     if state.get("variants"):
         sections.append(variants_section(state["variants"]))
-    sections.append(
-        "## What the evidence says\n\n" + verdict(best, snr, comparison + longest, check, state.get("variants"))
-    )
+    sections.append("## What the evidence says\n\n" + verdict(best, snr, peers, check, state.get("variants")))
     sections.append(UNCLIPPED_RULE)
     sections.append(EARLIER_PROTOCOL)
     sections.append(f"## The rule\n\n```json\n{json.dumps(best.rule.to_dict(), indent=2)}\n```")
@@ -320,15 +329,16 @@ def verdict(best, snr, comparison: list[dict], check: dict | None, variants: dic
         f"cross-validated R² {_fmt(cv, '.2f')} (goal: at least 0.3; the paper reports R² 0.52 in sample).",
     ]
     for row in comparison:
-        baseline = {"random": "random data", "longest": "the longest answers"}.get(row["baseline"], row["baseline"])
+        baseline = ARM_NAMES.get(row["baseline"], row["baseline"])
         verdict_word = (
             f"beats {baseline}"
             if row["p"] < 0.05 and row["diff"] < 0
             else f"does **not** beat {baseline} significantly"
         )
         lines.append(
-            f"- **k = {row['k']}**: rule-selected data {verdict_word} (rule − {row['baseline']} {row['diff']:+.4f}, better in "
-            f"{row['wins']} of {len(row['seeds'])} seeds, p = {_fmt(row['p'], '.3g')})."
+            f"- **{POOL_NAMES[row['pool']]}, k = {row['k']}**: rule-selected data {verdict_word} (rule − "
+            f"{row['baseline']} {row['diff']:+.4f}, better in {row['wins']} of {len(row['seeds'])} seeds, p = "
+            f"{_fmt(row['p'], '.3g')})."
         )
     if check:
         passed = check["spearman"] <= -0.7

@@ -84,50 +84,105 @@ def _scaled(scored, transforms: dict):
     return scored
 
 
-def compare(state: dict, settings: dict) -> list[dict]:
-    """The rule's top k pool rows against k random rows, at each size and seed (both arms share the seed)."""
-    from hf_instructmining import select_top_k
+ARMS = ("rule", "random", "longest", "ifd")
+ARM_NAMES = {
+    "random": "random rows",
+    "longest": "the longest answers",
+    "ifd": "the top rows by IFD (Superfiltering, Cherry LLM)",
+}
+POOL_NAMES = {"pool": "the pool", "held_out": "the held-out pool (one answer per instruction)"}
 
+
+def compare(state: dict, settings: dict, train: bool = True) -> list[dict]:
+    """The rule's top k rows against k random rows, the k longest answers and the top k by IFD, at each size and
+    seed (every arm of a seed shares it), on the pool and on the held-out pool of one answer per instruction.
+
+    With `train=False`, only the runs the label store holds (for the check stage: nothing trains).
+    """
     rule = state["fit"]["best"].rule
-    scored = state["fit"]["scored"]
-    scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
-    scored = scored.add_column("negative_length", [-x for x in scored["output_length"]])
-    # The rule arm's ids name the rule (its domain too: clipping changes the ranking), so that runs stored for another
-    # fit (e.g. before more labels) are not reused.
-    formula = [rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else [])
-    if rule.transforms or rule.out_of_range != "clip":  # so that the ids of rules without them stay as they were
-        formula += [rule.transforms, rule.out_of_range]
-    formula = json.dumps(formula, sort_keys=True)
-    rule_id = hashlib.sha256(formula.encode()).hexdigest()[:8]
-    # The simplest heuristic as a second baseline: the longest answers ("longer is better"), at fewer sizes and seeds.
-    longest = settings.get("compare_longest") or {"sizes": [], "seeds": []}
+    rule_id = _rule_id(rule)
+    pools = {"pool": (_with_selection_columns(state["fit"]["scored"], rule), _pool_plan(settings))}
+    held = settings.get("held_out_pool")
+    if held:
+        pools["held_out"] = (_held_out_pool(state, held["instructions"], rule), {arm: held for arm in ARMS})
+    seeds = sorted({seed for _, plan in pools.values() for spec in plan.values() for seed in spec["seeds"]})
+    done = {r["subset_id"]: r for r in state["store"].records("subset_done")}
     runs = []
-    for seed in sorted(set(settings["compare_seeds"]) | set(longest["seeds"])):
-        subsets = {}
-        for k in settings["compare_sizes"] if seed in settings["compare_seeds"] else []:
-            subsets[f"compare-rule{rule_id}-k{k}-s{seed}"] = select_top_k(scored, k)
-            draw = np.random.default_rng([settings["seed"], seed, k]).choice(len(scored), size=k, replace=False)
-            subsets[f"compare-random-k{k}-s{seed}"] = scored.select(sorted(draw.tolist()))
-        for k in longest["sizes"] if seed in longest["seeds"] else []:
-            subsets[f"compare-longest-k{k}-s{seed}"] = select_top_k(scored, k, score_column="negative_length")
-        for record in label(subsets, state["eval_set"], settings, state["store"], seed):
-            _, arm, k, s = record["subset_id"].split("-")
-            runs.append(
-                {
-                    "selection": "rule" if arm.startswith("rule") else arm,
-                    "k": int(k[1:]),
-                    "seed": int(s[1:]),
-                    "eval_loss": record["eval_loss"],
-                }
-            )
+    for seed in seeds:
+        subsets, arms = {}, {}
+        for pool, (scored, plan) in pools.items():
+            prefix = "compare" if pool == "pool" else "heldout"
+            for arm, spec in plan.items():
+                for k in spec["sizes"] if seed in spec["seeds"] else []:
+                    # The rule arm's ids name the rule (see `_rule_id`), so that runs of another fit are not reused.
+                    subset_id = f"{prefix}-{f'rule{rule_id}' if arm == 'rule' else arm}-k{k}-s{seed}"
+                    arms[subset_id] = {"pool": pool, "selection": arm, "k": k, "seed": seed}
+                    if train or subset_id in done:
+                        subsets[subset_id] = _select(arm, scored, k, [settings["seed"], seed, k])
+        if train and subsets:
+            records = label(subsets, state["eval_set"], settings, state["store"], seed)
+        else:
+            records = [done[i] for i in subsets]
+        runs += [{**arms[r["subset_id"]], "eval_loss": r["eval_loss"]} for r in records]
     return runs
 
 
-def paired(runs: list[dict], baseline: str = "random") -> list[dict]:
+def _pool_plan(settings: dict) -> dict[str, dict]:
+    """Arm -> the sizes and seeds it runs at on the pool (random shares the rule's)."""
+    main = {"sizes": settings["compare_sizes"], "seeds": settings["compare_seeds"]}
+    empty = {"sizes": [], "seeds": []}
+    return {
+        "rule": main,
+        "random": main,
+        "longest": settings.get("compare_longest") or empty,
+        "ifd": settings.get("compare_ifd") or empty,
+    }
+
+
+def _rule_id(rule) -> str:
+    """A short hash of what ranks the rows: formula, domain (clipping changes the ranking), scales and policy."""
+    formula = [rule.intercept, rule.coefficients] + ([rule.domain] if rule.domain else [])
+    if rule.transforms or rule.out_of_range != "clip":  # so that the ids of rules without them stay as they were
+        formula += [rule.transforms, rule.out_of_range]
+    return hashlib.sha256(json.dumps(formula, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _with_selection_columns(scored, rule):
+    """`scored` with the columns each arm ranks by (lowest first): the rule's score, negated length and IFD."""
+    scored = scored.add_column("instruct_score", rule.predict(scored).tolist())
+    scored = scored.add_column("negative_length", [-x for x in scored["output_length"]])
+    return scored.add_column("negative_ifd", [-x for x in scored["ifd"]])
+
+
+def _select(arm: str, scored, k: int, draw_seed: list[int]):
+    from hf_instructmining import select_top_k
+
+    if arm == "rule":
+        return select_top_k(scored, k)
+    if arm == "random":
+        draw = np.random.default_rng(draw_seed).choice(len(scored), size=k, replace=False)
+        return scored.select(sorted(draw.tolist()))
+    if arm == "longest":  # "longer is better", the simplest heuristic
+        return select_top_k(scored, k, score_column="negative_length")
+    # IFD as Superfiltering (Li et al. 2024) and Cherry LLM select: the highest instruction-following difficulty,
+    # after dropping rows with IFD >= 1 (the instruction does not help predict the answer: misaligned pairs).
+    return select_top_k(scored.filter(lambda r: r["ifd"] < 1), k, score_column="negative_ifd")
+
+
+def _held_out_pool(state: dict, n_instructions: int, rule):
+    """The held-out pool of one answer per instruction, scored with what the arms rank by (only what is missing)."""
+    rows = state["data"].one_answer_pool(n_instructions)
+    columns = sorted(set(rule.columns) | {"output_length", "ifd"})
+    score(rows, columns, state["scores"])
+    return _with_selection_columns(state["scores"].attach(rows, columns), rule)
+
+
+def paired(runs: list[dict], baseline: str = "random", pool: str = "pool") -> list[dict]:
     """Per size: the rule's and the baseline's losses by seed (`rule`, `other`), the mean difference, wins, and a
-    one-sided paired t-test (rule < baseline)."""
+    one-sided paired t-test (rule < baseline), on `pool`."""
     from scipy.stats import ttest_rel
 
+    runs = [r for r in runs if r.get("pool", "pool") == pool]
     table = []
     for k in sorted({r["k"] for r in runs if r["selection"] == baseline}):
         arms = {
@@ -135,14 +190,36 @@ def paired(runs: list[dict], baseline: str = "random") -> list[dict]:
             for a in ("rule", baseline)
         }
         seeds = sorted(set(arms["rule"]) & set(arms[baseline]))
+        if not seeds:  # the rule's runs of this size are not in the store yet
+            continue
         rule, other = [arms["rule"][s] for s in seeds], [arms[baseline][s] for s in seeds]
         p = ttest_rel(rule, other, alternative="less").pvalue if len(seeds) > 1 else float("nan")
         diffs = [a - b for a, b in zip(rule, other, strict=True)]
         table.append(
-            {"k": k, "baseline": baseline, "seeds": seeds, "rule": rule, "other": other,
-             "diff": statistics.fmean(diffs) if diffs else None, "wins": sum(d < 0 for d in diffs), "p": float(p)}
+            {"k": k, "pool": pool, "baseline": baseline, "seeds": seeds, "rule": rule, "other": other,
+             "diff": statistics.fmean(diffs), "wins": sum(d < 0 for d in diffs), "p": float(p)}
         )  # fmt: skip
     return table
+
+
+def head_to_head(runs: list[dict]) -> list[dict]:
+    """Every paired table: each pool, each baseline, each size."""
+    return [row for pool in POOL_NAMES for arm in ARMS[1:] for row in paired(runs, arm, pool)]
+
+
+def print_comparison(runs: list[dict]) -> None:
+    """The check command's tables of paired runs: the rule against each baseline, beside the goal (p < 0.05)."""
+    print("\nPeers, head to head (eval loss, lower is better; goal: the rule wins with p < 0.05):\n")  # noqa: T201
+    print("| pool | against | k | seeds | rule | baseline | rule - baseline | rule better | p | goal |")  # noqa: T201
+    print("|---|---|---|---|---|---|---|---|---|---|")  # noqa: T201
+    for row in head_to_head(runs):
+        n = len(row["seeds"])
+        met = "met" if row["p"] < 0.05 and row["diff"] < 0 else ("missed" if n > 1 else "too few seeds")
+        print(  # noqa: T201
+            f"| {row['pool']} | {row['baseline']} | {row['k']} | {n} | {statistics.fmean(row['rule']):.4f} | "
+            f"{statistics.fmean(row['other']):.4f} | {row['diff']:+.4f} | {row['wins']} of {n} | {row['p']:.3g} | "
+            f"{met} |"
+        )
 
 
 def check_models(state: dict, settings: dict) -> dict:
