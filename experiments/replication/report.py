@@ -167,10 +167,17 @@ VARIANTS_READING = """What the comparison shows:
   and scored such a row like a strong answer (0.654 against 0.649 for a row with GPT-4's pool means); version 2
   lets the end-of-turn log-probability and the perplexity count on their harmful side (0.753 against 0.613).
   That is arithmetic on the reported means, not a measurement on those rows, which are not in this repository.
+- **Paired runs of version 2** (Peers, head to head, above): on the pool it beats random rows, the longest
+  answers and the top rows by IFD at k = 32 and 64, in 5 of 5 seeds each (p at most 0.005). On the held-out pool of
+  one answer per instruction it beats all three at k = 32 (p at most 0.018) and random rows at k = 64, but **not**
+  the longest answers at k = 64 (+0.0035, better in 1 of 5 seeds, p = 0.93) nor IFD at k = 64 (-0.0002, 2 of 5,
+  p = 0.47). Why, measured on the selections of seed 0: the held-out pool has 300 rows, about 30 of them GPT-4's;
+  at k = 64 the rule's top rows share 39 rows with the longest answers' and 41 with IFD's (at k = 32: 9 and 9), so
+  the three arms train on mostly the same data and their losses are within the seed spread.
 - **Not settled**: the held-out instructions are 100, so 90% is 90 of 100 and lies on the goal; on the
   Self-Instruct source (32 instructions, the kind of the hidden check) version 2 reaches 78%. The labels are the
-  same 60 (signal to noise 2.9); the rule-selected-against-random and longest-answer runs above were made with
-  version 1, and version 2 has none yet."""
+  same 60 (signal to noise 2.9, goal 3): no subset with one answer per instruction and no second instruction
+  source is in the fitting pool yet."""
 
 
 UNCLIPPED_RULE = """## The first rule ranked one-token answers first, and why rules now clip
