@@ -16,12 +16,15 @@ The recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on
 6. **compare**: the rule's top k rows against k random ones, the k longest answers and the top k by IFD (as
    Superfiltering and Cherry LLM select), at several sizes and seeds, paired by seed; on the pool and on a held-out
    pool of one answer per instruction (`held_out_pool`).
-7. **check**: the rule's mean score over each model's answers to all AlpacaEval instructions, against the models'
+7. **transfer**: labelled mixtures of answers to instructions the rule never saw, one set per group of AlpacaEval
+   instruction sources (`transfer` in the config), against which the fitted rule's predicted eval losses are
+   checked out of sample.
+8. **check**: the rule's mean score over each model's answers to all AlpacaEval instructions, against the models'
    public win rates (`alpaca_eval_win_rates.csv`), which nothing here fits on; then every variant of the rule
    (out-of-range policy x indicator scales x KNN, `variants.py`) on that check, GPT-4 over phi-2 per held-out
    instruction and the example data's styles, each figure beside its goal; and the paired runs of `compare` that
-   the label store holds, each table beside its goal.
-8. **report**: `RESULTS.md` and plots.
+   the label store holds, each table beside its goal; and the rule's prediction of the labels of `transfer`.
+9. **report**: `RESULTS.md` and plots.
 
     python experiments/replication/replicate.py                       # the cpu profile, every stage
     python experiments/replication/replicate.py --stages score        # one stage (e.g. alongside `label`)
@@ -42,7 +45,7 @@ ROOT = HERE.parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 RULE_NAME = "instructmining-smollm2-135m"
-STAGES = ("score", "noise", "label", "fit", "compare", "check", "report")
+STAGES = ("score", "noise", "label", "fit", "compare", "transfer", "check", "report")
 
 logger = logging.getLogger("replication")
 
@@ -72,6 +75,8 @@ class Data:
         self.eval_instructions = set(order[:n_eval])
         self.pool_instructions = set(order[n_eval : n_eval + n_pool])
         self.seed, self.after_pool = settings["seed"], order[n_eval + n_pool :]
+        # AlpacaEval's instruction source of each instruction (its `dataset` field: selfinstruct, koala, ...).
+        self.source = {r["instruction"]: r["dataset"] for rows in self.answers.values() for r in rows}
 
     def rows(self, model: str, instructions: set | None = None) -> list[dict]:
         """`model`'s non-empty answers (to `instructions`, or to all), with their position in its file as `index`."""
@@ -101,6 +106,12 @@ class Data:
             if answers:
                 rows.append(draw.choice(answers))
         return datasets.Dataset.from_list(rows)
+
+    def answers_to(self, instructions: list[str]):
+        """Every model's answers to `instructions`, as one dataset (the `pool` layout)."""
+        import datasets
+
+        return datasets.Dataset.from_list([r for m in sorted(self.answers) for r in self.rows(m, set(instructions))])
 
     def eval_set(self):
         import datasets
@@ -282,7 +293,7 @@ def main():
             label([subset], eval_set, settings, store, seed)
     if "label" in args.stages:
         label(subsets, eval_set, settings, store)
-    if {"fit", "compare", "check", "report"} & set(args.stages):
+    if {"fit", "compare", "transfer", "check", "report"} & set(args.stages):
         from report import write_report
         from stages import check_models, compare, fit
 
@@ -290,14 +301,19 @@ def main():
         state["fit"] = fit(state, settings, args.profile)
         # Without the compare stage, the runs the store holds (nothing trains).
         state["compare"] = compare(state, settings, train="compare" in args.stages)
+        if settings.get("transfer"):
+            from stages import transfer
+
+            state["transfer"] = transfer(state, settings, train="transfer" in args.stages)
         if "check" in args.stages:
-            from stages import print_comparison
+            from stages import print_comparison, print_transfer
             from variants import check_variants, print_variants, record_checks
 
             state["check"] = check_models(state, settings)
             state["variants"] = check_variants(state, settings, args.profile)
             print_variants(state["variants"])
             print_comparison(state["compare"])
+            print_transfer(state.get("transfer"), state["fit"])
             record_checks(state["variants"], ROOT / settings["rule_file"])
         if "report" in args.stages:
             write_report(state, settings, args.profile)

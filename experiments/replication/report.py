@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from replicate import HERE
-from stages import ARM_NAMES, POOL_NAMES, head_to_head, paired
+from stages import ARM_NAMES, POOL_NAMES, head_to_head, paired, transfer_markdown
 
 
 def write_report(state: dict, settings: dict, profile: str) -> None:
@@ -80,6 +80,8 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
                 for pool, baseline in dict.fromkeys((r["pool"], r["baseline"]) for r in peers)
             )
         )
+    if state.get("transfer"):
+        sections.append(transfer_section(state["transfer"], fit, settings))
     if check:
         sections.append(
             "## Checked against the ten models' public win rates\n\n" + check_section(check, best.rule, profile)
@@ -135,6 +137,26 @@ def variants_section(result: dict) -> str:
         + "\n\n"
         + VARIANTS_READING
     )
+
+
+def transfer_section(runs: list[dict], fit: dict, settings: dict) -> str:
+    """The rule's predicted labels against the observed, on mixtures of instructions it never saw."""
+    groups = settings["transfer"]["groups"]
+    lines = [
+        "## Labels of mixtures on instructions the rule never saw",
+        "",
+        "Mixtures drawn like the fitting ones (Dirichlet, concentration "
+        f"{settings['concentration']}, {settings['subset_size']} rows, the same training and evaluation), of the ten "
+        "models' answers to AlpacaEval instructions outside the pool, the evaluation set, the held-out pool and the "
+        "ten-model check's sample, one set per group of AlpacaEval instruction sources ("
+        + "; ".join(f"`{g}`: {', '.join(sources)}" for g, sources in groups.items())
+        + "). Each label is predicted by the shipped rule from the subset's mean indicators, out of sample; the "
+        "fitting mixtures' row is in sample, for scale. R² is 1 − SSE/SST of the log eval loss around the "
+        "group's own mean; the mean residual is observed − predicted.",
+        "",
+        *transfer_markdown(runs, fit),
+    ]
+    return "\n".join(lines)
 
 
 VARIANTS_READING = """What the comparison shows:

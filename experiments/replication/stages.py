@@ -222,6 +222,119 @@ def print_comparison(runs: list[dict]) -> None:
         )
 
 
+def transfer(state: dict, settings: dict, train: bool = True) -> list[dict]:
+    """Mixtures of answers to instructions the rule never saw, one set per group of AlpacaEval instruction sources,
+    labelled like the fitting mixtures; beside each label, the rule's prediction from the subset's mean indicators.
+
+    The instructions are those after the held-out pool in the shuffle, minus the ten-model check's sample, so that
+    neither the fit, the paired runs nor the checks saw them. With `train=False`, only the runs the store holds.
+    """
+    import datasets
+    import pandas as pd
+
+    from hf_instructmining import sample_subsets
+    from hf_instructmining.labeling import split_by_column
+
+    spec, data, rule = settings["transfer"], state["data"], state["fit"]["best"].rule
+    held = (settings.get("held_out_pool") or {}).get("instructions", 0)
+    checked = {r["instruction"] for r in held_out_rows(data, "gpt4", settings)}
+    unseen = [i for i in data.after_pool[held:] if i not in checked]
+    groups = {}
+    for group, sources in spec["groups"].items():
+        answers = data.answers_to([i for i in unseen if data.source[i] in sources])
+        groups[group] = [
+            _renamed_subset(s, f"transfer-{group}-")
+            for s in sample_subsets(
+                split_by_column(answers, "generator"),
+                n_subsets=spec["n_subsets"],
+                subset_size=settings["subset_size"],
+                seed=settings["seed"],
+                concentration=settings["concentration"],
+            )
+        ]
+    subsets = [s for group in groups.values() for s in group]
+    # Only the rows the mixtures hold are scored (the rule's columns), before any training.
+    score(datasets.concatenate_datasets([s.dataset for s in subsets]), rule.columns, state["scores"])
+    done = {r["subset_id"]: r for r in state["store"].records("subset_done")}
+    if train:
+        done.update({r["subset_id"]: r for r in label(subsets, state["eval_set"], settings, state["store"])})
+    runs = []
+    for group, members in groups.items():
+        for subset in members:
+            if subset.subset_id not in done:
+                continue
+            rows = _scaled(state["scores"].attach(subset.dataset, rule.columns), rule.transforms or {})
+            means = pd.DataFrame([{c: float(np.mean(rows[c])) for c in rule.columns}])
+            predicted = float(rule.predict(means, on_rule_scale=True)[0])
+            runs.append(
+                {"group": group, "subset_id": subset.subset_id, "eval_loss": done[subset.subset_id]["eval_loss"],
+                 "predicted": predicted}
+            )  # fmt: skip
+    return runs
+
+
+def _renamed_subset(subset, prefix: str):
+    import dataclasses
+
+    return dataclasses.replace(subset, subset_id=prefix + subset.subset_id)
+
+
+def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
+    """Per group, and for the fitting mixtures in sample (`fit`, the fit stage's result): how well the rule's
+    predicted log eval loss orders and fits the observed one."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    rows = fit["rows"]
+    predicted = fit["best"].rule.predict(pd.DataFrame(rows), on_rule_scale=True)
+    table = []
+    groups = {"fitting mixtures (in sample)": [{**r, "predicted": p} for r, p in zip(rows, predicted, strict=True)]}
+    for run in runs:
+        groups.setdefault(run["group"], []).append(run)
+    for group, rows in groups.items():
+        observed = np.log([r["eval_loss"] for r in rows])
+        predicted = np.array([r["predicted"] for r in rows])
+        residual = observed - predicted
+        table.append(
+            {
+                "group": group,
+                "n": len(rows),
+                "loss_range": (float(np.exp(observed.min())), float(np.exp(observed.max()))),
+                "sd": _sd([r["eval_loss"] for r in rows]),
+                "spearman": float(spearmanr(predicted, observed).statistic) if len(rows) > 2 else float("nan"),
+                "r_squared": float(1 - (residual**2).sum() / ((observed - observed.mean()) ** 2).sum()),
+                "bias": float(residual.mean()),
+            }
+        )
+    return table
+
+
+def transfer_markdown(runs: list[dict], fit: dict) -> list[str]:
+    """The table of `transfer_table` as Markdown lines."""
+    lines = [
+        "| mixtures | n | eval loss range (sd) | Spearman (predicted, observed) | R² | mean residual |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in transfer_table(runs, fit):
+        low, high = row["loss_range"]
+        lines.append(
+            f"| {row['group']} | {row['n']} | {low:.4f}-{high:.4f} ({_fmt_sd(row['sd'])}) | {row['spearman']:+.2f} | "
+            f"{row['r_squared']:.2f} | {row['bias']:+.4f} |"
+        )
+    return lines
+
+
+def _fmt_sd(sd: float | None) -> str:
+    return "n/a" if sd is None else f"{sd:.4f}"
+
+
+def print_transfer(runs: list[dict] | None, fit: dict) -> None:
+    """The check command's table of `transfer`: the rule's predicted labels against the observed, out of sample."""
+    if runs:
+        print("\nLabels of mixtures on instructions never seen, predicted by the rule (log eval loss):\n")  # noqa: T201
+        print("\n".join(transfer_markdown(runs, fit)))  # noqa: T201
+
+
 def check_models(state: dict, settings: dict) -> dict:
     """Each model's mean rule score over its AlpacaEval answers, against the public win rates (never fitted on)."""
     import datasets
