@@ -200,11 +200,11 @@ VARIANTS_READING = """What the comparison shows:
   Self-Instruct source (32 instructions, the kind of the hidden check) version 2 reaches 78%. The labels are the
   same 60 (signal to noise 2.9, goal 3): no subset with one answer per instruction and no second instruction
   source is in the fitting pool yet.
-- **Labels on instructions never seen** (the section above, 8 mixtures per group): the rule orders the labels of
-  mixtures on the other four sources' instructions at Spearman +0.71 (R² 0.27 out of sample), but not those on
-  Self-Instruct's user-oriented instructions, the hidden check's kind (Spearman -0.07, R² -0.09). Eight mixtures
-  a group is little (their labels spread by sd 0.015, about twice the seed sd), but it is the same direction as
-  GPT-4 over phi-2 by source: Self-Instruct is where this rule is weakest."""
+- **Labels on instructions never seen** (the section above, 16 mixtures per group): the rule orders the labels of
+  mixtures on the other four sources' instructions at Spearman +0.67 (p = 0.005; R² 0.37 out of sample), but those
+  on Self-Instruct's user-oriented instructions, the hidden check's kind, only at +0.32 (p = 0.2; R² 0.05). At 8
+  mixtures a group the figures were +0.71 and -0.07. The direction agrees with GPT-4 over phi-2 by source:
+  Self-Instruct is where this rule is weakest."""
 
 
 UNCLIPPED_RULE = """## The first rule ranked one-token answers first, and why rules now clip

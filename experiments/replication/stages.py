@@ -295,13 +295,15 @@ def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
         observed = np.log([r["eval_loss"] for r in rows])
         predicted = np.array([r["predicted"] for r in rows])
         residual = observed - predicted
+        rank = spearmanr(predicted, observed) if len(rows) > 2 else None
         table.append(
             {
                 "group": group,
                 "n": len(rows),
                 "loss_range": (float(np.exp(observed.min())), float(np.exp(observed.max()))),
                 "sd": _sd([r["eval_loss"] for r in rows]),
-                "spearman": float(spearmanr(predicted, observed).statistic) if len(rows) > 2 else float("nan"),
+                "spearman": float(rank.statistic) if rank else float("nan"),
+                "p": float(rank.pvalue) if rank else float("nan"),
                 "r_squared": float(1 - (residual**2).sum() / ((observed - observed.mean()) ** 2).sum()),
                 "bias": float(residual.mean()),
             }
@@ -312,13 +314,13 @@ def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
 def transfer_markdown(runs: list[dict], fit: dict) -> list[str]:
     """The table of `transfer_table` as Markdown lines."""
     lines = [
-        "| mixtures | n | eval loss range (sd) | Spearman (predicted, observed) | R² | mean residual |",
+        "| mixtures | n | eval loss range (sd) | Spearman (predicted, observed), p | R² | mean residual |",
         "|---|---|---|---|---|---|",
     ]
     for row in transfer_table(runs, fit):
         low, high = row["loss_range"]
         lines.append(
-            f"| {row['group']} | {row['n']} | {low:.4f}-{high:.4f} ({_fmt_sd(row['sd'])}) | {row['spearman']:+.2f} | "
+            f"| {row['group']} | {row['n']} | {low:.4f}-{high:.4f} ({_fmt_sd(row['sd'])}) | {row['spearman']:+.2f}, {row['p']:.2g} | "
             f"{row['r_squared']:.2f} | {row['bias']:+.4f} |"
         )
     return lines
