@@ -25,7 +25,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# Seconds after a worker began training its first subset (30 steps each): mid-training, evaluating or further on.
+# Seconds after a worker began training its first subset. Each killed worker trains 300 steps a subset, far more
+# than it can finish in 2 s (with 30, two workers of a run labelled all four subsets before their timers fired and
+# were not killed: 1 kill of 3), so every timer finds the worker still at work.
 _RANDOM_KILLS = [round(random.Random(seed).uniform(0.0, 2.0), 2) for seed in (19, 20, 21)]
 # scenario -> (number of subsets, phases run one after another, each a list of workers run at once)
 PLAN = {
@@ -42,7 +44,7 @@ PLAN = {
     ),
     "random_kills": (
         4,
-        [*([{"max_steps": 30, "kill": {"after_s": t, "from": "train_begin"}}] for t in _RANDOM_KILLS), [{}]],
+        [*([{"max_steps": 300, "kill": {"after_s": t, "from": "train_begin"}}] for t in _RANDOM_KILLS), [{}]],
     ),
     "three_workers": (12, [[{}, {}, {}]]),
     "killed_mid_subset": (6, [[{"kill": {"after": "train_begin", "nth": 1}}, {}, {}]]),
