@@ -99,13 +99,13 @@ class Data:
         and the evaluation set)."""
         import datasets
 
+        wanted = self.after_pool[:n_instructions]
+        answers: dict[str, list[dict]] = {}
+        for model in sorted(self.answers):
+            for row in self.rows(model, set(wanted)):
+                answers.setdefault(row["instruction"], []).append(row)
         draw = random.Random(self.seed)
-        rows = []
-        for instruction in self.after_pool[:n_instructions]:
-            answers = [r for model in sorted(self.answers) for r in self.rows(model, {instruction})]
-            if answers:
-                rows.append(draw.choice(answers))
-        return datasets.Dataset.from_list(rows)
+        return datasets.Dataset.from_list([draw.choice(answers[i]) for i in wanted if i in answers])
 
     def answers_to(self, instructions: list[str]):
         """Every model's answers to `instructions`, as one dataset (the `pool` layout)."""
@@ -281,7 +281,7 @@ def main():
     store = LabelStore(HERE / f"labels-{args.profile}.jsonl")
     subsets = labelled_subsets(pool, settings)
     noise = {
-        seed: subsets[0] if seed == settings["seed"] else _renamed(subsets[0], f"-seed{seed}")
+        seed: subsets[0] if seed == settings["seed"] else renamed(subsets[0], f"{subsets[0].subset_id}-seed{seed}")
         for seed in settings["noise_seeds"]
     }
     state = {"data": data, "pool": pool, "eval_set": eval_set, "scores": scores, "store": store, "subsets": subsets}
@@ -319,10 +319,11 @@ def main():
             write_report(state, settings, args.profile)
 
 
-def _renamed(subset, suffix: str):
+def renamed(subset, subset_id: str):
+    """`subset` under another id: the same rows trained as another run (another seed, another experiment)."""
     import dataclasses
 
-    return dataclasses.replace(subset, subset_id=subset.subset_id + suffix)
+    return dataclasses.replace(subset, subset_id=subset_id)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import random
 import statistics
 
 import numpy as np
-from replicate import DATA, ROOT, RULE_NAME, SMOLLM2_ID, label, score, subset_means
+from replicate import DATA, ROOT, RULE_NAME, SMOLLM2_ID, label, renamed, score, subset_means
 
 
 logger = logging.getLogger("replication")
@@ -230,7 +230,6 @@ def transfer(state: dict, settings: dict, train: bool = True) -> list[dict]:
     neither the fit, the paired runs nor the checks saw them. With `train=False`, only the runs the store holds.
     """
     import datasets
-    import pandas as pd
 
     from hf_instructmining import sample_subsets
     from hf_instructmining.labeling import split_by_column
@@ -243,7 +242,7 @@ def transfer(state: dict, settings: dict, train: bool = True) -> list[dict]:
     for group, sources in spec["groups"].items():
         answers = data.answers_to([i for i in unseen if data.source[i] in sources])
         groups[group] = [
-            _renamed_subset(s, f"transfer-{group}-")
+            renamed(s, f"transfer-{group}-{s.subset_id}")
             for s in sample_subsets(
                 split_by_column(answers, "generator"),
                 n_subsets=spec["n_subsets"],
@@ -253,30 +252,23 @@ def transfer(state: dict, settings: dict, train: bool = True) -> list[dict]:
             )
         ]
     subsets = [s for group in groups.values() for s in group]
-    # Only the rows the mixtures hold are scored (the rule's columns), before any training.
-    score(datasets.concatenate_datasets([s.dataset for s in subsets]), rule.columns, state["scores"])
+    # Only the rows the mixtures hold are scored (the rule's columns), before any training; read back once.
+    rows = datasets.concatenate_datasets([s.dataset for s in subsets])
+    score(rows, rule.columns, state["scores"])
+    rows = _scaled(state["scores"].attach(rows, rule.columns), rule.transforms or {}).to_pandas()
     done = {r["subset_id"]: r for r in state["store"].records("subset_done")}
     if train:
         done.update({r["subset_id"]: r for r in label(subsets, state["eval_set"], settings, state["store"])})
-    runs = []
+    runs, start = [], 0
     for group, members in groups.items():
         for subset in members:
-            if subset.subset_id not in done:
-                continue
-            rows = _scaled(state["scores"].attach(subset.dataset, rule.columns), rule.transforms or {})
-            means = pd.DataFrame([{c: float(np.mean(rows[c])) for c in rule.columns}])
-            predicted = float(rule.predict(means, on_rule_scale=True)[0])
-            runs.append(
-                {"group": group, "subset_id": subset.subset_id, "eval_loss": done[subset.subset_id]["eval_loss"],
-                 "predicted": predicted}
-            )  # fmt: skip
+            means, start = rows[rule.columns][start : start + len(subset)].mean().to_frame().T, start + len(subset)
+            if subset.subset_id in done:
+                runs.append(
+                    {"group": group, "subset_id": subset.subset_id, "eval_loss": done[subset.subset_id]["eval_loss"],
+                     "predicted": float(rule.predict(means, on_rule_scale=True)[0])}
+                )  # fmt: skip
     return runs
-
-
-def _renamed_subset(subset, prefix: str):
-    import dataclasses
-
-    return dataclasses.replace(subset, subset_id=prefix + subset.subset_id)
 
 
 def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
