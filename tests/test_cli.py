@@ -163,6 +163,8 @@ def test_fit_from_a_label_store(tmp_path):
 
 @pytest.mark.slow
 def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
+    from hf_instructmining.labeling import LabelStore
+
     rows = [json.loads(line) for line in EXAMPLE_DATA.read_text().splitlines()[:60]]
     pool = tmp_path / "pool.jsonl"
     pool.write_text("\n".join(json.dumps({**r, "source": r["style"]}) for r in rows[:48]))
@@ -184,6 +186,12 @@ def test_label_then_search_with_a_tiny_model(tmp_path, tiny_llama_dir):
     assert "subsets labelled  2" in result.stdout
     again = cli(*args, "--source_column", "source", *training)  # resumes: nothing left to train
     assert again.returncode == 0 and "subsets labelled  2" in again.stdout
+    once = tmp_path / "once.jsonl"
+    args = ["label", "--dataset", str(scored), "--store", str(once), "--n_subsets", "1", "--subset_size", "8"]
+    result = cli(*args, "--source_column", "source", "--one_per", "instruction", *training)
+    assert result.returncode == 0, result.stderr
+    mixed, single = (LabelStore(p).records("subset_done") for p in (store, once))
+    assert single[0]["subset_id"] not in {r["subset_id"] for r in mixed}  # another draw: no repeated instruction
 
     scored_rule = tmp_path / "scored_rule.parquet"
     table = Dataset.from_parquet(str(scored)).map(lambda r: {"instruct_score": -r["mtld"]})

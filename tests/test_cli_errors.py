@@ -265,6 +265,7 @@ CASES = [
     (["label", "--dataset", "scored.parquet", *TRAIN, "--n_subsets", "0"], 1, ["`--n_subsets`", "at least 1"]),
     (["label", "--dataset", "scored.parquet", *TRAIN, "--subset_size", "100"], 1, ["`--subset_size 100`", "12 rows"]),
     (["label", "--dataset", "scored.parquet", *TRAIN, "--device", "bogus"], 1, ["`--device bogus`"]),
+    (["label", "--dataset", "scored.parquet", *TRAIN, "--subset_size", "4", "--one_per", "topic"], 1, ["`--one_per topic`", "no column"]),
     (
         ["label", "--dataset", "scored.parquet", *TRAIN[:3], "nowhere/model", *TRAIN[4:], "--subset_size", "4"],
         1,

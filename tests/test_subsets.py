@@ -66,3 +66,35 @@ def test_bad_arguments():
         sample_subsets(_source("a", 3), n_subsets=0, subset_size=2)
     with pytest.raises(TypeError):
         sample_subsets([1, 2], n_subsets=1, subset_size=1)
+
+
+def test_one_row_per_instruction_when_every_source_answers_the_same_instructions():
+    instructions = [f"q{i}" for i in range(12)]
+    sources = {
+        m: datasets.Dataset.from_dict({"instruction": instructions, "output": [f"{m} {i}" for i in instructions]})
+        for m in ("a", "b", "c")
+    }
+    mixed = sample_subsets(sources, n_subsets=8, subset_size=10, seed=2, concentration=0.3)
+    assert any(len(set(s.dataset["instruction"])) < 10 for s in mixed)  # mixtures repeat instructions
+    once = sample_subsets(sources, n_subsets=8, subset_size=10, seed=2, concentration=0.3, one_per="instruction")
+    for subset in once:
+        assert len(subset.dataset) == 10 == len(set(subset.dataset["instruction"]))
+        assert sum(subset.composition.values()) == 10
+        for source, i, output in zip(
+            subset.dataset["source"], subset.dataset["row_index"], subset.dataset["output"], strict=True
+        ):
+            assert sources[source][i]["output"] == output
+    # The purest source of a subset gives the most rows, as without `one_per`.
+    assert all(max(s.composition, key=s.composition.get) == max(s.ratios, key=s.ratios.get) for s in once)
+    again = sample_subsets(sources, n_subsets=8, subset_size=10, seed=2, concentration=0.3, one_per="instruction")
+    assert [s.subset_id for s in once] == [s.subset_id for s in again]
+    assert {s.subset_id for s in once}.isdisjoint(s.subset_id for s in mixed)
+
+
+def test_one_per_refuses_a_missing_column_and_too_few_values():
+    sources = {"a": _source("a", 5), "b": _source("a", 5)}  # the same five instructions twice
+    with pytest.raises(ValueError, match="distinct values of `instruction`"):
+        sample_subsets(sources, n_subsets=1, subset_size=6, one_per="instruction")
+    with pytest.raises(ValueError, match="`one_per='topic'` names no column"):
+        sample_subsets(sources, n_subsets=1, subset_size=4, one_per="topic")
+    assert len(sample_subsets(sources, n_subsets=1, subset_size=5, one_per="instruction")[0]) == 5

@@ -12,6 +12,8 @@ EXAMPLES = """\
   # one scored pool, mixtures of its `source` column's groups:
   instructmining label --dataset scored.parquet --source_column source --n_subsets 40 --subset_size 1000 \\
       --model_name_or_path meta-llama/Llama-2-7b-hf --eval_dataset eval.jsonl --store labels.jsonl
+  # subsets of the shape most data has, one answer per instruction, from a pool of several models' answers:
+  instructmining label --config label.yaml --one_per instruction
   # interrupted? run the same command again: finished subsets are skipped; the same command run at once in
   # several shells, or on machines sharing the store's file system, shares the subsets between them
   instructmining label --config label.yaml
@@ -33,6 +35,9 @@ class LabelArguments:
         source_column (`str`, *optional*):
             Split the pool into named sources by this column and sample random mixtures of them; without it, plain
             random subsets of the pool.
+        one_per (`str`, *optional*):
+            At most one row per value of this column in each subset, e.g. `instruction`: subsets shaped like data
+            with one answer per instruction, when the pool holds several answers to each.
         indicators (`str`, *optional*):
             Comma-separated indicator columns to average per subset; every known indicator column by default.
         subset_seed (`int`, *optional*, defaults to `0`):
@@ -50,6 +55,9 @@ class LabelArguments:
     n_subsets: int = field(default=20, metadata={"help": "How many subsets to sample."})
     subset_size: int = field(default=1000, metadata={"help": "Rows per subset."})
     source_column: str | None = field(default=None, metadata={"help": "Mix the pool's groups by this column."})
+    one_per: str | None = field(
+        default=None, metadata={"help": "At most one row per value of this column in a subset (e.g. instruction)."}
+    )
     indicators: str | None = field(default=None, metadata={"help": "Comma-separated indicator columns to average."})
     subset_seed: int = field(default=0, metadata={"help": "Seed of the subset sampling."})
     metrics: str | None = field(
@@ -86,7 +94,9 @@ def main(
     pool = load_input(inputs)
     eval_set = load_input(InputArguments(dataset=evaluation.eval_dataset, split=inputs.split), "--eval_dataset")
     sources = split_by_column(pool, args.source_column) if args.source_column else pool
-    subsets = sample_subsets(sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed)
+    subsets = sample_subsets(
+        sources, n_subsets=args.n_subsets, subset_size=args.subset_size, seed=args.subset_seed, one_per=args.one_per
+    )
     indicators = [c.strip() for c in args.indicators.split(",")] if args.indicators else None
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     store = LabelStore(args.store)

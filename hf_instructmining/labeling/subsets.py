@@ -6,6 +6,10 @@ ratio from a symmetric Dirichlet distribution over the named sources (`concentra
 ratios), turns it into row counts that add up to `subset_size`, and draws that many rows from each source
 without replacement. Given a single dataset instead, it draws plain random subsets of that pool.
 
+Data users score often holds one answer per instruction, while mixtures of models answering the same
+instructions repeat instructions within a subset. `one_per="instruction"` draws subsets of the first shape: at
+most one row per instruction, the mixing ratio deciding which source answers.
+
 Subset `i` depends only on `(seed, i)`, so asking for more subsets later keeps the first ones, and its id holds
 a hash of its rows, so two different samplings can share a `LabelStore` without mixing up their labels.
 """
@@ -97,6 +101,7 @@ def sample_subsets(
     seed: int = 0,
     *,
     concentration: float = 1.0,
+    one_per: str | None = None,
 ) -> list[Subset]:
     """Draw `n_subsets` random training subsets of `subset_size` rows each.
 
@@ -108,13 +113,16 @@ def sample_subsets(
         seed (`int`, *optional*, defaults to `0`): subset `i` is drawn from `numpy.random.default_rng([seed, i])`.
         concentration (`float`, *optional*, defaults to `1.0`): the Dirichlet concentration of the mixing ratios;
             `1` is uniform over all ratios, larger values give more even mixtures, smaller ones purer subsets.
+        one_per (`str`, *optional*): a column, e.g. `"instruction"`: each subset holds at most one row per value of
+            it, as data with one answer per instruction does. Sources are filled in order of their ratio; the rows a
+            source cannot give without repeating a value come from the next ones.
 
     Returns:
         `list[Subset]`: each with its id, rows, composition and ratios.
 
     Raises:
-        `ValueError`: too few rows in the sources, non-positive sizes, or sources with different layouts that
-            cannot be read as instruction pairs.
+        `ValueError`: too few rows (or, with `one_per`, too few distinct values) in the sources, non-positive
+            sizes, or sources with different layouts that cannot be read as instruction pairs.
 
     Example:
 
@@ -128,6 +136,10 @@ def sample_subsets(
     ([8, 8, 8], 8)
     >>> subsets[0].dataset.column_names
     ['instruction', 'output', 'source', 'row_index']
+    >>> same = datasets.Dataset.from_dict({"instruction": [str(i) for i in range(10)], "output": ["z"] * 10})
+    >>> once = sample_subsets({"a": same, "b": same}, n_subsets=1, subset_size=8, one_per="instruction")[0]
+    >>> len(set(once.dataset["instruction"]))
+    8
     ```
     """
     import datasets
@@ -146,6 +158,18 @@ def sample_subsets(
     if sum(sizes.values()) < subset_size:
         raise ValueError(f"`subset_size={subset_size}` is more than the {sum(sizes.values())} rows in {sizes}.")
     sources = _common_layout(sources)
+    values = None
+    if one_per is not None:
+        missing = [n for n, ds in sources.items() if one_per not in ds.column_names]
+        if missing:
+            raise ValueError(f"`one_per={one_per!r}` names no column of the sources {missing}.")
+        values = {n: ds[one_per] for n, ds in sources.items()}
+        distinct = len(set().union(*map(set, values.values())))
+        if distinct < subset_size:
+            raise ValueError(
+                f"`subset_size={subset_size}` is more than the {distinct} distinct values of `{one_per}` in the "
+                "sources: lower it, or drop `one_per`."
+            )
 
     subsets = []
     for i in range(n_subsets):
@@ -153,9 +177,13 @@ def sample_subsets(
         names = list(sources)
         ratios = rng.dirichlet([concentration] * len(names)) if mixing else np.ones(1)
         counts = _counts(ratios, subset_size, [sizes[n] for n in names])
-        indices = {
-            n: sorted(rng.choice(sizes[n], size=c, replace=False).tolist()) for n, c in zip(names, counts, strict=True)
-        }
+        if values is None:
+            indices = {
+                n: sorted(rng.choice(sizes[n], size=c, replace=False).tolist())
+                for n, c in zip(names, counts, strict=True)
+            }
+        else:
+            indices = _one_per_value(rng, names, counts, ratios, values)
         parts = [
             sources[n]
             .select(idx)
@@ -191,6 +219,28 @@ def _counts(ratios: np.ndarray, total: int, capacity: list[int]) -> list[int]:
         take = min(capacity[j] - counts[j], total - counts.sum())
         counts[j] += take
     return counts.tolist()
+
+
+def _one_per_value(rng, names: list[str], counts: list[int], ratios, values: dict[str, list]) -> dict[str, list[int]]:
+    """Row indices per source, `counts` of them, no two rows sharing a value; the sources in order of their ratio,
+    each handing the rows it cannot give (every free value taken) to the next, then a last pass filling any gap."""
+    taken: set = set()
+    chosen: dict[str, list[int]] = {n: [] for n in names}
+    order = [names[j] for j in np.argsort(-np.asarray(ratios), kind="stable")]
+    wanted = dict(zip(names, counts, strict=True))
+    shuffled = {n: rng.permutation(len(values[n])).tolist() for n in order}
+    short = 0
+    for final_pass in (False, True):
+        for n in order:
+            want = len(chosen[n]) + short if final_pass else wanted[n] + short
+            for row in shuffled[n]:
+                if len(chosen[n]) >= want:
+                    break
+                if values[n][row] not in taken:
+                    taken.add(values[n][row])
+                    chosen[n].append(row)
+            short = want - len(chosen[n])
+    return {n: sorted(rows) for n, rows in chosen.items()}
 
 
 def _common_layout(sources: dict) -> dict:
