@@ -55,6 +55,37 @@ def test_the_models_own_loss_trains_and_evaluates_like_trls_fused_lm_head(tiny_l
     assert abs(untrained["eval_loss"] - results[None]["eval_loss"]) > 1e-4  # the runs did train
 
 
+def test_the_lm_head_projects_only_the_scored_positions_and_the_loss_is_the_models(tiny_llama_dir):
+    """The loss that labels (`ModelLossSFTTrainer.compute_loss`) is the model's own cross-entropy, with the LM head
+    applied to the response tokens alone: prompts (-100) and padding are never projected to the vocabulary."""
+    import types
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_instructmining.labeling.finetune import _model_loss_trainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    input_ids = torch.randint(3, model.config.vocab_size, (3, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0  # a padded row
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, :4] = -100  # the prompt
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    rows = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(unwrap_model=lambda m: m))
+    compute_loss = _model_loss_trainer().compute_loss
+    with torch.inference_mode():
+        loss, outputs = compute_loss(trainer, model, inputs, return_outputs=True)
+        expected = model(**inputs).loss
+        summed = compute_loss(trainer, model, inputs, num_items_in_batch=torch.tensor(40))
+    scored = int((labels[:, 1:] != -100).sum())  # the first label is nobody's next token
+    assert rows[0] == scored == 8 + 5 + 8 and outputs["loss"] is loss  # of 36 positions
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert summed.item() == pytest.approx(expected.item() * scored / 40, rel=1e-6)
+
+
 @pytest.mark.slow
 def test_full_finetuning_chat_format_and_named_eval_sets(tiny_chat_llama_dir):
     config = _config(tiny_chat_llama_dir, finetuning="full", max_steps=1)

@@ -198,22 +198,44 @@ def _trainer_class(fused_lm_head: bool):
 
 @lru_cache(maxsize=1)
 def _model_loss_trainer():
+    import torch
     from trl import SFTTrainer
 
     class ModelLossSFTTrainer(SFTTrainer):
-        """`SFTTrainer` whose loss is the model's own cross-entropy over its full logits.
+        """`SFTTrainer` whose loss is the model's cross-entropy, its LM head applied at the scored positions only.
 
         TRL always computes the loss through a fused LM head that projects in chunks and also scores entropy and
         top-1 accuracy; off Triton devices it scores every position, prompts and padding included. On a CPU that
-        was half of a bf16 training step of SmolLM2-135M (49,152-token vocabulary), while the full logits of a
-        batch of 8 x 192 tokens take 0.3 GB. The loss is the same (response tokens only, TRL's labels): eval
-        losses agree to 1e-5. The metrics TRL logs from the fused outputs (entropy, token accuracy) are not
-        computed; labels are eval losses.
+        was half of a bf16 training step of SmolLM2-135M (49,152-token vocabulary). The model's own loss still
+        projects every position, while only the response tokens count (TRL's labels): in the replication's batches
+        about 45% of the positions. So a pre-hook hands the LM head the hidden states of those positions alone,
+        and the loss is the model's (the next token's cross-entropy in float32, summed over the batch's response
+        tokens, divided by `num_items_in_batch` or their count): eval losses agree with TRL's to 1e-5. The metrics
+        TRL logs from the fused outputs (entropy, token accuracy) are not computed; labels are eval losses.
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            # Position t predicts token t + 1, as the model's own loss shifts its labels.
+            targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+            scored = targets != -100
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+
+            def scored_positions(module, args):
+                hidden = args[0]
+                return (hidden[scored],) + args[1:] if hidden.shape[:2] == scored.shape else None
+
+            hook = head.register_forward_pre_hook(scored_positions)
+            try:
+                outputs = model(**inputs, use_cache=False)
+            finally:
+                hook.remove()
+            # A model that applies its head otherwise (in chunks, to a slice) returns every position's logits.
+            logits = outputs.logits if outputs.logits.dim() == 2 else outputs.logits[scored]
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets[scored], reduction="sum")
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else scored.sum())
+            return (loss, {"loss": loss}) if return_outputs else loss
 
     return ModelLossSFTTrainer
 
