@@ -47,7 +47,7 @@ def main():
     settings = load_settings(REPLICATION / "config.yaml", args.profile)
     data = Data(settings)
     pool, eval_set = data.pool(), data.eval_set()
-    subsets = labelled_subsets(pool, settings)[: args.subsets]
+    subsets = labelled_subsets(pool, settings)["mixtures"][: args.subsets]
     print(
         f"cpu: native bf16 {cpu_supports_bf16()}, dtype auto -> {default_dtype('cpu')}, {torch.get_num_threads()} "
         f"threads | profile {args.profile}: {settings['training']['finetuning']} finetuning, "

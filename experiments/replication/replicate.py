@@ -9,9 +9,10 @@ The recipe (arXiv 2307.06290, Sections 3-5) with this project's own pipeline, on
    base model phi-2), are the candidate pool, one source per model.
 2. **score**: every candidate indicator on the pool (`compute_indicators`, the offline models); values are kept in
    `scores-<profile>/<model>.jsonl`.
-3. **noise**: the first labelled subset trained with several seeds: the noise floor of a label.
-4. **label**: Dirichlet mixtures of the ten sources (`sample_subsets`), one full finetune of SmolLM2-135M-Instruct
-   each (`run_labeling`, TRL `SFTTrainer`), eval loss recorded in `labels-<profile>.jsonl`.
+3. **noise**: the first labelled subset of each shape trained with several seeds: the noise floor of a label.
+4. **label**: Dirichlet mixtures of the ten sources (`sample_subsets`), and mixtures of the shape users score, one
+   answer per instruction (`one_answer`: `sample_subsets(one_per="instruction")`), one full finetune of
+   SmolLM2-135M-Instruct each (`run_labeling`, TRL `SFTTrainer`), eval loss recorded in `labels-<profile>.jsonl`.
 5. **fit**: `fit_rule` over the candidates (best subset by BIC), with R², cross-validated R² and VIF.
 6. **compare**: the rule's top k rows against k random ones, the k longest answers and the top k by IFD (as
    Superfiltering and Cherry LLM select), at several sizes and seeds, paired by seed; on the pool and on a held-out
@@ -207,18 +208,34 @@ def labeling_config(settings: dict, seed: int | None = None):
     )
 
 
-def labelled_subsets(pool, settings: dict):
-    """The subsets the label stage trains on: Dirichlet mixtures of the pool's ten sources (`sample_subsets`)."""
+def labelled_subsets(pool, settings: dict) -> dict[str, list]:
+    """The subsets the label stage trains on, by shape: Dirichlet mixtures of the pool's ten sources
+    (`sample_subsets`), and with `one_answer` in the settings, mixtures of one answer per instruction."""
     from hf_instructmining import sample_subsets
     from hf_instructmining.labeling import split_by_column
 
-    return sample_subsets(
-        split_by_column(pool, "generator"),
-        n_subsets=settings["n_subsets"],
-        subset_size=settings["subset_size"],
-        seed=settings["seed"],
-        concentration=settings["concentration"],
-    )
+    sources = split_by_column(pool, "generator")
+    shapes = {
+        "mixtures": sample_subsets(
+            sources,
+            n_subsets=settings["n_subsets"],
+            subset_size=settings["subset_size"],
+            seed=settings["seed"],
+            concentration=settings["concentration"],
+        )
+    }
+    spec = settings.get("one_answer")
+    if spec:
+        drawn = sample_subsets(
+            sources,
+            n_subsets=spec["n_subsets"],
+            subset_size=settings["subset_size"],
+            seed=settings["seed"],
+            concentration=spec["concentration"],
+            one_per="instruction",
+        )
+        shapes["one_answer"] = [renamed(s, f"oneanswer-{s.subset_id}") for s in drawn]
+    return shapes
 
 
 def check_store(store, config) -> None:
@@ -279,18 +296,25 @@ def main():
     pool, eval_set = data.pool(), data.eval_set()
     scores = ScoreStore(HERE / f"scores-{args.profile}")
     store = LabelStore(HERE / f"labels-{args.profile}.jsonl")
-    subsets = labelled_subsets(pool, settings)
+    shapes = labelled_subsets(pool, settings)
+    subsets = [s for members in shapes.values() for s in members]
+    # The noise floor of each shape: its first subset trained again with other seeds.
     noise = {
-        seed: subsets[0] if seed == settings["seed"] else renamed(subsets[0], f"{subsets[0].subset_id}-seed{seed}")
-        for seed in settings["noise_seeds"]
+        shape: {
+            seed: first if seed == settings["seed"] else renamed(first, f"{first.subset_id}-seed{seed}")
+            for seed in settings["noise_seeds"]
+        }
+        for shape, (first, *_) in shapes.items()
     }
-    state = {"data": data, "pool": pool, "eval_set": eval_set, "scores": scores, "store": store, "subsets": subsets}
+    state = {"data": data, "pool": pool, "eval_set": eval_set, "scores": scores, "store": store, "subsets": subsets,
+             "shapes": {shape: {s.subset_id for s in members} for shape, members in shapes.items()}}  # fmt: skip
     candidates = settings["candidates"]
     if "score" in args.stages:
         score(pool, candidates, scores)
     if "noise" in args.stages:
-        for seed, subset in noise.items():
-            label([subset], eval_set, settings, store, seed)
+        for seeds in noise.values():
+            for seed, subset in seeds.items():
+                label([subset], eval_set, settings, store, seed)
     if "label" in args.stages:
         label(subsets, eval_set, settings, store)
     if {"fit", "compare", "transfer", "check", "report"} & set(args.stages):

@@ -23,8 +23,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
     if check:
         plot_check(check, HERE / f"models-{profile}.png")
     best = fit["best"]
-    noise, losses = fit["noise"], [r["eval_loss"] for r in fit["rows"]]
-    snr = _ratio(_sd(losses), _sd(noise))
+    snr = _ratio(_sd([r["eval_loss"] for r in fit["rows"]]), fit["noise_sd"])
     sections = [
         "# Does it pick better data? InstructMining on real data, with labels that carry signal",
         "Everything below is written by `experiments/replication/replicate.py` from its finished runs, on this "
@@ -87,7 +86,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
             "## Checked against the ten models' public win rates\n\n" + check_section(check, best.rule, profile)
         )
     if state.get("variants"):
-        sections.append(variants_section(state["variants"]))
+        sections.append(variants_section(state["variants"], snr))
     sections.append("## What the evidence says\n\n" + verdict(best, snr, peers, check, state.get("variants")))
     sections.append(UNCLIPPED_RULE)
     sections.append(EARLIER_PROTOCOL)
@@ -95,7 +94,7 @@ def write_report(state: dict, settings: dict, profile: str) -> None:
     (HERE / "RESULTS.md").write_text("\n\n".join(sections) + "\n")
 
 
-def variants_section(result: dict) -> str:
+def variants_section(result: dict, snr: float | None) -> str:
     """The check stage's comparison of rule variants: every check beside its goal, and how KNN moves off the pool."""
     from variants import variants_table
 
@@ -114,7 +113,7 @@ def variants_section(result: dict) -> str:
         "answers as a fixed reference). The checks use data no variant was fitted on: the ten models' win rates, "
         "GPT-4's answer against the base model phi-2's on each of the 100 held-out instructions, and the example "
         "data's 303 hand-labelled rows (scored once, `demo-scores-cpu/`). The signal to noise of the labels is the "
-        "same for every variant (2.9).\n\n"
+        f"same for every variant ({_fmt(snr, '.1f')}).\n\n"
         + variants_table(result)
         + "\n\n`knn_6` on the pool, the held-out answers (ten per instruction, like the pool) and the example data "
         "(one answer per instruction):\n\n"
@@ -151,8 +150,12 @@ def transfer_section(runs: list[dict], fit: dict, settings: dict) -> str:
         "ten-model check's sample, one set per group of AlpacaEval instruction sources ("
         + "; ".join(f"`{g}`: {', '.join(sources)}" for g, sources in groups.items())
         + "). Each label is predicted by the shipped rule from the subset's mean indicators, out of sample; the "
-        "fitting mixtures' row is in sample, for scale. R² is 1 − SSE/SST of the log eval loss around the "
-        "group's own mean; the mean residual is observed − predicted.",
+        "fitting subsets' row is in sample, for scale. Then the shapes and sources apart: each shape of fitting "
+        "subsets (mixtures that repeat instructions; one answer per instruction) predicted by the rule's indicators "
+        "refitted on the other shape alone, and each group of sources by a refit on the other group's 16 labels "
+        "alone (no pool instruction, no instruction of the group's sources). R² is 1 − SSE/SST of the log eval "
+        "loss around the group's own mean (negative: worse than predicting that mean); the mean residual is "
+        "observed − predicted.",
         "",
         *transfer_markdown(runs, fit),
     ]
@@ -260,18 +263,36 @@ def pool_table(scored, candidates: list[str]) -> str:
 
 
 def noise_section(fit: dict, settings: dict, snr) -> str:
-    noise = fit["noise"]
+    names = {"mixtures": "Dirichlet mixture", "one_answer": "mixture of one answer per instruction"}
+    floors = " ".join(
+        f"The first {names.get(shape, shape)} was trained with {len(values)} seeds "
+        f"({', '.join(f'{x:.4f}' for x in values)}): sd across seeds {_fmt(_sd(values))}."
+        for shape, values in fit["noise"].items()
+        if values
+    )
+    spreads = "; ".join(
+        f"{len(rows)} {names.get(shape, shape)}s, {min(losses):.4f}-{max(losses):.4f} (sd {_fmt(_sd(losses))})"
+        for shape, rows in fit["shapes"].items()
+        if (losses := [r["eval_loss"] for r in rows])
+    )
     losses = [r["eval_loss"] for r in fit["rows"]]
+    one_answer = settings.get("one_answer")
     return (
-        f"The first labelled subset was trained with {len(noise)} seeds ({', '.join(f'{x:.4f}' for x in noise)}): "
-        f"sd across seeds **{_fmt(_sd(noise))}**. Across the {len(losses)} labelled subsets (one seed), the eval loss "
-        f"ranges from {min(losses):.4f} to {max(losses):.4f}, sd **{_fmt(_sd(losses))}**. Signal to noise (sd across "
-        f"subsets / sd across seeds): **{_fmt(snr, '.1f')}**.\n\n"
+        f"{floors} Pooled, the sd across seeds is **{_fmt(fit['noise_sd'])}**. Across the {len(losses)} labelled "
+        f"subsets (one seed each: {spreads}), the eval loss ranges from {min(losses):.4f} to {max(losses):.4f}, sd "
+        f"**{_fmt(_sd(losses))}**. Signal to noise (sd across subsets / pooled sd across seeds): "
+        f"**{_fmt(snr, '.1f')}**.\n\n"
         "Protocol: full finetuning of SmolLM2-135M-Instruct, "
         f"{settings['subset_size']} rows per subset, {settings['training']['num_train_epochs']:g} epoch(s) at batch "
         f"{settings['training']['per_device_train_batch_size']}, learning rate {settings['training']['learning_rate']:g}, "
         f"{settings['training']['max_length']} tokens per example, Dirichlet concentration {settings['concentration']} "
-        "(most subsets are dominated by one or two sources)."
+        "(most subsets are dominated by one or two sources)"
+        + (
+            f"; the mixtures of one answer per instruction at concentration {one_answer['concentration']}, each "
+            'instruction answered once (`sample_subsets(one_per="instruction")`).'
+            if one_answer
+            else "."
+        )
     )
 
 

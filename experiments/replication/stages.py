@@ -32,8 +32,12 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
     rows = [
         {"subset_id": s.subset_id, "eval_loss": done[s.subset_id]["eval_loss"], **means[s.subset_id]} for s in labelled
     ]
-    noise = [done[s.subset_id]["eval_loss"] for s in state["noise"].values() if s.subset_id in done]
-    losses = [r["eval_loss"] for r in rows]
+    noise = {
+        shape: [done[s.subset_id]["eval_loss"] for s in seeds.values() if s.subset_id in done]
+        for shape, seeds in state["noise"].items()
+    }
+    noise_sd, losses = _pooled_sd(noise.values()), [r["eval_loss"] for r in rows]
+    counts = {shape: sum(s.subset_id in ids for s in labelled) for shape, ids in state["shapes"].items()}
     training = {k: v for k, v in settings["training"].items() if k != "model"}
     provenance = {
         "source": f"fitted by this project with `python experiments/replication/replicate.py --profile {profile}`",
@@ -43,16 +47,23 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
             "(tatsu-lab/alpaca_eval, seeded sample), never trained on"
         ),
         "fitting_data": (
-            f"{len(rows)} Dirichlet mixtures (concentration {settings['concentration']}) of {settings['subset_size']} "
-            f"rows of the ten AlpacaEval models' answers to {settings['pool_instructions']} instructions"
+            f"{counts['mixtures']} Dirichlet mixtures (concentration {settings['concentration']})"
+            + (
+                f" and {counts['one_answer']} of one answer per instruction (concentration "
+                f"{settings['one_answer']['concentration']})"
+                if counts.get("one_answer")
+                else ""
+            )
+            + f" of {settings['subset_size']} rows of the ten AlpacaEval models' answers to "
+            f"{settings['pool_instructions']} instructions"
         ),
         "labeling": training,
         "note": shape.get("note", ""),
         "noise_floor": {
-            "seeds": len(noise),
-            "sd_across_seeds": _sd(noise),
+            "seeds": {shape: len(values) for shape, values in noise.items()},
+            "sd_across_seeds": noise_sd,
             "sd_across_subsets": _sd(losses),
-            "signal_to_noise": _sd(losses) / _sd(noise) if len(noise) > 1 and len(losses) > 1 else None,
+            "signal_to_noise": _sd(losses) / noise_sd if noise_sd and len(losses) > 1 else None,
         },
     }
     if "version" in shape:
@@ -67,11 +78,24 @@ def fit(state: dict, settings: dict, profile: str) -> dict:
     path = ROOT / settings["rule_file"]
     best.rule.save(path)
     logger.info("Fitted rule saved to %s.\n%s", path, best.report())
-    return {"best": best, "all": every, "rows": rows, "noise": noise, "scored": scored}
+    return {
+        "best": best, "all": every, "rows": rows, "noise": noise, "noise_sd": noise_sd, "scored": scored,
+        "shapes": {shape: [r for r in rows if r["subset_id"] in ids] for shape, ids in state["shapes"].items()},
+    }  # fmt: skip
 
 
 def _sd(values) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _pooled_sd(groups) -> float | None:
+    """The sd across seeds pooled over the noise floors of each shape (variances weighted by their degrees of
+    freedom): one seed's spread, measured on more than one subset."""
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return None
+    squares = sum((len(g) - 1) * statistics.variance(g) for g in groups)
+    return (squares / sum(len(g) - 1 for g in groups)) ** 0.5
 
 
 def _scaled(scored, transforms: dict):
@@ -266,7 +290,7 @@ def transfer(state: dict, settings: dict, train: bool = True) -> list[dict]:
             if subset.subset_id in done:
                 runs.append(
                     {"group": group, "subset_id": subset.subset_id, "eval_loss": done[subset.subset_id]["eval_loss"],
-                     "predicted": float(rule.predict(means, on_rule_scale=True)[0])}
+                     "predicted": float(rule.predict(means, on_rule_scale=True)[0]), **means.iloc[0].to_dict()}
                 )  # fmt: skip
     return runs
 
@@ -280,9 +304,11 @@ def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
     rows = fit["rows"]
     predicted = fit["best"].rule.predict(pd.DataFrame(rows), on_rule_scale=True)
     table = []
-    groups = {"fitting mixtures (in sample)": [{**r, "predicted": p} for r, p in zip(rows, predicted, strict=True)]}
+    groups = {"fitting subsets (in sample)": [{**r, "predicted": p} for r, p in zip(rows, predicted, strict=True)]}
+    groups.update(_across_shapes(fit))
     for run in runs:
         groups.setdefault(run["group"], []).append(run)
+    groups.update(_across_sources(runs, fit["best"].rule))
     for group, rows in groups.items():
         observed = np.log([r["eval_loss"] for r in rows])
         predicted = np.array([r["predicted"] for r in rows])
@@ -301,6 +327,49 @@ def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
             }
         )
     return table
+
+
+def _across_shapes(fit: dict) -> dict[str, list[dict]]:
+    """Each shape of fitting subsets predicted by the rule's indicators refitted on the other shapes alone (same
+    scales and policy): does a fit on mixtures that repeat instructions hold on one answer per instruction, and back."""
+    rule, shapes = fit["best"].rule, {k: v for k, v in fit["shapes"].items() if v}
+    if len(shapes) < 2:
+        return {}
+    groups = {}
+    for held, members in shapes.items():
+        others = [r for shape, rows in shapes.items() if shape != held for r in rows]
+        name = "one answer per instruction" if held == "one_answer" else held
+        if len(others) > len(rule.coefficients) + 2:
+            groups[f"{name}, by a fit on the other shape alone"] = _refit_predict(rule, others, members)
+    return groups
+
+
+def _refit_predict(rule, fitted: list[dict], held: list[dict]) -> list[dict]:
+    """`held` with `predicted`: the log eval loss that `rule`'s indicators, scales and policy refitted on `fitted`
+    alone predict from each subset's means (on the rule's scale)."""
+    import pandas as pd
+
+    from hf_instructmining import fit_rule
+
+    refit = fit_rule(
+        fitted, indicators=list(rule.coefficients), transforms=rule.transforms, out_of_range=rule.out_of_range
+    ).rule
+    values = refit.predict(pd.DataFrame(held), on_rule_scale=True)
+    return [{**r, "predicted": float(p)} for r, p in zip(held, values, strict=True)]
+
+
+def _across_sources(runs: list[dict], rule) -> dict[str, list[dict]]:
+    """Each group of instruction sources predicted by the rule's indicators refitted on the other groups' labels
+    alone: a fit that never saw the group's sources, nor the pool's instructions."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["group"], []).append(run)
+    predicted = {}
+    for held, members in groups.items():
+        others = [r for group, rows in groups.items() if group != held for r in rows]
+        if len(others) > len(rule.coefficients) + 2:
+            predicted[f"{held}, by a fit on the other group's labels alone"] = _refit_predict(rule, others, members)
+    return predicted
 
 
 def transfer_markdown(runs: list[dict], fit: dict) -> list[str]:

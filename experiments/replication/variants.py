@@ -3,8 +3,8 @@ stores lack).
 
 A variant is an out-of-range policy (`QualityRule.out_of_range`), a set of indicator scales (`QualityRule.transforms`)
 and a way of measuring KNN (none; among the scored rows, as the paper does; or against a fixed reference set, the
-pool's answers). Each variant is refitted on the 60 stored labels (the subset means of the transformed values, best
-subset by BIC, as the fit stage does) and checked on data it was not fitted on:
+pool's answers). Each variant is refitted on every stored fitting label (the subset means of the transformed values,
+best subset by BIC, as the fit stage does) and checked on data it was not fitted on:
 
 - **ten models**: Spearman of each model's mean score with its public win rate (goal: at most -0.7);
 - **GPT-4 over phi-2**: on the held-out instructions, the fraction where the rule scores GPT-4's answer better than
