@@ -404,9 +404,9 @@ def test_score_reports_clip_counts_and_a_summary_per_group(tmp_path, answers_fil
 def test_explain_a_rule_says_its_range_provenance_and_whether_its_models_load_here(offline_tiny_rule):
     code, out = in_process("explain", "--rule", "instructmining-smollm2-135m")
     assert code == 0
-    assert "log L_eval = 0.697014 - 0.000104507·output_length" in out
+    assert "log L_eval = 0.679908 - 0.000111675·output_length" in out
     assert "-4.418 to -0.688" in out  # end_of_turn_logprob's range, clipped on the side that would help a row
-    assert "fitted by this project" in out and "60 subsets" in out and "cross-validated R² 0.404" in out
+    assert "fitted by this project" in out and "84 subsets" in out and "cross-validated R² 0.526" in out
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in out and "its offline copy loads offline" in out
 
     code, out = in_process("explain", "--rule", offline_tiny_rule)

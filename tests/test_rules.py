@@ -562,10 +562,10 @@ def test_the_shipped_offline_rule_records_its_policy_scales_and_checks():
     assert rule.out_of_range == "clip_helpful" and rule.transforms == {"perplexity": "log"}
     assert "knn_6" not in rule.columns  # its value on new data lies outside the fitted range (RESULTS.md)
     provenance = rule.provenance
-    assert provenance["version"] == 2 and provenance["noise_floor"]["signal_to_noise"] > 2.5
-    assert provenance["fit"]["cv_r_squared"] > 0.3
+    assert provenance["version"] == 3 and provenance["noise_floor"]["signal_to_noise"] >= 3
+    assert provenance["fit"]["n_subsets"] == 84 and provenance["fit"]["cv_r_squared"] > 0.5
     assert all(row["vif"] < 5 for column, row in provenance["fit"]["table"].items() if column != "intercept")
-    assert provenance["checks"]["gpt4_over_phi2_held_out"]["value"] >= 0.9
+    assert provenance["checks"]["gpt4_over_phi2_held_out"]["value"] >= 0.85
     assert provenance["checks"]["example_data_styles_best_first"][0] == "careful"
     # Its domain is on its own scale: the log of perplexities 4.2-6.4.
     low, high = rule.domain["perplexity"]

@@ -5,7 +5,7 @@
    (MiniLM embeddings) and the perplexity family (SmolLM2-135M-Instruct), using the real models that install from
    the package index (see `hf_instructmining.offline`).
 2. Applies `instructmining-smollm2-135m`, the rule this project fitted by full finetuning of SmolLM2-135M-Instruct
-   on 60 mixtures of ten public models' answers (`experiments/replication/`), to predict each row's log eval
+   on 84 labelled subsets of ten public models' answers (`experiments/replication/`), to predict each row's log eval
    loss: `instruct_score`.
 3. Selects the best rows (exact duplicates dropped) and writes the Hub layout (scored and selected parquet,
    dataset card, rule JSON, pictures) to a local folder, exactly what `instructmining push` would upload.
