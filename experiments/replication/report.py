@@ -269,16 +269,19 @@ def pool_table(scored, candidates: list[str]) -> str:
 
 
 def noise_section(fit: dict, settings: dict, snr) -> str:
-    names = {"mixtures": "Dirichlet mixture", "one_answer": "mixture of one answer per instruction"}
+    # Each shape of labelled subset, named in the singular and the plural.
+    names = {
+        "mixtures": ("Dirichlet mixture", "Dirichlet mixtures"),
+        "one_answer": ("mixture of one answer per instruction", "mixtures of one answer per instruction"),
+    }
     floors = " ".join(
-        f"The first {names.get(shape, shape)} was trained with {len(values)} seeds "
+        f"The first {names.get(shape, (shape,))[0]} was trained with {len(values)} seeds "
         f"({', '.join(f'{x:.4f}' for x in values)}): sd across seeds {_fmt(_sd(values))}."
         for shape, values in fit["noise"].items()
         if values
     )
-    plural = {"mixtures": "Dirichlet mixtures", "one_answer": "mixtures of one answer per instruction"}
     spreads = "; ".join(
-        f"{len(rows)} {plural.get(shape, shape)}, {min(losses):.4f}-{max(losses):.4f} (sd {_fmt(_sd(losses))})"
+        f"{len(rows)} {names.get(shape, (shape, shape))[1]}, {min(losses):.4f}-{max(losses):.4f} (sd {_fmt(_sd(losses))})"
         for shape, rows in fit["shapes"].items()
         if (losses := [r["eval_loss"] for r in rows])
     )

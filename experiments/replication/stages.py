@@ -332,30 +332,12 @@ def transfer_table(runs: list[dict], fit: dict) -> list[dict]:
 def _across_shapes(fit: dict) -> dict[str, list[dict]]:
     """Each shape of fitting subsets predicted by the rule's indicators refitted on the other shapes alone (same
     scales and policy): does a fit on mixtures that repeat instructions hold on one answer per instruction, and back."""
-    rule, shapes = fit["best"].rule, {k: v for k, v in fit["shapes"].items() if v}
-    if len(shapes) < 2:
-        return {}
-    groups = {}
-    for held, members in shapes.items():
-        others = [r for shape, rows in shapes.items() if shape != held for r in rows]
-        name = "one answer per instruction" if held == "one_answer" else held
-        if len(others) > len(rule.coefficients) + 2:
-            groups[f"{name}, by a fit on the other shape alone"] = _refit_predict(rule, others, members)
-    return groups
-
-
-def _refit_predict(rule, fitted: list[dict], held: list[dict]) -> list[dict]:
-    """`held` with `predicted`: the log eval loss that `rule`'s indicators, scales and policy refitted on `fitted`
-    alone predict from each subset's means (on the rule's scale)."""
-    import pandas as pd
-
-    from hf_instructmining import fit_rule
-
-    refit = fit_rule(
-        fitted, indicators=list(rule.coefficients), transforms=rule.transforms, out_of_range=rule.out_of_range
-    ).rule
-    values = refit.predict(pd.DataFrame(held), on_rule_scale=True)
-    return [{**r, "predicted": float(p)} for r, p in zip(held, values, strict=True)]
+    shapes = {
+        "one answer per instruction" if shape == "one_answer" else shape: rows
+        for shape, rows in fit["shapes"].items()
+        if rows
+    }
+    return _leave_one_out(shapes, fit["best"].rule, "{}, by a fit on the other shape alone")
 
 
 def _across_sources(runs: list[dict], rule) -> dict[str, list[dict]]:
@@ -364,11 +346,27 @@ def _across_sources(runs: list[dict], rule) -> dict[str, list[dict]]:
     groups = {}
     for run in runs:
         groups.setdefault(run["group"], []).append(run)
+    return _leave_one_out(groups, rule, "{}, by a fit on the other group's labels alone")
+
+
+def _leave_one_out(groups: dict[str, list[dict]], rule, name: str) -> dict[str, list[dict]]:
+    """`name.format(group)` -> each group's rows with `predicted`: the log eval loss that `rule`'s indicators, scales
+    and policy, refitted on the other groups' rows alone, predict from each subset's means (on the rule's scale).
+    A group whose others hold too few rows for the refit is left out."""
+    import pandas as pd
+
+    from hf_instructmining import fit_rule
+
     predicted = {}
     for held, members in groups.items():
         others = [r for group, rows in groups.items() if group != held for r in rows]
-        if len(others) > len(rule.coefficients) + 2:
-            predicted[f"{held}, by a fit on the other group's labels alone"] = _refit_predict(rule, others, members)
+        if len(others) <= len(rule.coefficients) + 2:
+            continue
+        refit = fit_rule(
+            others, indicators=list(rule.coefficients), transforms=rule.transforms, out_of_range=rule.out_of_range
+        ).rule
+        values = refit.predict(pd.DataFrame(members), on_rule_scale=True)
+        predicted[name.format(held)] = [{**r, "predicted": float(p)} for r, p in zip(members, values, strict=True)]
     return predicted
 
 

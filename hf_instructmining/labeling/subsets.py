@@ -163,7 +163,8 @@ def sample_subsets(
         missing = [n for n, ds in sources.items() if one_per not in ds.column_names]
         if missing:
             raise ValueError(f"`one_per={one_per!r}` names no column of the sources {missing}.")
-        values = {n: ds[one_per] for n, ds in sources.items()}
+        # Plain lists, read once: the draw below looks values up row by row, and a `Column` reads Arrow per lookup.
+        values = {n: list(ds[one_per]) for n, ds in sources.items()}
         distinct = len(set().union(*map(set, values.values())))
         if distinct < subset_size:
             raise ValueError(
