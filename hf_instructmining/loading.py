@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from ._malloc import keep_freed_memory
+
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,9 @@ def load_model(
         dtype (`str`, *optional*): a dtype name, or `None` for [`default_dtype`] of the device.
         trust_remote_code (`bool`, *optional*, defaults to `False`): never on unless asked for.
 
+    On a CPU, the first load also keeps freed memory in the process (see [`~hf_instructmining._malloc`]): a model
+    pass then reuses its activations' memory instead of faulting it back in from the kernel on every batch.
+
     Returns:
         `torch.nn.Module` in eval mode, with gradients off.
 
@@ -230,6 +235,8 @@ def load_model(
     import transformers
 
     torch_dtype = resolve_dtype(dtype, device)
+    if device == "cpu":
+        keep_freed_memory()
     logger.info("Loading %s model %s (revision %s) on %s", task, name_or_path, revision or "default", device)
     try:
         if task in _CHECKPOINT_LOADERS:
