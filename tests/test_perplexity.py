@@ -216,3 +216,23 @@ def test_the_family_is_one_indicator_and_one_pass_when_scored_together(tiny_chat
     assert Hasher.hash(Perplexity(tiny_chat_llama_dir)) != Hasher.hash(Perplexity(tiny_chat_llama_dir, outputs="ifd"))
     with pytest.raises(ValueError, match="perplexity output"):
         Perplexity(outputs=["ppl"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_head_runs_in_chunks_of_bounded_bytes_with_the_same_losses(monkeypatch, dtype):
+    from hf_instructmining.indicators import _lm_nll
+
+    generator = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(16, 1000, bias=False).to(dtype)
+    states = torch.randn(50, 16, generator=generator).to(dtype)
+    targets = torch.randint(0, 1000, (50,), generator=generator)
+    whole = _lm_nll._token_nll(states, targets, head)
+    sizes = []
+    monkeypatch.setattr(_lm_nll, "_HEAD_CHUNK_BYTES", 7 * 1000 * states.element_size())
+    head.register_forward_hook(lambda module, args, out: sizes.append(len(out)))
+    chunked = _lm_nll._token_nll(states, targets, head)
+    assert sizes == [7] * 7 + [1] and chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, whole)
+    # In bf16 the loss comes out of the kernel rounded to bf16: within bf16's relative precision of float32's.
+    exact = torch.nn.functional.cross_entropy(head.float()(states.float()), targets, reduction="none")
+    assert ((chunked - exact).abs() / exact).max() < (0.01 if dtype == torch.bfloat16 else 1e-5)

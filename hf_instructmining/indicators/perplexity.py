@@ -69,7 +69,8 @@ class Perplexity(ModelIndicator):
     """
 
     name = "perplexity"
-    version = "1"
+    # 2: a bf16 model's per-token losses are rounded to bf16 before they are averaged (float32 values are unchanged).
+    version = "2"
     default_model = "meta-llama/Llama-2-7b-hf"
     task = "causal_lm"
     rule_options = (*ModelIndicator.rule_options, "template", "outputs")
