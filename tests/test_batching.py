@@ -54,3 +54,13 @@ def test_a_model_indicator_inside_map_shows_its_model_pass(progress_bars, capsys
     compute_indicators(ds, rule=QualityRule(0.0, {"perplexity": 0.01}, {"perplexity": spec}), device="cpu")
     err = capsys.readouterr().err
     assert "Computing perplexity" in err and "perplexity: model pass" in err  # the pass under the `map` batch
+
+
+def test_the_default_token_budget_follows_the_device_and_the_dtype():
+    from hf_instructmining.indicators import Perplexity
+    from hf_instructmining.indicators._model_base import CPU_BF16_MAX_TOKENS, CPU_MAX_TOKENS, GPU_MAX_TOKENS
+
+    assert Perplexity("m", dtype="float32").token_budget("cpu") == CPU_MAX_TOKENS == 1024
+    assert Perplexity("m", dtype="bfloat16").token_budget("cpu") == CPU_BF16_MAX_TOKENS == 4096
+    assert Perplexity("m", dtype="bfloat16").token_budget("cuda:0") == GPU_MAX_TOKENS
+    assert Perplexity("m", dtype="bfloat16", max_tokens=64).token_budget("cpu") == 64

@@ -12,9 +12,12 @@ from .base import Indicator, check_revision
 
 
 # Token budget per batch (rows x padded length). On a CPU a batch only has to keep the matrix multiplies busy, and
-# small batches keep each layer's activations in cache: 1,024 tokens ran SmolLM2 perplexity 1.04x and MiniLM
-# embeddings 1.1-1.2x faster than 4,096 (benchmarks/RESULTS.md). GPUs want far more.
+# in float32 small batches keep each layer's activations in cache: 1,024 tokens ran SmolLM2 perplexity 1.04x and
+# MiniLM embeddings 1.1-1.2x faster than 4,096 (benchmarks/RESULTS.md). In bf16 on an AMX-BF16 Xeon, oneDNN's
+# matmul ran SmolLM2's 576-wide projections at about 1,400 GFLOP/s for 512 to 1,400 rows and 2,600-3,200 from 1,400
+# rows up, and 4,096 tokens scored the offline rule 1.2x faster than 1,024 (8,192: slower again). GPUs want far more.
 CPU_MAX_TOKENS = 1024
+CPU_BF16_MAX_TOKENS = 4096
 GPU_MAX_TOKENS = 32768
 # `model_max_length` of tokenizers that set none.
 _NO_LIMIT = 10**8
@@ -33,7 +36,8 @@ class ModelIndicator(Indicator):
             log-probabilities and embedding norms are computed in float32 from upcast outputs either way;
             `"float32"` keeps values exact. An indicator whose bf16 values failed the accuracy contract sets
             `auto_dtype` to what `"auto"` means for it instead ([`KNNDistance`]: float32).
-        max_tokens (`int`, *optional*): token budget per batch (rows x padded length).
+        max_tokens (`int`, *optional*): token budget per batch (rows x padded length); by default 1,024 on a CPU in
+            float32, 4,096 on a CPU in bf16 and 32,768 on a GPU.
         max_length (`int`, *optional*): truncate inputs to this many tokens; the model's context by default.
         trust_remote_code (`bool`, *optional*, defaults to `False`): run code from the model repository.
         **kwargs: `format`, `column_mapping`, `on_invalid` (see [`Indicator`]).
@@ -96,7 +100,12 @@ class ModelIndicator(Indicator):
         return load_tokenizer(self.model, self.revision, self.trust_remote_code)
 
     def token_budget(self, device: str) -> int:
-        return self.max_tokens or (GPU_MAX_TOKENS if device.startswith("cuda") else CPU_MAX_TOKENS)
+        """`max_tokens`, else the default budget for `device` and the dtype the model runs in there."""
+        if self.max_tokens:
+            return self.max_tokens
+        if device.startswith("cuda"):
+            return GPU_MAX_TOKENS
+        return CPU_MAX_TOKENS if resolve_dtype(self.dtype, device).itemsize == 4 else CPU_BF16_MAX_TOKENS
 
     def context_length(self, model, tokenizer) -> int:
         """`max_length`, else the smaller of the model's positions and the tokenizer's `model_max_length`."""
