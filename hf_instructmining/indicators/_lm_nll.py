@@ -6,9 +6,9 @@ batches, the body runs once per batch, and the language-model head and the loss 
 that predict scored tokens. A token prefix that every row shares (a chat template's system prompt) is run once per
 call and reused from its key/value cache. The loss is torch's cross-entropy over the logits in the model's dtype: its
 log-softmax runs in float32 inside the kernel on every dtype; a bf16 model's per-token losses come out rounded to bf16
-(0.4% of each value at most), which moved no Spearman figure of the offline rule over 1,000 real rows in the fifth
-decimal, and made the head and loss 1.9x faster on a CPU than upcasting the logits to float32 first
-(benchmarks/RESULTS.md).
+(about 0.4% of each value), which left the offline rule's Spearman figures against float32 over 1,000 real rows
+unchanged to five decimals, where upcasting the logits to float32 first made its whole scoring 1.13x slower on an
+AMX-BF16 CPU (benchmarks/RESULTS.md).
 """
 
 import inspect
@@ -20,8 +20,8 @@ from ._batching import inference, pad, run_in_batches
 
 # Heads that do more than a linear map (soft-capping, scaling): score them with the full forward instead.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-# Logits materialised at once, in bytes: a chunk of positions small enough to stay near the CPU's caches ran the head
-# and loss 1.9x faster than 2,048 positions at once (SmolLM2's 49,152-token vocabulary, 32 MiB is 341 positions in bf16).
+# Logits materialised at once, in bytes: on a CPU, 256 positions of SmolLM2's 49,152-token vocabulary ran the head and
+# a bf16 loss in 32 ms where 2,048 at once took 61 (memory traffic). 32 MiB is 341 such positions in bf16.
 _HEAD_CHUNK_BYTES = 32 * 2**20
 # A shared prefix shorter than this is recomputed with each row: reusing its cache costs a copy per batch and layer.
 _MIN_SHARED_PREFIX = 8
