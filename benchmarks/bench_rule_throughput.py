@@ -4,15 +4,21 @@ Every configuration scores the same rows through the public path, each in a fres
 there, by a warm-up on the first 16 rows, and not timed), with the `datasets` cache in a temporary folder and
 caching off, so that nothing is reused between configurations or reruns:
 
-- `v1-bf16`, the baseline: version 1 of `instructmining-smollm2-135m` (read from git history: `output_length`,
-  `compression_ratio`, `knn_6` on MiniLM, `unconditional_perplexity`, `ifd`, `end_of_turn_logprob`: SmolLM2 reads
-  each response twice, with and without its instruction) at `dtype="auto"`, what main ran: bf16 on a CPU with AMX-BF16
-  or AVX512-BF16 (MiniLM stays float32 under `auto`).
-- `v2-bf16`: the shipped version 2 (`output_length`, `log(perplexity)`, `end_of_turn_logprob`: one SmolLM2 pass,
-  the response with its instruction, and no MiniLM), `dtype="auto"`.
-- `v2-float32`: the same with `INSTRUCTMINING_CPU_BF16=0` (`auto` runs float32): the exact values the bf16 scores
-  are checked against (Spearman over all rows; the contract asks >= 0.999).
-- `--levers` adds configurations that change one setting of `v2-bf16` (see `LEVERS`).
+- `baseline`: what issue 29 measured, "today's rows/s": the library as it was when the issue was filed (commit
+  `18a4699`, exported from git history into a temporary folder and imported from there) scoring that day's built-in
+  rule, version 1 of `instructmining-smollm2-135m` (`output_length`, `compression_ratio`, `knn_6` on MiniLM,
+  `unconditional_perplexity`, `ifd`, `end_of_turn_logprob`: SmolLM2 reads each response twice, with and without its
+  instruction) at `dtype="auto"`: bf16 on a CPU with AMX-BF16 or AVX512-BF16 (MiniLM stays float32 under `auto`).
+- `v1-bf16`: the same rule through this library: what the library's own changes gained on the old rule.
+- `shipped-bf16`: the shipped rule (version 3: `output_length`, `log(perplexity)`, `end_of_turn_logprob`: one SmolLM2
+  pass, the response with its instruction, and no MiniLM) through this library, `dtype="auto"`.
+- `shipped-float32`: the same with `INSTRUCTMINING_CPU_BF16=0` (`auto` runs float32): the exact values the bf16
+  scores are checked against (Spearman over all rows; the contract asks >= 0.999).
+- `--levers` adds configurations that each undo one of the changes that made `shipped-bf16` fast, or change its
+  token budget (see `LEVERS`): what each change is worth, side by side.
+
+`--repeats N` runs the whole list N times, configurations interleaved so that drift in the machine's speed hits each
+alike, and reports each configuration's median rows/s.
 
 Rows: AlpacaEval answers of the ten models in `../shared/data/alpaca_eval_outputs`, the same number from each model
 (a seeded sample of each model's non-empty answers), in a seeded shuffled order.
@@ -22,8 +28,9 @@ forward: real tokens, and the padding beside them) per second, and the FLOP/s th
 token (how the issue counted) as a fraction of the bf16 matmul rate measured here at SmolLM2's shapes
 (512x576 @ 576x1536, best of 5, `bench_model_indicators.matmul_rates`).
 
-    python benchmarks/bench_rule_throughput.py --rows 1000
-    python benchmarks/bench_rule_throughput.py --rows 100 --configs v2-bf16 --levers   # the levers, quickly
+    python benchmarks/bench_rule_throughput.py --rows 210 --configs baseline shipped-bf16 --repeats 3
+    python benchmarks/bench_rule_throughput.py --rows 1000 --configs shipped-bf16 shipped-float32   # accuracy
+    python benchmarks/bench_rule_throughput.py --rows 100 --configs shipped-bf16 --levers   # the levers, quickly
 """
 
 import argparse
@@ -31,6 +38,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,24 +50,49 @@ from bench_model_indicators import DATA, matmul_rates
 
 REPO = Path(__file__).resolve().parents[1]
 RULE = "instructmining-smollm2-135m"
-# A commit whose built-in rule is still version 1 (version 2 replaced it in d45003e).
-V1_COMMIT = "18a4699"
+# Main when issue 29 was filed; its built-in rule is version 1 (version 2 replaced it in d45003e).
+BASELINE_COMMIT = "18a4699"
 WARMUP_ROWS = 16
 
-# name -> (rule version, environment, compute_indicators options, options set on every model indicator's spec)
+# name -> (rule: 1 for version 1, else the shipped one; environment; compute_indicators options; options set on
+# every model indicator's spec). `baseline` also runs the library of BASELINE_COMMIT.
 CONFIGS = {
+    "baseline": (1, {}, {}, {}),
     "v1-bf16": (1, {}, {}, {}),
-    "v2-bf16": (2, {}, {}, {}),
-    "v2-float32": (2, {"INSTRUCTMINING_CPU_BF16": "0"}, {}, {}),
+    "shipped-bf16": (3, {}, {}, {}),
+    "shipped-float32": (3, {"INSTRUCTMINING_CPU_BF16": "0"}, {}, {}),
 }
-# Levers, each one change to `v2-bf16`: the token budget per batch (`max_tokens`, 1,024 on a CPU by default) and
-# the rows per `map` batch (`batch_size`, 256 by default: rows are length-sorted within one).
+# Levers, each one change to `shipped-bf16`: glibc's defaults for freed memory (`INSTRUCTMINING_CPU_MALLOC=0`: large
+# blocks go back to the kernel on every free), the token budget per batch (`max_tokens`; 4,096 on a bf16 CPU by
+# default, 1,024 before), and the loss computed as before, from logits upcast to float32 in 2,048-position chunks
+# (undone in the child, `PATCHES`).
 LEVERS = {
-    "v2-bf16-budget2048": (2, {}, {}, {"max_tokens": 2048}),
-    "v2-bf16-budget4096": (2, {}, {}, {"max_tokens": 4096}),
-    "v2-bf16-budget512": (2, {}, {}, {"max_tokens": 512}),
-    "v2-bf16-batch1024": (2, {}, {"batch_size": 1024}, {}),
+    "shipped-bf16-glibc-defaults": (3, {"INSTRUCTMINING_CPU_MALLOC": "0"}, {}, {}),
+    "shipped-bf16-float32-loss": (3, {}, {}, {}),
+    "shipped-bf16-budget1024": (3, {}, {}, {"max_tokens": 1024}),
+    "shipped-bf16-budget2048": (3, {}, {}, {"max_tokens": 2048}),
+    "shipped-bf16-budget8192": (3, {}, {}, {"max_tokens": 8192}),
 }
+
+
+def float32_loss() -> None:
+    """The loss as before: logits upcast to float32, 2,048 positions at a time."""
+    import torch
+
+    from hf_instructmining.indicators import _lm_nll
+
+    def token_nll(states, targets, head):
+        losses = []
+        for start in range(0, len(states), 2048):
+            chunk = states[start : start + 2048]
+            logits = (head(chunk) if head is not None else chunk).float()
+            losses.append(torch.nn.functional.cross_entropy(logits, targets[start : start + 2048], reduction="none"))
+        return torch.cat(losses) if losses else states.new_zeros(0, dtype=torch.float32)
+
+    _lm_nll._token_nll = token_nll
+
+
+PATCHES = {"shipped-bf16-float32-loss": float32_loss}
 
 
 def load_rows(n: int) -> dict[str, list[str]]:
@@ -80,7 +113,7 @@ def rule_dict(version: int, spec_options: dict) -> dict:
     if version == 1:
         path = "hf_instructmining/builtin_rules/instructmining-smollm2-135m.json"
         text = subprocess.run(
-            ["git", "show", f"{V1_COMMIT}:{path}"], cwd=REPO, check=True, capture_output=True, text=True
+            ["git", "show", f"{BASELINE_COMMIT}:{path}"], cwd=REPO, check=True, capture_output=True, text=True
         ).stdout
         rule = json.loads(text)
     else:
@@ -139,6 +172,8 @@ def child(name: str, rows: int, out: str) -> None:
     datasets.disable_caching()
     datasets.disable_progress_bars()
     version, _, options, spec_options = CONFIGS.get(name) or LEVERS[name]
+    if name in PATCHES:
+        PATCHES[name]()
     rule = rule_dict(version, spec_options)
     ds = datasets.Dataset.from_dict(load_rows(rows))
     counter = TokenCounter()
@@ -176,6 +211,7 @@ def main():
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--levers", nargs="*", default=None, help="the levers to add (all when none is named)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every configuration, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,30 +225,41 @@ def main():
         f"bfloat16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s",
         flush=True,
     )
-    results = {}
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            env = {
-                **os.environ,
-                **(CONFIGS.get(name) or LEVERS[name])[1],
-                "HF_DATASETS_CACHE": str(Path(tmp) / f"cache-{name}"),
-                "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
-            out = Path(tmp) / f"{name}.json"
-            load = os.getloadavg()[0]
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--rows", str(args.rows), "--out", str(out)],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode:
-                print(f"{name}: failed\n{done.stderr[-3000:]}", flush=True)
-                continue
-            results[name] = result = json.loads(out.read_text())
-            report(name, result, rates["bfloat16"], load)
-    summarize(results)
+        baseline_tree = Path(tmp) / "baseline"
+        if "baseline" in names:
+            baseline_tree.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", BASELINE_COMMIT, "hf_instructmining"], cwd=REPO, check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(baseline_tree)], input=archive, check=True)
+        for repeat in range(args.repeats):
+            for name in names:
+                env = {
+                    **os.environ,
+                    **(CONFIGS.get(name) or LEVERS[name])[1],
+                    "HF_DATASETS_CACHE": str(Path(tmp) / f"cache-{name}-{repeat}"),
+                    "HF_HUB_OFFLINE": "1",
+                    "TOKENIZERS_PARALLELISM": "false",
+                }
+                if name == "baseline":  # the library of BASELINE_COMMIT comes first on the path
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline_tree), env.get("PYTHONPATH")]))
+                out = Path(tmp) / f"{name}-{repeat}.json"
+                load = os.getloadavg()[0]
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", name, "--rows", str(args.rows), "--out", str(out)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode:
+                    print(f"{name}: failed\n{done.stderr[-3000:]}", flush=True)
+                    continue
+                result = json.loads(out.read_text())
+                runs.setdefault(name, []).append(result)
+                report(name, result, rates["bfloat16"], load)
+    summarize(runs)
 
 
 def report(name: str, result: dict, bf16_rate: float, load: float) -> None:
@@ -230,22 +277,30 @@ def report(name: str, result: dict, bf16_rate: float, load: float) -> None:
     )
 
 
-def summarize(results: dict) -> None:
-    base = results.get("v1-bf16")
-    for name, result in results.items():
-        if base is not None and name != "v1-bf16":
-            ratio = (result["rows"] / result["seconds"]) / (base["rows"] / base["seconds"])
-            print(f"ratio       {name} / v1-bf16 rows/s: {ratio:.2f}x (target >= 2.5x)")
-    exact = results.get("v2-float32")
+def summarize(runs: dict[str, list[dict]]) -> None:
+    """Each configuration's median rows/s over its runs, the ratios to `baseline` (the issue's target) and to
+    `v1-bf16`, and the accuracy of the bf16 scores against `shipped-float32` (from each configuration's first run)."""
+    rates = {name: statistics.median(r["rows"] / r["seconds"] for r in results) for name, results in runs.items()}
+    for name, rate in rates.items():
+        spread = ", ".join(f"{r['rows'] / r['seconds']:.2f}" for r in runs[name])
+        print(f"median      {name:<22} {rate:6.2f} rows/s (runs: {spread})")
+    for base, target in (("baseline", " (target >= 2.5x)"), ("v1-bf16", "")):
+        for name in rates:
+            if base in rates and name not in (base, "baseline"):
+                print(f"ratio       {name} / {base} rows/s: {rates[name] / rates[base]:.2f}x{target}")
+    exact = runs.get("shipped-float32")
     if exact is None:
         return
-    for name, result in results.items():
-        if name.startswith("v2") and name != "v2-float32":
+    exact = exact[0]
+    for name, results in runs.items():
+        if name.startswith("shipped") and name != "shipped-float32":
             parts = []
             for column in ("instruct_score", *[c for c in exact["values"] if c != "instruct_score"]):
-                rho, dropped = spearman(result["values"][column], exact["values"][column])
+                rho, dropped = spearman(results[0]["values"][column], exact["values"][column])
                 parts.append(f"{column} {rho:.5f}" + (f" ({dropped} NaN rows left out)" if dropped else ""))
-            print(f"accuracy    {name} against v2-float32, Spearman over {result['rows']} rows: " + ", ".join(parts))
+            print(
+                f"accuracy    {name} against shipped-float32, Spearman over {exact['rows']} rows: " + ", ".join(parts)
+            )
 
 
 if __name__ == "__main__":
