@@ -35,10 +35,10 @@ def test_freed_memory_is_reused_instead_of_faulted_back_in():
     kept_set, kept_faults = kept.stdout.split()
     default_set, default_faults = default.stdout.split()
     assert (kept_set, default_set) == ("True", "False")
-    # 64 MiB is 16,384 pages: the default maps and faults them in on every allocation. Kept, the heap grows a few
-    # times while aligned blocks do not yet fit the freed ones (7 times here), then reuses them.
-    assert int(default_faults) > 35 * 16_384
-    assert int(kept_faults) < 12 * 16_384
+    # The default maps the 64 MiB and faults it in on every allocation (655,400 faults here: 16,384 4 KiB pages each
+    # time; fewer, larger ones where transparent huge pages are always on). Kept, the heap grows a few times while
+    # aligned blocks do not yet fit the freed ones (114,688 faults here), then reuses them.
+    assert int(kept_faults) * 3 < int(default_faults)
 
 
 def test_a_bad_setting_is_refused_in_one_line():
