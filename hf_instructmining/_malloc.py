@@ -15,8 +15,9 @@ defaults alone.
 import ctypes
 import ctypes.util
 import logging
-import os
 import platform
+
+from ._env import env_switch
 
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,7 @@ def keep_freed_memory() -> bool:
     ```
     """
     global _done
-    setting = os.environ.get(MALLOC_ENV, "1")
-    if setting not in ("0", "1"):
-        raise ValueError(f"`{MALLOC_ENV}` must be `1` or `0` (or unset), got `{setting}`.")
-    if _done or setting == "0":
+    if _done or env_switch(MALLOC_ENV) is False:
         return _done
     if platform.libc_ver()[0] != "glibc":
         return False

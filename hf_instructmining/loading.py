@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from ._env import env_switch
 from ._malloc import keep_freed_memory
 
 
@@ -141,11 +142,9 @@ def cpu_supports_bf16() -> bool:
     True
     ```
     """
-    override = os.environ.get(CPU_BF16_ENV)
+    override = env_switch(CPU_BF16_ENV)
     if override is not None:
-        if override not in ("0", "1"):
-            raise ValueError(f"`{CPU_BF16_ENV}` must be `1` or `0` (or unset to detect), got `{override}`.")
-        return override == "1"
+        return override
     import torch
 
     # Older torch releases have no public feature query: float32 there, exact and never slow.

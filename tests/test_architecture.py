@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # Layer -> the top-level modules and subpackages in it. A module imports only from its own layer or a lower one.
 LAYERS = {
-    0: ["_version", "_json", "_malloc", "errors", "import_utils", "offline", "formats", "loading"],
+    0: ["_version", "_json", "_env", "_malloc", "errors", "import_utils", "offline", "formats", "loading"],
     1: ["indicators"],
     2: ["rules"],
     3: ["scoring", "selection", "labeling", "fitting", "search", "summary", "search_result"],

@@ -43,10 +43,10 @@ class LabelingConfig:
             1e-4. Still, compare labels trained at one precision only.
         fused_lm_head (`bool`, *optional*): compute the loss with TRL's fused, chunked LM head (`True`) or with the
             model's own cross-entropy, its LM head applied at the response tokens only (`False`). `None` (the
-            default) fuses on accelerators,
-            where not materialising the logits saves memory, and not on the CPU, where the fused head also scores
-            entropy and top-1 accuracy at every position and took half of each training step (SmolLM2-135M,
-            `benchmarks/RESULTS.md`). Both give the same loss (eval losses agree to 1e-5).
+            default) fuses on accelerators, where not materialising the logits saves memory, and not on the CPU,
+            where the fused head also scores entropy and top-1 accuracy at every position and took half of each
+            training step (SmolLM2-135M, `benchmarks/RESULTS.md`). Both give the same loss (eval losses agree to
+            1e-5).
         devices (`list[str]` or `str`, *optional*): label several subsets at once, one worker process per device
             (a list, or a comma-separated string such as `"cuda:0,cuda:1"`); `"auto"` uses every visible GPU when
             there are several.
